@@ -1,0 +1,25 @@
+"""ropelab: positional encoding for attention, exact and fast.
+
+The core (this namespace) needs numpy alone; front ends live in ``ropelab.torch``
+and ``ropelab.nnx`` and import their framework when used.
+"""
+
+from . import scaling
+from .config import LAYOUTS, RopeConfig
+from .presets import PRESETS, preset
+from .rotary import apply_rope, apply_rope_, permute_for_layout
+from .tables import rope_tables
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LAYOUTS",
+    "PRESETS",
+    "RopeConfig",
+    "apply_rope",
+    "apply_rope_",
+    "permute_for_layout",
+    "preset",
+    "rope_tables",
+    "scaling",
+]

@@ -1,0 +1,225 @@
+"""apply_rope on any array type: numpy arrays, torch tensors and jax arrays.
+
+Shapes: x is ``(..., T, D)``; cos and sin are broadcastable to ``(..., T, R/2)`` with
+``R = 2 * cos.shape[-1] <= D`` the rotary dimension. Features past R pass through.
+
+Layouts (see :data:`ropelab.config.LAYOUTS`):
+    interleaved: pair i is ``(x[2i], x[2i+1])``
+    half:        pair i is ``(x[i], x[i + R/2])``
+A pair ``(a, b)`` rotated by phi is ``(a cos phi - b sin phi, a sin phi + b cos phi)``.
+
+No framework is imported here: the array's own module supplies the few operations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._optional import array_kind
+from .config import check_layout
+
+__all__ = ["apply_rope", "apply_rope_", "permute_for_layout", "rotary_dim_of"]
+
+
+class _Ops:
+    """The handful of array operations apply_rope needs, for one array kind."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        if kind == "numpy":
+            self.xp = np
+        elif kind == "torch":
+            import torch
+
+            self.xp = torch
+        else:
+            import jax.numpy as jnp
+
+            self.xp = jnp
+
+    def compute_dtype(self, dtype):
+        """At least float32: half-precision inputs are rotated in float32."""
+        xp = self.xp
+        if self.kind == "numpy":
+            if not np.issubdtype(dtype, np.floating):
+                raise TypeError(f"x must be a floating-point array, got dtype {dtype}")
+            return np.result_type(dtype, np.float32)
+        if self.kind == "torch":
+            if not dtype.is_floating_point:
+                raise TypeError(f"x must be a floating-point tensor, got dtype {dtype}")
+            return xp.promote_types(dtype, xp.float32)
+        if not xp.issubdtype(dtype, xp.floating):
+            raise TypeError(f"x must be a floating-point array, got dtype {dtype}")
+        return xp.promote_types(dtype, xp.float32)
+
+    def to(self, a, dtype, like):
+        """``a`` (any array kind) as this kind's array of ``dtype``, on ``like``'s device."""
+        if self.kind == "numpy":
+            return np.asarray(a, dtype=dtype)
+        if self.kind == "torch":
+            torch = self.xp
+            if isinstance(a, torch.Tensor):
+                return a.to(device=like.device, dtype=dtype)
+            return torch.as_tensor(np.asarray(a), device=like.device).to(dtype)
+        if isinstance(a, np.ndarray):
+            # cast on the host first: jax without x64 would otherwise warn and truncate
+            a = a.astype(np.dtype(dtype))
+        return self.xp.asarray(a, dtype=dtype)
+
+    def stack_last(self, a, b):
+        if self.kind == "torch":
+            return self.xp.stack((a, b), dim=-1)
+        return self.xp.stack((a, b), axis=-1)
+
+    def cat_last(self, parts):
+        if self.kind == "torch":
+            return self.xp.cat(parts, dim=-1)
+        return self.xp.concatenate(parts, axis=-1)
+
+    def astype(self, a, dtype):
+        if self.kind == "torch":
+            return a.to(dtype)
+        return a.astype(dtype)
+
+
+_OPS: dict[str, _Ops] = {}
+
+
+def _ops(kind: str) -> _Ops:
+    if kind not in _OPS:
+        _OPS[kind] = _Ops(kind)
+    return _OPS[kind]
+
+
+def _check_shapes(x, cos, sin) -> int:
+    """Validate shapes; return R (the rotary dimension)."""
+    if tuple(cos.shape) != tuple(sin.shape):
+        raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
+    if len(x.shape) < 2:
+        raise ValueError(f"x must be shaped (..., T, D), got shape {tuple(x.shape)}")
+    if len(cos.shape) < 1:
+        raise ValueError("cos and sin must be shaped (..., T, R/2), got scalars")
+    half = int(cos.shape[-1])
+    rotary_dim = 2 * half
+    head_dim = int(x.shape[-1])
+    if rotary_dim > head_dim or half == 0:
+        raise ValueError(
+            f"tables of {half} pairs need a rotary dim {rotary_dim} <= the last dim of x, "
+            f"got x.shape[-1]={head_dim}"
+        )
+    target = tuple(x.shape[:-1]) + (half,)
+    try:
+        joint = np.broadcast_shapes(tuple(cos.shape), target)
+    except ValueError:
+        joint = None
+    if joint != target:
+        raise ValueError(
+            f"cos/sin of shape {tuple(cos.shape)} do not broadcast to x's (..., T, R/2) = {target}; "
+            f"x has shape {tuple(x.shape)} (T={x.shape[-2]}): the tables need one row per token"
+        )
+    return rotary_dim
+
+
+def rotary_dim_of(cos) -> int:
+    """The rotary dimension R that a cos/sin table of shape (..., R/2) serves."""
+    return 2 * int(cos.shape[-1])
+
+
+def _rotate(ops: _Ops, x, cos, sin, layout: str, rotary_dim: int):
+    """The rotation itself, in x's dtype (already the compute dtype)."""
+    half = rotary_dim // 2
+    if layout == "interleaved":
+        a, b = x[..., 0:rotary_dim:2], x[..., 1:rotary_dim:2]
+    else:
+        a, b = x[..., :half], x[..., half:rotary_dim]
+    ra = a * cos - b * sin
+    rb = a * sin + b * cos
+    if layout == "interleaved":
+        shape = tuple(ra.shape[:-1]) + (rotary_dim,)
+        rotated = ops.stack_last(ra, rb).reshape(shape)
+        parts = [rotated]
+    else:
+        parts = [ra, rb]
+    if rotary_dim < x.shape[-1]:
+        parts.append(x[..., rotary_dim:])
+    return parts[0] if len(parts) == 1 else ops.cat_last(parts)
+
+
+def apply_rope(x, cos, sin, *, layout: str = "interleaved"):
+    """Rotate the first R features of ``x`` by the angles whose cos/sin are given.
+
+    RoFormer (Su et al. 2021, arXiv:2104.09864), eq. 34, in either pairing.
+
+    Args:
+        x: ``(..., T, D)`` numpy array, torch tensor or jax array, floating point.
+        cos, sin: tables broadcastable to ``(..., T, R/2)``, e.g. from
+            :func:`ropelab.rope_tables` (numpy float64) or already of x's kind.
+            Give one row per token to use arbitrary positions (offsets, KV-cache steps,
+            packed sequences).
+        layout: ``"interleaved"`` or ``"half"``.
+
+    Returns:
+        An array of x's kind, shape and dtype. The math runs in float32 at least
+        (bfloat16/float16 inputs are upcast once and rounded once).
+    """
+    check_layout(layout)
+    kind = array_kind(x)
+    ops = _ops(kind)
+    rotary_dim = _check_shapes(x, cos, sin)
+    dtype = ops.compute_dtype(x.dtype)
+    xc = ops.astype(x, dtype) if x.dtype != dtype else x
+    c = ops.to(cos, dtype, x)
+    s = ops.to(sin, dtype, x)
+    out = _rotate(ops, xc, c, s, layout, rotary_dim)
+    return ops.astype(out, x.dtype) if out.dtype != x.dtype else out
+
+
+def apply_rope_(x, cos, sin, *, layout: str = "interleaved"):
+    """In-place :func:`apply_rope` for numpy arrays and torch tensors; returns ``x``.
+
+    Uses the fused kernel of :mod:`ropelab.kernels` where one is available for the
+    input, and the reference path (compute, then copy back) otherwise.
+    """
+    check_layout(layout)
+    kind = array_kind(x)
+    if kind == "jax":
+        raise TypeError("jax arrays are immutable; use apply_rope (jit fuses it) instead of apply_rope_")
+    _check_shapes(x, cos, sin)
+    from . import kernels
+
+    return kernels.rope_inplace(x, cos, sin, layout=layout)
+
+
+def permute_for_layout(w, num_heads: int, *, src: str, dst: str, rotary_dim: int | None = None):
+    """Reorder a q or k projection's output rows from one pairing to the other.
+
+    ``w`` is a weight ``(num_heads * D, in_features)`` or bias ``(num_heads * D,)`` (any
+    array kind). A checkpoint trained with ``src`` pairing gives identical attention
+    scores under ``dst`` pairing once its q and k projections are permuted. Only the
+    first ``rotary_dim`` rows of each head (default: all) move.
+    """
+    check_layout(src)
+    check_layout(dst)
+    if isinstance(num_heads, bool) or not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+    rows = int(w.shape[0])
+    if rows % num_heads:
+        raise ValueError(f"w has {rows} rows, not a multiple of num_heads={num_heads}")
+    head_dim = rows // num_heads
+    rotary_dim = head_dim if rotary_dim is None else rotary_dim
+    if rotary_dim % 2 or not 2 <= rotary_dim <= head_dim:
+        raise ValueError(f"rotary_dim must be even and in [2, head_dim={head_dim}], got {rotary_dim}")
+    if src == dst:
+        return w
+    # half position j holds interleaved position order[j]
+    order = np.concatenate([np.arange(0, rotary_dim, 2), np.arange(1, rotary_dim, 2)])
+    if src == "half":  # half -> interleaved: the inverse permutation
+        order = np.argsort(order)
+    per_head = np.concatenate([order, np.arange(rotary_dim, head_dim)])
+    index = (np.arange(num_heads)[:, None] * head_dim + per_head[None, :]).reshape(-1)
+    kind = array_kind(w)
+    if kind == "torch":
+        import torch
+
+        return w[torch.as_tensor(index, device=w.device)]
+    return w[index]

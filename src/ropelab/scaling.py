@@ -1,0 +1,515 @@
+"""Context-extension schemes for RoPE frequencies.
+
+Every scheme is a frozen dataclass with the same two members:
+
+- ``inv_freq(theta, rotary_dim, seq_len) -> numpy.ndarray``: the scheme's float64
+  inverse frequencies, shape ``(rotary_dim // 2,)``;
+- ``attention_factor``: the factor Hugging Face multiplies cos and sin by (1.0 unless
+  the scheme asks for a logit temperature).
+
+``SCHEMES`` maps the ``rope_type`` names used in Hugging Face configs to the classes,
+and each class reads its own parameters from such a config through ``from_hf``.
+Adding a scheme means adding one class and one registry entry.
+
+Formulas follow the papers and, where they differ in details, the behaviour of
+``transformers.modeling_rope_utils`` (which real checkpoints are run with):
+
+- Linear / Position Interpolation: Chen et al. 2023, arXiv:2306.15595.
+- NTK-aware: bloc97 (2023), base rescaled by ``factor ** (R / (R - 2))``.
+- Dynamic NTK: the same, with the factor grown from the current length.
+- YaRN: Peng et al. 2023, arXiv:2309.00071.
+- Llama 3: Meta's Llama 3.1 release (piecewise by wavelength).
+- LongRoPE: Ding et al. 2024, arXiv:2402.13753 (Phi-3's per-pair factors).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "SCHEMES",
+    "DynamicNTK",
+    "Linear",
+    "Llama3",
+    "LongRoPE",
+    "NTK",
+    "Scheme",
+    "YaRN",
+    "default_inv_freq",
+    "scheme_from_hf",
+]
+
+
+def default_inv_freq(theta: float, rotary_dim: int) -> np.ndarray:
+    """RoFormer's frequencies ``theta ** (-2i / rotary_dim)``, float64, shape (R/2,)."""
+    exponents = np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim
+    return 1.0 / (float(theta) ** exponents)
+
+
+def _check_factor(name: str, factor: Any, *, minimum: float = 1.0) -> float:
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+        raise TypeError(f"{name} factor must be a number, got {factor!r}")
+    if not math.isfinite(factor) or factor < minimum:
+        raise ValueError(f"{name} factor must be a finite number >= {minimum}, got {factor!r}")
+    return float(factor)
+
+
+def _check_length(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _original_length(params: Mapping, config: Mapping) -> int:
+    """The pre-training length, read as transformers reads it.
+
+    Phi-3 keeps ``original_max_position_embeddings`` at the top level of its config,
+    and transformers gives that one priority over the one in the scaling dict.
+    """
+    value = config.get("original_max_position_embeddings")
+    if value is None:
+        value = params.get("original_max_position_embeddings")
+    if value is None:
+        value = config.get("max_position_embeddings")
+    if value is None:
+        raise ValueError(
+            f"rope scaling {params.get('rope_type')!r} needs original_max_position_embeddings "
+            "or max_position_embeddings in the config; neither is set"
+        )
+    return int(value)
+
+
+class Scheme:
+    """Base of the scaling schemes (see the module docstring for the protocol)."""
+
+    name: ClassVar[str]
+    #: whether ``inv_freq`` depends on ``seq_len``
+    dynamic: ClassVar[bool] = False
+
+    def inv_freq(self, theta: float, rotary_dim: int, seq_len: int | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def attention_factor(self) -> float:
+        return 1.0
+
+    def check_dims(self, rotary_dim: int) -> None:
+        """Raise ValueError if the scheme cannot serve this rotary dimension."""
+
+    @classmethod
+    def from_hf(cls, params: Mapping, config: Mapping) -> Scheme:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for ``ropelab inspect``."""
+        return repr(self)
+
+
+@dataclass(frozen=True)
+class Linear(Scheme):
+    """Position Interpolation (Chen et al. 2023): every frequency divided by ``factor``."""
+
+    factor: float
+    name: ClassVar[str] = "linear"
+
+    def __post_init__(self):
+        object.__setattr__(self, "factor", _check_factor("Linear", self.factor))
+
+    def inv_freq(self, theta, rotary_dim, seq_len=None):
+        return default_inv_freq(theta, rotary_dim) / self.factor
+
+    @classmethod
+    def from_hf(cls, params, config):
+        return cls(params["factor"])
+
+    def describe(self):
+        return f"linear (position interpolation): every frequency / {self.factor:g}"
+
+
+def _ntk_base(theta: float, rotary_dim: int, growth: float) -> float:
+    return theta * growth ** (rotary_dim / (rotary_dim - 2))
+
+
+def _check_ntk_dims(name: str, rotary_dim: int) -> None:
+    if rotary_dim <= 2:
+        raise ValueError(
+            f"{name} rescales the base by factor ** (R / (R - 2)) and needs rotary_dim > 2, "
+            f"got rotary_dim={rotary_dim}"
+        )
+
+
+@dataclass(frozen=True)
+class NTK(Scheme):
+    """NTK-aware scaling: the base becomes ``theta * factor ** (R / (R - 2))``.
+
+    The lowest frequency is then divided by exactly ``factor`` while the highest is
+    unchanged (static form; see :class:`DynamicNTK` for the length-dependent one).
+    """
+
+    factor: float
+    name: ClassVar[str] = "ntk"
+
+    def __post_init__(self):
+        object.__setattr__(self, "factor", _check_factor("NTK", self.factor))
+
+    def check_dims(self, rotary_dim):
+        _check_ntk_dims("NTK", rotary_dim)
+
+    def inv_freq(self, theta, rotary_dim, seq_len=None):
+        return default_inv_freq(_ntk_base(theta, rotary_dim, self.factor), rotary_dim)
+
+    @classmethod
+    def from_hf(cls, params, config):
+        return cls(params["factor"])
+
+    def describe(self):
+        return f"NTK-aware: base * {self.factor:g} ** (R / (R - 2))"
+
+
+@dataclass(frozen=True)
+class DynamicNTK(Scheme):
+    """Dynamic NTK: NTK scaling whose growth follows the current length.
+
+    For ``seq_len <= original_max_position`` the frequencies are the default ones; above,
+    the base is ``theta * (factor * L / L0 - (factor - 1)) ** (R / (R - 2))`` as in
+    transformers' ``dynamic`` rope type.
+    """
+
+    factor: float
+    original_max_position: int
+    name: ClassVar[str] = "dynamic"
+    dynamic: ClassVar[bool] = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "factor", _check_factor("DynamicNTK", self.factor))
+        object.__setattr__(
+            self,
+            "original_max_position",
+            _check_length("DynamicNTK original_max_position", self.original_max_position),
+        )
+
+    def check_dims(self, rotary_dim):
+        _check_ntk_dims("DynamicNTK", rotary_dim)
+
+    def inv_freq(self, theta, rotary_dim, seq_len=None):
+        length = max(seq_len or self.original_max_position, self.original_max_position)
+        growth = self.factor * length / self.original_max_position - (self.factor - 1)
+        return default_inv_freq(_ntk_base(theta, rotary_dim, growth), rotary_dim)
+
+    @classmethod
+    def from_hf(cls, params, config):
+        # transformers' dynamic type measures growth against max_position_embeddings
+        return cls(params["factor"], int(config["max_position_embeddings"]))
+
+    def describe(self):
+        return (
+            f"dynamic NTK: factor {self.factor:g}, grows past {self.original_max_position} tokens"
+        )
+
+
+def _yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+@dataclass(frozen=True)
+class YaRN(Scheme):
+    """YaRN (Peng et al. 2023): NTK-by-parts interpolation plus a logit temperature.
+
+    Pairs that complete more than ``beta_fast`` rotations within the original context
+    keep their frequency, pairs with fewer than ``beta_slow`` are interpolated by
+    ``factor``, and a linear ramp blends the pairs between. ``attention_factor``
+    defaults to ``0.1 * ln(factor) + 1`` (or DeepSeek's ratio of two such terms when
+    ``mscale`` and ``mscale_all_dim`` are both given).
+    """
+
+    factor: float
+    original_max_position: int
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    attention_factor_override: float | None = field(default=None, repr=False)
+    truncate: bool = True
+    name: ClassVar[str] = "yarn"
+
+    def __init__(
+        self,
+        factor,
+        original_max_position,
+        beta_fast=32,
+        beta_slow=1,
+        mscale=None,
+        mscale_all_dim=None,
+        attention_factor=None,
+        truncate=True,
+    ):
+        set_ = object.__setattr__
+        set_(self, "factor", _check_factor("YaRN", factor))
+        set_(self, "original_max_position", _check_length("YaRN original_max_position", original_max_position))
+        set_(self, "beta_fast", _check_positive("YaRN beta_fast", beta_fast))
+        set_(self, "beta_slow", _check_positive("YaRN beta_slow", beta_slow))
+        if self.beta_fast <= self.beta_slow:
+            raise ValueError(
+                f"YaRN needs beta_fast > beta_slow (rotations of the fast and slow ends of the "
+                f"ramp), got beta_fast={beta_fast!r}, beta_slow={beta_slow!r}"
+            )
+        for label, value in (("mscale", mscale), ("mscale_all_dim", mscale_all_dim)):
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"YaRN {label} must be a number >= 0 or None, got {value!r}")
+        set_(self, "mscale", None if mscale is None else float(mscale))
+        set_(self, "mscale_all_dim", None if mscale_all_dim is None else float(mscale_all_dim))
+        if attention_factor is not None:
+            attention_factor = _check_positive("YaRN attention_factor", attention_factor)
+        set_(self, "attention_factor_override", attention_factor)
+        if not isinstance(truncate, bool):
+            raise TypeError(f"YaRN truncate must be a bool, got {truncate!r}")
+        set_(self, "truncate", truncate)
+
+    @property
+    def attention_factor(self) -> float:
+        if self.attention_factor_override is not None:
+            return self.attention_factor_override
+        if self.mscale and self.mscale_all_dim:
+            return _yarn_mscale(self.factor, self.mscale) / _yarn_mscale(
+                self.factor, self.mscale_all_dim
+            )
+        return _yarn_mscale(self.factor)
+
+    def correction_range(self, theta: float, rotary_dim: int) -> tuple[float, float]:
+        """The pair indices where the ramp starts and ends (YaRN's ``low``, ``high``)."""
+
+        def pair_for(rotations):
+            # the (fractional) pair index that turns `rotations` times in the original context
+            return (
+                rotary_dim
+                * math.log(self.original_max_position / (rotations * 2 * math.pi))
+                / (2 * math.log(theta))
+            )
+
+        low, high = pair_for(self.beta_fast), pair_for(self.beta_slow)
+        if self.truncate:
+            low, high = math.floor(low), math.ceil(high)
+        return max(low, 0), min(high, rotary_dim - 1)
+
+    def inv_freq(self, theta, rotary_dim, seq_len=None):
+        base = default_inv_freq(theta, rotary_dim)
+        low, high = self.correction_range(theta, rotary_dim)
+        if low == high:
+            high += 0.001  # a one-point ramp would divide by zero (as in the reference code)
+        ramp = np.clip((np.arange(rotary_dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+        keep = 1.0 - ramp  # 1: extrapolate (keep the frequency), 0: interpolate
+        return base / self.factor * (1.0 - keep) + base * keep
+
+    @classmethod
+    def from_hf(cls, params, config):
+        original = _original_length(params, config)
+        factor = params.get("factor")
+        if factor is None:
+            factor = config["max_position_embeddings"] / original
+        return cls(
+            factor,
+            original,
+            beta_fast=params.get("beta_fast") or 32,
+            beta_slow=params.get("beta_slow") or 1,
+            mscale=params.get("mscale"),
+            mscale_all_dim=params.get("mscale_all_dim"),
+            attention_factor=params.get("attention_factor"),
+            truncate=params.get("truncate", True),
+        )
+
+    def describe(self):
+        return (
+            f"YaRN: factor {self.factor:g} over {self.original_max_position} tokens, "
+            f"ramp between {self.beta_slow:g} and {self.beta_fast:g} rotations"
+        )
+
+
+@dataclass(frozen=True)
+class Llama3(Scheme):
+    """Llama 3.1's scaling: by wavelength, keep the short, divide the long, blend between.
+
+    Wavelengths below ``L0 / high_freq_factor`` are kept, those above
+    ``L0 / low_freq_factor`` are divided by ``factor``, and the band between is a linear
+    blend in ``L0 / wavelength``. ``low_freq_factor == high_freq_factor`` (Llama 4
+    Scout ships 1.0 and 1.0) leaves no band: every pair is either kept or divided.
+    """
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position: int
+    name: ClassVar[str] = "llama3"
+
+    def __post_init__(self):
+        object.__setattr__(self, "factor", _check_factor("Llama3", self.factor))
+        lo = _check_positive("Llama3 low_freq_factor", self.low_freq_factor)
+        hi = _check_positive("Llama3 high_freq_factor", self.high_freq_factor)
+        if lo > hi:
+            raise ValueError(
+                f"Llama3 needs low_freq_factor <= high_freq_factor, got "
+                f"low_freq_factor={self.low_freq_factor!r} > high_freq_factor={self.high_freq_factor!r}"
+            )
+        object.__setattr__(self, "low_freq_factor", lo)
+        object.__setattr__(self, "high_freq_factor", hi)
+        object.__setattr__(
+            self,
+            "original_max_position",
+            _check_length("Llama3 original_max_position", self.original_max_position),
+        )
+
+    def inv_freq(self, theta, rotary_dim, seq_len=None):
+        base = default_inv_freq(theta, rotary_dim)
+        context = self.original_max_position
+        wavelen = 2 * math.pi / base
+        long_wave = wavelen > context / self.low_freq_factor
+        short_wave = wavelen < context / self.high_freq_factor
+        out = np.where(long_wave, base / self.factor, base)
+        middle = ~long_wave & ~short_wave
+        if middle.any():  # empty when low_freq_factor == high_freq_factor
+            smooth = (context / wavelen[middle] - self.low_freq_factor) / (
+                self.high_freq_factor - self.low_freq_factor
+            )
+            out[middle] = (1 - smooth) * base[middle] / self.factor + smooth * base[middle]
+        return out
+
+    @classmethod
+    def from_hf(cls, params, config):
+        return cls(
+            params["factor"],
+            params["low_freq_factor"],
+            params["high_freq_factor"],
+            _original_length(params, config),
+        )
+
+    def describe(self):
+        return (
+            f"Llama 3: factor {self.factor:g} over {self.original_max_position} tokens, "
+            f"low/high frequency factors {self.low_freq_factor:g}/{self.high_freq_factor:g}"
+        )
+
+
+@dataclass(frozen=True)
+class LongRoPE(Scheme):
+    """LongRoPE (Ding et al. 2024): searched per-pair divisors, short and long sets.
+
+    ``short_factor`` applies while the length is at most ``original_max_position``,
+    ``long_factor`` beyond it. ``attention_factor`` defaults to
+    ``sqrt(1 + ln(factor) / ln(L0))`` with ``factor`` the extension ratio.
+    """
+
+    short_factor: tuple[float, ...]
+    long_factor: tuple[float, ...]
+    original_max_position: int
+    factor: float | None = None
+    attention_factor_override: float | None = field(default=None, repr=False)
+    name: ClassVar[str] = "longrope"
+    dynamic: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        short_factor: Sequence[float],
+        long_factor: Sequence[float],
+        original_max_position: int,
+        factor: float | None = None,
+        attention_factor: float | None = None,
+    ):
+        set_ = object.__setattr__
+        for label, values in (("short_factor", short_factor), ("long_factor", long_factor)):
+            values = tuple(float(v) for v in values)
+            if not values or not all(math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(
+                    f"LongRoPE {label} must be a non-empty list of positive numbers, got {values!r}"
+                )
+            set_(self, label, values)
+        if len(self.short_factor) != len(self.long_factor):
+            raise ValueError(
+                f"LongRoPE short_factor and long_factor must have the same length, got "
+                f"{len(self.short_factor)} and {len(self.long_factor)}"
+            )
+        set_(self, "original_max_position", _check_length("LongRoPE original_max_position", original_max_position))
+        set_(self, "factor", None if factor is None else _check_factor("LongRoPE", factor))
+        if attention_factor is not None:
+            attention_factor = _check_positive("LongRoPE attention_factor", attention_factor)
+        set_(self, "attention_factor_override", attention_factor)
+
+    def check_dims(self, rotary_dim):
+        if len(self.short_factor) != rotary_dim // 2:
+            raise ValueError(
+                f"LongRoPE factor lists need one entry per rotary pair (rotary_dim // 2 = "
+                f"{rotary_dim // 2}), got {len(self.short_factor)}"
+            )
+
+    @property
+    def attention_factor(self) -> float:
+        if self.attention_factor_override is not None:
+            return self.attention_factor_override
+        if self.factor is None or self.factor <= 1.0:
+            return 1.0
+        return math.sqrt(1 + math.log(self.factor) / math.log(self.original_max_position))
+
+    def inv_freq(self, theta, rotary_dim, seq_len=None):
+        long = seq_len is not None and seq_len > self.original_max_position
+        factors = np.asarray(self.long_factor if long else self.short_factor, dtype=np.float64)
+        return default_inv_freq(theta, rotary_dim) / factors
+
+    @classmethod
+    def from_hf(cls, params, config):
+        original = _original_length(params, config)
+        factor = params.get("factor")
+        if factor is None:
+            factor = config["max_position_embeddings"] / original
+        return cls(
+            params["short_factor"],
+            params["long_factor"],
+            original,
+            factor=factor,
+            attention_factor=params.get("attention_factor"),
+        )
+
+    def describe(self):
+        return (
+            f"LongRoPE: searched per-pair factors, short up to {self.original_max_position} "
+            f"tokens, long beyond"
+        )
+
+
+#: rope_type name (as in Hugging Face configs) -> scheme class
+SCHEMES: dict[str, type[Scheme]] = {
+    cls.name: cls for cls in (Linear, NTK, DynamicNTK, YaRN, Llama3, LongRoPE)
+}
+# older names found in released configs
+_ALIASES = {"su": "longrope", "default": None}
+
+
+def scheme_from_hf(params: Mapping | None, config: Mapping) -> Scheme | None:
+    """Build the scheme described by a config's rope parameters (None: unscaled)."""
+    if not params:
+        return None
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    rope_type = _ALIASES.get(rope_type, rope_type)
+    if rope_type is None:
+        return None
+    if rope_type not in SCHEMES:
+        raise ValueError(
+            f"unknown rope_type {rope_type!r} in the config; ropelab knows "
+            f"{sorted(SCHEMES)} (and 'default')"
+        )
+    try:
+        return SCHEMES[rope_type].from_hf(params, config)
+    except KeyError as err:
+        raise ValueError(
+            f"rope_type {rope_type!r} needs the key {err.args[0]!r} in the config's rope parameters"
+        ) from None
