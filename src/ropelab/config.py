@@ -19,7 +19,9 @@ LAYOUTS = ("interleaved", "half")
 
 # model_type values whose Hugging Face implementation pairs features interleaved;
 # every other model_type with RoPE uses the half layout.
-_INTERLEAVED_MODEL_TYPES = frozenset({"gptj", "llama4", "llama4_text", "codegen"})
+_INTERLEAVED_MODEL_TYPES = frozenset(
+    {"gptj", "llama4", "llama4_text", "codegen", "deepseek_v2", "deepseek_v3"}
+)
 
 
 def check_layout(layout: Any) -> str:
@@ -140,8 +142,8 @@ class RopeConfig:
             rotary_dim = int(head_dim * fraction)  # int() truncates, as transformers does
         model_type = cfg.get("model_type", "")
         if layout is None:
-            if cfg.get("rope_interleave"):  # DeepSeek-V3 in transformers
-                layout = "interleaved"
+            if "rope_interleave" in cfg:  # DeepSeek-V3's flag in transformers
+                layout = "interleaved" if cfg["rope_interleave"] else "half"
             else:
                 layout = "interleaved" if model_type in _INTERLEAVED_MODEL_TYPES else "half"
         scheme = scheme_from_hf(params, cfg)
