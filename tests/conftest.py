@@ -1,0 +1,60 @@
+"""Shared test helpers: float64 references written independently of ropelab, and settings.
+
+Shapes: B batch, T time, H heads, D head dim, R rotary dim.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+try:
+    from hypothesis import HealthCheck, settings
+
+    # moderate example counts keep the suite fast on 2 cores; CI can raise them
+    settings.register_profile(
+        "ropelab",
+        max_examples=int(os.environ.get("ROPELAB_HYPOTHESIS_EXAMPLES", "40")),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile("ropelab")
+except ImportError:  # hypothesis is a dev extra; the property tests skip without it
+    pass
+
+
+def reference_inv_freq(theta: float, rotary_dim: int) -> np.ndarray:
+    """``theta ** (-2i / R)`` in float64, one pair at a time (no shared code with ropelab)."""
+    return np.array([theta ** (-2.0 * i / rotary_dim) for i in range(rotary_dim // 2)])
+
+
+def reference_rope(x, positions, inv_freq, *, layout: str, scale: float = 1.0) -> np.ndarray:
+    """Rotate ``x`` (..., T, D) pair by pair in float64 with plain loops.
+
+    ``positions`` broadcasts to x.shape[:-1]; ``inv_freq`` is (R/2,); features past R
+    pass through. ``scale`` multiplies cos and sin (Hugging Face's attention factor).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = x.copy()
+    pos = np.broadcast_to(np.asarray(positions, dtype=np.float64), x.shape[:-1])
+    half = len(inv_freq)
+    rotary_dim = 2 * half
+    for idx in np.ndindex(*x.shape[:-1]):
+        p = pos[idx]
+        for i in range(half):
+            ia, ib = (2 * i, 2 * i + 1) if layout == "interleaved" else (i, i + half)
+            phi = p * inv_freq[i]
+            c, s = scale * math.cos(phi), scale * math.sin(phi)
+            a, b = x[idx + (ia,)], x[idx + (ib,)]
+            out[idx + (ia,)] = a * c - b * s
+            out[idx + (ib,)] = a * s + b * c
+    assert rotary_dim <= x.shape[-1]
+    return out
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
