@@ -1,15 +1,42 @@
-"""Positional encodings other than RoPE, at the array level (numpy, like rotary.py).
+"""Positional encodings other than plain RoPE, at the array level (numpy, like rotary.py).
 
-Shapes: positions ``(..., T)``; outputs documented per function.
+Absolute (sinusoidal), relative (Shaw clipping, T5 buckets, ALiBi slopes) and the RoPE
+variants (xPos scales, p-RoPE frequencies, 2-D axial tables, M-RoPE tables). Everything
+here is float64 numpy; the front ends cache these tables and do not re-derive them.
+
+Shapes: T time, H heads, R rotary dim (R/2 pairs); positions ``(..., T)``; relative
+positions are always *key minus query* (T5's convention); outputs documented per function.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-__all__ = ["sinusoidal"]
+from .config import RopeConfig
+from .scaling import Scheme, default_inv_freq
+
+__all__ = [
+    "PRoPE",
+    "alibi_slopes",
+    "axial_rope_tables",
+    "mrope_axis_of_pair",
+    "mrope_tables",
+    "shaw_relative_index",
+    "sinusoidal",
+    "t5_relative_buckets",
+    "xpos_scales",
+]
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def sinusoidal(positions, d_model: int, *, base: float = 10000.0) -> np.ndarray:
@@ -30,3 +57,228 @@ def sinusoidal(positions, d_model: int, *, base: float = 10000.0) -> np.ndarray:
     out[..., 0::2] = np.sin(hi) + np.cos(hi) * lo
     out[..., 1::2] = np.cos(hi) - np.sin(hi) * lo
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Relative positions: ALiBi, T5, Shaw
+# ---------------------------------------------------------------------------------------
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """ALiBi's per-head slopes (Press et al. 2022, arXiv:2108.12409), float64 ``(H,)``.
+
+    For a power of two ``n`` the slopes are the geometric sequence ``2**(-8/n * h)``,
+    h = 1..n. For other head counts, as the paper's code and BLOOM do: the slopes of the
+    largest power of two ``n < H``, then every other slope of ``2n`` (the odd ones) for
+    the remaining ``H - n`` heads.
+    """
+    num_heads = _check_int("num_heads", num_heads, 1)
+    closest = 2 ** math.floor(math.log2(num_heads))
+
+    def geometric(n: int) -> np.ndarray:
+        return 2.0 ** (-8.0 / n * np.arange(1, n + 1, dtype=np.float64))
+
+    slopes = geometric(closest)
+    if closest != num_heads:
+        extra = geometric(2 * closest)[0::2][: num_heads - closest]
+        slopes = np.concatenate([slopes, extra])
+    return slopes
+
+
+def t5_relative_buckets(
+    relative_position, *, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
+) -> np.ndarray:
+    """T5's relative-position buckets (Raffel et al. 2020, Mesh TensorFlow), int64.
+
+    Args:
+        relative_position: integer array, *key position minus query position* (negative
+            for keys in the past), any shape.
+        bidirectional: encoder-style (keys on both sides get separate halves of the
+            buckets) or decoder-style (future keys share bucket 0 with distance 0).
+        num_buckets: buckets in all (>= 2; >= 4 when bidirectional, so each side has
+            an exact bucket and a log bucket).
+        max_distance: distances at and beyond this share the last bucket.
+
+    Returns: buckets in ``[0, num_buckets)``, same shape as ``relative_position``. Half of
+    a side's buckets hold exact distances, the other half log-spaced ones up to
+    ``max_distance``. The log is taken in float32, as T5 (and transformers) take it, so
+    the buckets match theirs exactly at the boundaries.
+    """
+    num_buckets = _check_int("num_buckets", num_buckets, 2)
+    max_distance = _check_int("max_distance", max_distance, 1)
+    rel = np.asarray(relative_position)
+    if rel.dtype == bool or not np.issubdtype(rel.dtype, np.integer):
+        raise TypeError(f"relative_position must be integers, got dtype {rel.dtype}")
+    rel = rel.astype(np.int64)
+    buckets = np.zeros(rel.shape, dtype=np.int64)
+    if bidirectional:
+        if num_buckets < 4:
+            raise ValueError(f"bidirectional T5 buckets need num_buckets >= 4, got {num_buckets}")
+        num_buckets //= 2
+        buckets += (rel > 0).astype(np.int64) * num_buckets
+        distance = np.abs(rel)
+    else:
+        distance = -np.minimum(rel, 0)
+    max_exact = num_buckets // 2
+    if max_distance <= max_exact:
+        raise ValueError(
+            f"max_distance must exceed the {max_exact} exact buckets per side, got {max_distance}"
+        )
+    is_small = distance < max_exact
+    with np.errstate(divide="ignore"):  # log(0) only where is_small discards it
+        scaled = (
+            np.log(distance.astype(np.float32) / np.float32(max_exact))
+            / np.float32(math.log(max_distance / max_exact))
+            * np.float32(num_buckets - max_exact)
+        )
+    large = max_exact + np.where(is_small, 0, scaled).astype(np.int64)
+    large = np.minimum(large, num_buckets - 1)
+    return buckets + np.where(is_small, distance, large)
+
+
+def shaw_relative_index(q_pos, k_pos, clip: int):
+    """Shaw et al. 2018 (arXiv:1803.02155): index of the learned vector for each (query, key).
+
+    ``clip(k_pos - q_pos, -clip, clip) + clip``, in ``[0, 2 * clip]``, shape
+    ``q_pos.shape + k_pos.shape[-1:]`` (positions ``(..., Tq)`` and ``(..., Tk)`` with the
+    same leading dims). Works on numpy arrays and torch tensors alike (integers in,
+    integers out), so the torch front end indexes its tables with this same function.
+    """
+    clip = _check_int("clip", clip, 1)
+    rel = k_pos[..., None, :] - q_pos[..., :, None]
+    if isinstance(rel, np.ndarray):
+        return np.clip(rel, -clip, clip) + clip
+    return rel.clamp(-clip, clip) + clip
+
+
+# ---------------------------------------------------------------------------------------
+# RoPE variants: xPos, p-RoPE, axial 2-D, M-RoPE
+# ---------------------------------------------------------------------------------------
+
+
+def xpos_scales(positions, rotary_dim: int, *, scale_base: float = 512.0, gamma: float = 0.4) -> np.ndarray:
+    """xPos's per-pair scale ``zeta_i ** (n / scale_base)`` (Sun et al. 2022, arXiv:2212.10554).
+
+    ``zeta_i = (2i / R + gamma) / (1 + gamma)`` for pair i. Queries are multiplied by the
+    scale at their position and keys divided by it, so the score between positions m
+    and n carries ``zeta_i ** ((m - n) / scale_base)``: a decay (zeta < 1) that depends
+    only on the distance. float64, shape ``positions.shape + (R/2,)``.
+
+    The scales grow or shrink exponentially with the position (zeta_0 = 0.29 with the
+    defaults: a factor of 10 every ~940 positions), so the float32 front end centres
+    positions before calling this (any shift cancels in the scores).
+    """
+    if isinstance(rotary_dim, bool) or not isinstance(rotary_dim, (int, np.integer)) or rotary_dim < 2 or rotary_dim % 2:
+        raise ValueError(f"rotary_dim must be an even integer >= 2, got {rotary_dim!r}")
+    if not (isinstance(scale_base, (int, float)) and math.isfinite(scale_base) and scale_base > 0):
+        raise ValueError(f"scale_base must be a finite number > 0, got {scale_base!r}")
+    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+    zeta = (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim + gamma) / (1.0 + gamma)
+    pos = np.asarray(positions, dtype=np.float64)[..., None]
+    return zeta ** (pos / float(scale_base))
+
+
+@dataclass(frozen=True)
+class PRoPE(Scheme):
+    """p-RoPE (Barbero et al. 2024, arXiv:2410.06205): rotate only the fastest pairs.
+
+    The first ``int(p * R/2)`` pairs (the highest frequencies) keep RoPE's frequencies;
+    the others get frequency 0, i.e. they are never rotated and act as NoPE features
+    that carry semantics unaffected by distance. ``p=1`` is RoPE, ``p=0`` is NoPE.
+    Use it as ``RopeConfig(head_dim, scaling=PRoPE(0.75))``.
+    """
+
+    p: float
+    name: ClassVar[str] = "p-rope"
+
+    def __post_init__(self):
+        p = self.p
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
+            raise TypeError(f"PRoPE p must be a number in [0, 1], got {p!r}")
+        if not (0.0 <= float(p) <= 1.0):
+            raise ValueError(f"PRoPE p must be in [0, 1], got {p!r}")
+        object.__setattr__(self, "p", float(p))
+
+    def rotated_pairs(self, rotary_dim: int) -> int:
+        """How many of the R/2 pairs are rotated."""
+        return int(self.p * (rotary_dim // 2))
+
+    def inv_freq(self, theta, rotary_dim, seq_len=None):
+        out = default_inv_freq(theta, rotary_dim)
+        out[self.rotated_pairs(rotary_dim):] = 0.0
+        return out
+
+    def describe(self):
+        return f"p-RoPE: only the fastest {self.p:.0%} of the pairs rotate, the rest are NoPE"
+
+
+def axial_rope_tables(config: RopeConfig, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """2-D axial RoPE for a grid of image patches, float64 ``(rows * cols, R/2)`` each.
+
+    The pairs are split in two halves: the first R/4 pairs turn with the patch's row,
+    the last R/4 with its column, each half with the frequencies of a RoPE of dimension
+    R/2 (ViT axial RoPE, Heo et al. 2024, arXiv:2403.13298; the layout Qwen2-VL's vision
+    tower uses). Patches are numbered row-major: patch ``r * cols + c`` is at (r, c).
+    Needs R divisible by 4.
+    """
+    if not isinstance(config, RopeConfig):
+        raise TypeError(f"config must be a RopeConfig, got {type(config).__name__}")
+    rows = _check_int("rows", rows, 1)
+    cols = _check_int("cols", cols, 1)
+    if config.rotary_dim % 4:
+        raise ValueError(
+            f"axial 2-D RoPE splits the pairs between rows and columns, so rotary_dim must be "
+            f"divisible by 4, got {config.rotary_dim}"
+        )
+    from .tables import rope_tables
+
+    half = dataclasses.replace(config, head_dim=config.rotary_dim // 2, rotary_dim=config.rotary_dim // 2)
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    cos_r, sin_r = rope_tables(half, r)
+    cos_c, sin_c = rope_tables(half, c)
+    return np.concatenate([cos_r, cos_c], axis=-1), np.concatenate([sin_r, sin_c], axis=-1)
+
+
+def mrope_axis_of_pair(mrope_section, num_pairs: int) -> np.ndarray:
+    """Which position axis (0 time, 1 height, 2 width) drives each pair, int64 ``(R/2,)``.
+
+    Qwen2-VL (arXiv:2409.12191) splits the R/2 pairs into consecutive sections of sizes
+    ``mrope_section`` (e.g. 16, 24, 24 for R = 128); section j turns with axis ``j % 3``.
+    """
+    section = tuple(mrope_section)
+    if not section or not all(
+        not isinstance(s, bool) and isinstance(s, (int, np.integer)) and s >= 0 for s in section
+    ):
+        raise ValueError(f"mrope_section must be a non-empty list of non-negative integers, got {section!r}")
+    if sum(section) != num_pairs:
+        raise ValueError(
+            f"mrope_section {section!r} sums to {sum(section)}, but it must sum to "
+            f"rotary_dim / 2 = {num_pairs} (one entry per rotary pair)"
+        )
+    return np.repeat(np.arange(len(section)) % 3, section)
+
+
+def mrope_tables(config: RopeConfig, positions_thw, mrope_section) -> tuple[np.ndarray, np.ndarray]:
+    """M-RoPE cos/sin (Qwen2-VL), float64 ``(..., T, R/2)`` each.
+
+    Args:
+        config: the rotary schedule (Qwen2-VL uses ``layout="half"``).
+        positions_thw: integer positions ``(3, ..., T)``: time, height, width of each
+            token (text tokens carry the same position on all three axes).
+        mrope_section: pairs per section, summing to R/2 (see :func:`mrope_axis_of_pair`).
+
+    Pair i of the result is the pair-i entry of the RoPE table of its section's axis, as
+    transformers' Qwen2-VL builds it.
+    """
+    if not isinstance(config, RopeConfig):
+        raise TypeError(f"config must be a RopeConfig, got {type(config).__name__}")
+    pos = np.asarray(positions_thw)
+    if pos.ndim < 2 or pos.shape[0] != 3:
+        raise ValueError(f"positions_thw must be shaped (3, ..., T), got shape {pos.shape}")
+    axis = mrope_axis_of_pair(mrope_section, config.num_pairs)
+    from .tables import rope_tables
+
+    cos3, sin3 = rope_tables(config, pos)  # (3, ..., T, R/2)
+    index = axis.reshape((1,) * (cos3.ndim - 1) + (-1,))  # (1, ..., 1, R/2): pick the axis per pair
+    return np.take_along_axis(cos3, index, axis=0)[0], np.take_along_axis(sin3, index, axis=0)[0]
