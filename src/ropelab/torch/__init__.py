@@ -1,0 +1,25 @@
+"""PyTorch front end: rotary module, attention, KV cache and a pattern-built transformer.
+
+Importing this package imports torch (``pip install 'ropelab[torch]'``).
+"""
+
+from .attention import Attention, eager_attention
+from .cache import Cache, KVCache, positions_from_mask
+from .kinds import LAYER_KINDS, register_layer_kind
+from .rotary import RotaryEmbedding
+from .transformer import PATTERNS, Transformer, TransformerConfig, pattern
+
+__all__ = [
+    "LAYER_KINDS",
+    "PATTERNS",
+    "Attention",
+    "Cache",
+    "KVCache",
+    "RotaryEmbedding",
+    "Transformer",
+    "TransformerConfig",
+    "eager_attention",
+    "pattern",
+    "positions_from_mask",
+    "register_layer_kind",
+]

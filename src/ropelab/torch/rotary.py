@@ -1,0 +1,227 @@
+"""RotaryEmbedding: RoPE as a PyTorch module with cached, exact tables.
+
+RoFormer (Su et al. 2021, arXiv:2104.09864). The cos/sin tables come from
+:func:`ropelab.rope_tables` (float64 on the host, exact at any position), are cast once
+to float32 buffers and grown by doubling when a position goes past them; a forward pass
+only slices or gathers them. The rotation itself is :func:`ropelab.torch.rope_op.rotate`.
+
+Shapes: B batch, H heads, K kv heads, T time, D head dim, R rotary dim.
+    q (B, H, T, D), k (B, K, T, D); positions (T,) or (B, T) long; tables (N, R/2).
+
+Length-dependent schemes (``config.dynamic``: dynamic NTK, LongRoPE) choose their
+frequencies from ``seq_len = max(position) + 1``, as transformers does for the current
+call. The tables of the last few regimes are kept (LongRoPE has two: short and long;
+dynamic NTK has one at or below its original length and one per longer ``seq_len``).
+Unlike transformers' dynamic NTK, which remembers the longest length seen so far, the
+choice here depends only on the positions of the call, so a module has no hidden state.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .._optional import require
+from ..config import RopeConfig
+from ..tables import rope_tables
+
+torch = require("torch", feature="ropelab.torch")
+nn = torch.nn
+
+from . import rope_op  # noqa: E402
+
+__all__ = ["RotaryEmbedding"]
+
+# tables kept for length-dependent schemes (one per regime; see the module docstring)
+_REGIMES_KEPT = 4
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotate queries and keys by their positions (RoPE), from cached exact tables.
+
+    Args:
+        config: the rotary schedule (:class:`ropelab.RopeConfig`).
+        max_positions: rows of the tables built up front. Longer inputs grow them
+            (doubling) outside compiled code; call :meth:`ensure` before compiling a
+            model that will see longer positions.
+
+    ``forward(q, k, positions=None, offset=0, *, seq_len=None) -> (q, k)``:
+        q ``(B, H, T, D)``, k ``(B, K, T, D)``. ``positions`` None means
+        ``offset + arange(T)``; a ``(T,)`` or ``(B, T)`` integer tensor gives each
+        token its own position (left padding, packed sequences, cache steps).
+        ``seq_len`` overrides the length that dynamic schemes read (default
+        ``max(position) + 1``; needed under ``torch.compile`` for those schemes when
+        positions is a tensor). Returns rotated q and k in their dtypes.
+    """
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    def __init__(self, config: RopeConfig, max_positions: int = 4096):
+        super().__init__()
+        if not isinstance(config, RopeConfig):
+            raise TypeError(f"config must be a ropelab.RopeConfig, got {type(config).__name__}")
+        if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 1:
+            raise ValueError(f"max_positions must be a positive integer, got {max_positions!r}")
+        self.config = config
+        self._initial = max_positions
+        self.register_buffer("cos", torch.empty(0), persistent=False)
+        self.register_buffer("sin", torch.empty(0), persistent=False)
+        # regime key -> (cos, sin) float32 tables, for length-dependent schemes
+        self._regimes: OrderedDict = OrderedDict()
+        self._build(max_positions)
+
+    # -- tables -------------------------------------------------------------------
+
+    @property
+    def layout(self) -> str:
+        return self.config.layout
+
+    @property
+    def max_positions(self) -> int:
+        """Rows of the cached tables (positions below this need no growth)."""
+        return int(self.cos.shape[0])
+
+    def _tables(self, n: int, seq_len: int | None):
+        cos, sin = rope_tables(self.config, np.arange(n), seq_len=seq_len)
+        device = self.cos.device
+        return (
+            torch.from_numpy(cos).to(device=device, dtype=torch.float32),
+            torch.from_numpy(sin).to(device=device, dtype=torch.float32),
+        )
+
+    def _build(self, n: int) -> None:
+        # the static tables; for dynamic schemes these are the regime at or below the
+        # original length (seq_len=None picks it)
+        self.cos, self.sin = self._tables(n, None)
+        self._regimes.clear()
+
+    def ensure(self, n: int) -> None:
+        """Make the tables cover positions ``0 .. n-1`` (grown by doubling); eager only."""
+        if n <= self.max_positions:
+            return
+        if _compiling():
+            raise RuntimeError(
+                f"RotaryEmbedding tables hold {self.max_positions} positions but position "
+                f"{n - 1} was asked for inside torch.compile; call .ensure({n}) (or build with "
+                f"max_positions >= {n}) before compiling"
+            )
+        size = self.max_positions
+        while size < n:
+            size *= 2
+        self._build(size)
+
+    def set_config(self, config: RopeConfig) -> None:
+        """Swap the rotary schedule (e.g. Linear/NTK/YaRN extension at inference)."""
+        if not isinstance(config, RopeConfig):
+            raise TypeError(f"config must be a ropelab.RopeConfig, got {type(config).__name__}")
+        self.config = config
+        self._build(self.max_positions)
+
+    def _regime(self, seq_len: int):
+        """Tables for a dynamic scheme at this length: (key, cos, sin)."""
+        scaling = self.config.scaling
+        original = scaling.original_max_position
+        if seq_len <= original:
+            # both dynamic schemes use their base frequencies up to the original length
+            self.ensure(seq_len)
+            return self.cos, self.sin
+        # LongRoPE's long factors are one regime; dynamic NTK changes with every length
+        key = "long" if scaling.name == "longrope" else seq_len
+        if key in self._regimes:
+            cos, sin = self._regimes[key]
+            if cos.shape[0] >= seq_len:
+                self._regimes.move_to_end(key)
+                return cos, sin
+        if _compiling():
+            raise RuntimeError(
+                f"the {scaling.name} tables for seq_len={seq_len} are not built; run the module "
+                "once eagerly at this length before compiling"
+            )
+        size = seq_len if key == seq_len else max(seq_len, 2 * original)
+        cos, sin = self._tables(size, seq_len)
+        self._regimes[key] = (cos, sin)
+        while len(self._regimes) > _REGIMES_KEPT:
+            self._regimes.popitem(last=False)
+        return cos, sin
+
+    def _apply(self, fn, recurse=True):
+        # follow the module to its device, but never keep tables in a cast dtype
+        # (model.to(torch.bfloat16) would round the angles): rebuild them from float64
+        out = super()._apply(fn, recurse)
+        if self.cos.dtype != torch.float32:
+            self._build(self.max_positions)
+        else:
+            self._regimes = OrderedDict(
+                (k, (fn(c), fn(s))) for k, (c, s) in self._regimes.items()
+            )
+        return out
+
+    # -- forward ------------------------------------------------------------------
+
+    def tables_for(self, positions=None, offset: int = 0, length: int = 1, *, seq_len=None):
+        """cos, sin float32 of shape (T, R/2) or (B, T, R/2) for these positions."""
+        if positions is None:
+            if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+                raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
+            end = offset + length
+            if self.config.dynamic:
+                cos, sin = self._regime(seq_len or end)
+            else:
+                self.ensure(end)
+                cos, sin = self.cos, self.sin
+            return cos[offset:end], sin[offset:end]
+        if not isinstance(positions, torch.Tensor):
+            raise TypeError(f"positions must be a torch tensor, got {type(positions).__name__}")
+        if positions.dtype.is_floating_point or positions.dtype == torch.bool or positions.is_complex():
+            raise TypeError(f"positions must be an integer tensor, got dtype {positions.dtype}")
+        if positions.dim() not in (1, 2):
+            raise ValueError(
+                f"positions must be shaped (T,) or (B, T), got shape {tuple(positions.shape)}"
+            )
+        if self.config.dynamic:
+            if seq_len is None:
+                if _compiling():
+                    raise RuntimeError(
+                        "a length-dependent rope scheme needs seq_len= under torch.compile "
+                        "when positions is a tensor (max(positions) + 1 is data-dependent)"
+                    )
+                seq_len = int(positions.max()) + 1 if positions.numel() else 1
+            cos, sin = self._regime(seq_len)
+        else:
+            if not _compiling() and positions.numel():
+                self.ensure(int(positions.max()) + 1)
+            cos, sin = self.cos, self.sin
+        if not _compiling() and positions.numel() and int(positions.min()) < 0:
+            raise ValueError(f"positions must be >= 0, got a minimum of {int(positions.min())}")
+        return cos[positions], sin[positions]
+
+    def forward(self, q, k, positions=None, offset: int = 0, *, seq_len: int | None = None):
+        if q.dim() != 4 or k.dim() != 4:
+            raise ValueError(
+                f"q and k must be shaped (B, H, T, D), got {tuple(q.shape)} and {tuple(k.shape)}"
+            )
+        length = q.shape[-2]
+        if k.shape[-2] != length:
+            raise ValueError(f"q and k must have the same T, got {q.shape[-2]} and {k.shape[-2]}")
+        if positions is not None and positions.shape[-1] != length:
+            raise ValueError(
+                f"positions of shape {tuple(positions.shape)} do not match T={length} of q"
+            )
+        if positions is not None and positions.dim() == 2 and positions.shape[0] not in (1, q.shape[0]):
+            raise ValueError(
+                f"positions of shape {tuple(positions.shape)} do not match the batch B={q.shape[0]}"
+            )
+        cos, sin = self.tables_for(positions, offset, length, seq_len=seq_len)
+        if cos.dim() == 3:  # (B, T, R/2) -> (B, 1, T, R/2): one row per token, all heads
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        layout = self.config.layout
+        return rope_op.rotate(q, cos, sin, layout), rope_op.rotate(k, cos, sin, layout)
+
+    def extra_repr(self) -> str:
+        return f"{self.config!r}, max_positions={self.max_positions}"
