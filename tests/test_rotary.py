@@ -1,0 +1,316 @@
+"""apply_rope / apply_rope_: one meaning in numpy, torch and jax, held to a float64 loop reference.
+
+Shapes: x (B, H, T, D); tables (T, R/2) or per-token (B, 1, T, R/2) broadcast over heads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import reference_inv_freq, reference_rope
+
+import ropelab
+from ropelab import RopeConfig, apply_rope, apply_rope_, rope_tables
+
+torch = pytest.importorskip("torch")
+
+LAYOUTS = ["interleaved", "half"]
+
+
+def _setup(rng, *, head_dim=16, rotary_dim=None, theta=1e4, shape=(2, 3, 5), per_token=False):
+    """x (B, H, T, D) float64, positions, tables and the float64 reference output."""
+    B, H, T = shape
+    cfg = RopeConfig(head_dim, theta=theta, rotary_dim=rotary_dim)
+    x = rng.standard_normal((B, H, T, head_dim))
+    if per_token:  # each row its own arbitrary positions (offsets, packing, KV-cache steps)
+        positions = rng.integers(0, 10**6, size=(B, 1, T))
+    else:
+        positions = rng.integers(0, 5000, size=(T,))
+    cos, sin = rope_tables(cfg, positions)
+    return cfg, x, positions, cos, sin
+
+
+# ---------------------------------------------------------------- float64 reference
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("rotary_dim", [None, 8, 2])
+@pytest.mark.parametrize("per_token", [False, True])
+def test_numpy_matches_loop_reference(rng, layout, rotary_dim, per_token):
+    cfg, x, positions, cos, sin = _setup(rng, rotary_dim=rotary_dim, per_token=per_token)
+    out = apply_rope(x, cos, sin, layout=layout)
+    ref = reference_rope(x, positions, reference_inv_freq(1e4, cfg.rotary_dim), layout=layout)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == x.shape
+    # the loop reference forms p * f with one float64 rounding: ~1e-10 rad off at p ~ 1e6
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-9 if per_token else 1e-12)
+    # features past rotary_dim pass through bit for bit
+    np.testing.assert_array_equal(out[..., cfg.rotary_dim :], x[..., cfg.rotary_dim :])
+
+
+def test_layouts_are_a_permutation_of_each_other(rng):
+    cfg, x, _, cos, sin = _setup(rng)
+    half = cfg.rotary_dim // 2
+    order = np.concatenate([np.arange(0, cfg.rotary_dim, 2), np.arange(1, cfg.rotary_dim, 2)])
+    inter = apply_rope(x, cos, sin, layout="interleaved")
+    halfout = apply_rope(x[..., order], cos, sin, layout="half")
+    np.testing.assert_allclose(halfout, inter[..., order], atol=1e-14)
+    assert half == cos.shape[-1]
+
+
+def test_attention_factor_scales_output(rng):
+    cfg = RopeConfig(8, scaling=ropelab.scaling.YaRN(4.0, 64))
+    x = rng.standard_normal((3, 8))
+    cos, sin = rope_tables(cfg, np.arange(3))
+    ref = reference_rope(x, np.arange(3), cfg.inv_freq(), layout="interleaved", scale=cfg.attention_factor)
+    np.testing.assert_allclose(apply_rope(x, cos, sin), ref, atol=1e-12)
+
+
+# ---------------------------------------------------------------- across frameworks
+
+
+def _jax():
+    return pytest.importorskip("jax")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("rotary_dim", [None, 10])
+@pytest.mark.parametrize("per_token", [False, True])
+def test_numpy_torch_jax_agree_float32(rng, layout, rotary_dim, per_token):
+    jax = _jax()
+    jnp = jax.numpy
+    cfg, x64, positions, cos, sin = _setup(rng, head_dim=16, rotary_dim=rotary_dim, per_token=per_token)
+    x32 = x64.astype(np.float32)
+    ref = reference_rope(x32, positions, reference_inv_freq(1e4, cfg.rotary_dim), layout=layout)
+    out_np = apply_rope(x32, cos, sin, layout=layout)
+    out_t = apply_rope(torch.from_numpy(x32), cos, sin, layout=layout)
+    out_j = apply_rope(jnp.asarray(x32), cos, sin, layout=layout)
+    assert out_np.dtype == np.float32
+    assert isinstance(out_t, torch.Tensor) and out_t.dtype == torch.float32
+    assert isinstance(out_j, jax.Array) and out_j.dtype == jnp.float32
+    for out in (out_np, out_t.numpy(), np.asarray(out_j)):
+        np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out_t.numpy(), out_np, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out_j), out_np, rtol=0, atol=1e-5)
+
+
+def test_framework_tables_accepted(rng):
+    jax = _jax()
+    cfg, x, _, cos, sin = _setup(rng)
+    x32 = x.astype(np.float32)
+    expect = apply_rope(x32, cos, sin, layout="half")
+    got_t = apply_rope(torch.from_numpy(x32), torch.from_numpy(cos), torch.from_numpy(sin), layout="half")
+    got_j = apply_rope(jax.numpy.asarray(x32), jax.numpy.asarray(cos.astype(np.float32)),
+                       jax.numpy.asarray(sin.astype(np.float32)), layout="half")
+    np.testing.assert_allclose(got_t.numpy(), expect, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got_j), expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,eps", [("bfloat16", 2**-8), ("float16", 2**-11)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_torch_half_precision_computed_in_float32(rng, dtype, eps, layout):
+    """bf16/fp16 in: rotated in float32, rounded once (not rotated in bf16 with bf16 tables)."""
+    tdtype = getattr(torch, dtype)
+    cfg, x, positions, cos, sin = _setup(rng, head_dim=64, rotary_dim=48, shape=(2, 4, 33))
+    cos, sin = rope_tables(cfg, rng.integers(10**5, 10**6, size=33))  # large angles: bf16 tables would be poor
+    xh = torch.from_numpy(x).to(tdtype)
+    out = apply_rope(xh, cos, sin, layout=layout)
+    assert out.dtype == tdtype
+    expect = apply_rope(xh.float(), cos, sin, layout=layout).to(tdtype)
+    # one rounding of the float32 result: equal, or a last-place tie broken differently
+    diff = (out.float() - expect.float()).abs()
+    assert (diff == 0).float().mean() >= 0.99
+    assert bool((diff <= eps * expect.float().abs() + 1e-30).all())
+    # and close to the exact float64 rotation of the rounded input
+    exact = apply_rope(xh.double().numpy(), cos, sin, layout=layout)
+    np.testing.assert_allclose(out.double().numpy(), exact, rtol=eps, atol=eps * np.abs(exact).max())
+
+
+def test_jax_bfloat16(rng):
+    jax = _jax()
+    jnp = jax.numpy
+    _, x, _, cos, sin = _setup(rng)
+    xb = jnp.asarray(x, dtype=jnp.bfloat16)
+    out = apply_rope(xb, cos, sin, layout="half")
+    assert out.dtype == jnp.bfloat16
+    expect = apply_rope(xb.astype(jnp.float32), cos, sin, layout="half").astype(jnp.bfloat16)
+    diff = np.abs(np.asarray(out, dtype=np.float32) - np.asarray(expect, dtype=np.float32))
+    assert (diff == 0).mean() >= 0.99
+
+
+def test_jax_jit(rng):
+    jax = _jax()
+    _, x, _, cos, sin = _setup(rng)
+    x32 = x.astype(np.float32)
+    c, s = jax.numpy.asarray(cos, dtype=np.float32), jax.numpy.asarray(sin, dtype=np.float32)
+    fn = jax.jit(lambda a, c, s: apply_rope(a, c, s, layout="interleaved"))
+    np.testing.assert_allclose(np.asarray(fn(x32, c, s)), apply_rope(x32, cos, sin), atol=1e-5)
+
+
+# ---------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_torch_gradcheck(rng, layout):
+    _, x, _, cos, sin = _setup(rng, head_dim=8, rotary_dim=6, shape=(1, 2, 3))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    ct = torch.from_numpy(cos).requires_grad_(True)
+    st = torch.from_numpy(sin).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, c, s: apply_rope(a, c, s, layout=layout), (xt, ct, st))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_torch_grad_is_inverse_rotation(rng, layout):
+    # d/dx sum(w * R x) = R^T w: the inverse rotation (sin -> -sin) applied to w
+    _, x, _, cos, sin = _setup(rng, rotary_dim=10)
+    w = rng.standard_normal(x.shape)
+    xt = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+    (apply_rope(xt, cos, sin, layout=layout) * torch.tensor(w, dtype=torch.float32)).sum().backward()
+    np.testing.assert_allclose(xt.grad.numpy(), apply_rope(w, cos, -sin, layout=layout), atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_jax_grad_is_inverse_rotation(rng, layout):
+    jax = _jax()
+    jnp = jax.numpy
+    _, x, _, cos, sin = _setup(rng, rotary_dim=10)
+    w = rng.standard_normal(x.shape)
+    wj = jnp.asarray(w, dtype=jnp.float32)
+    grad = jax.grad(lambda a: jnp.sum(wj * apply_rope(a, cos, sin, layout=layout)))(jnp.asarray(x, dtype=jnp.float32))
+    np.testing.assert_allclose(np.asarray(grad), apply_rope(w, cos, -sin, layout=layout), atol=1e-5)
+
+
+def test_jax_grad_matches_finite_difference(rng):
+    jax = _jax()
+    jnp = jax.numpy
+    _, x, _, cos, sin = _setup(rng, head_dim=8, shape=(1, 1, 3))
+    v = rng.standard_normal(x.shape)
+
+    def f(a):
+        out = apply_rope(a, cos, sin, layout="half")
+        return (out * out * v).sum()  # non-linear, so the gradient depends on x
+
+    grad = np.asarray(jax.grad(lambda a: f(a))(jnp.asarray(x, dtype=jnp.float32)))
+    d = rng.standard_normal(x.shape)
+    h = 1e-3
+    fd = (float(f(x + h * d)) - float(f(x - h * d))) / (2 * h)  # numpy float64 path
+    assert float((grad * d).sum()) == pytest.approx(fd, rel=1e-4, abs=1e-4)
+
+
+# ---------------------------------------------------------------- in place
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_apply_rope_inplace(rng, layout):
+    _, x, _, cos, sin = _setup(rng, rotary_dim=12)
+    expect = apply_rope(x, cos, sin, layout=layout)
+    xn = x.copy()
+    assert apply_rope_(xn, cos, sin, layout=layout) is xn
+    np.testing.assert_allclose(xn, expect, atol=1e-12)
+    xt = torch.from_numpy(x.astype(np.float32))
+    assert apply_rope_(xt, cos, sin, layout=layout) is xt
+    np.testing.assert_allclose(xt.numpy(), expect, atol=1e-5)
+
+
+def test_apply_rope_inplace_rejects_jax(rng):
+    jax = _jax()
+    _, x, _, cos, sin = _setup(rng)
+    with pytest.raises(TypeError, match=r"jax arrays are immutable"):
+        apply_rope_(jax.numpy.asarray(x), cos, sin)
+
+
+# ---------------------------------------------------------------- errors, one per case
+
+
+def test_tables_wider_than_x():
+    cos, sin = rope_tables(RopeConfig(16), np.arange(4))
+    with pytest.raises(ValueError, match=r"x.shape\[-1\]=8"):
+        apply_rope(np.zeros((4, 8)), cos, sin)
+
+
+def test_tables_length_differs_from_T():
+    cos, sin = rope_tables(RopeConfig(8), np.arange(4))
+    with pytest.raises(ValueError, match=r"T=5"):
+        apply_rope(np.zeros((5, 8)), cos, sin)
+
+
+def test_cos_sin_shapes_differ():
+    cos, _ = rope_tables(RopeConfig(8), np.arange(4))
+    _, sin = rope_tables(RopeConfig(8), np.arange(3))
+    with pytest.raises(ValueError, match=r"\(4, 4\) and \(3, 4\)"):
+        apply_rope(np.zeros((4, 8)), cos, sin)
+
+
+def test_integer_x_numpy():
+    cos, sin = rope_tables(RopeConfig(8), np.arange(4))
+    with pytest.raises(TypeError, match=r"int64"):
+        apply_rope(np.zeros((4, 8), dtype=np.int64), cos, sin)
+
+
+def test_integer_x_torch():
+    cos, sin = rope_tables(RopeConfig(8), np.arange(4))
+    with pytest.raises(TypeError, match=r"int32"):
+        apply_rope(torch.zeros((4, 8), dtype=torch.int32), cos, sin)
+
+
+def test_unknown_layout_in_apply():
+    cos, sin = rope_tables(RopeConfig(8), np.arange(4))
+    with pytest.raises(ValueError, match=r"'neox'"):
+        apply_rope(np.zeros((4, 8)), cos, sin, layout="neox")
+
+
+def test_x_not_an_array():
+    cos, sin = rope_tables(RopeConfig(2), np.arange(1))
+    with pytest.raises(TypeError, match=r"list"):
+        apply_rope([[0.0, 1.0]], cos, sin)
+
+
+def test_x_without_time_axis():
+    cos, sin = rope_tables(RopeConfig(8), np.arange(1))
+    with pytest.raises(ValueError, match=r"\(8,\)"):
+        apply_rope(np.zeros(8), cos, sin)
+
+
+# ---------------------------------------------------------------- seed 004: rope_apply
+
+
+def _seed004_reference(x, base):
+    """Straight from the seed's text: theta_i = base^(-2i/d), phi = pos * theta_i, interleaved."""
+    T, d = len(x), len(x[0])
+    out = []
+    for pos in range(T):
+        for i in range(d // 2):
+            phi = pos * base ** (-2 * i / d)
+            a, b = x[pos][2 * i], x[pos][2 * i + 1]
+            out += [a * math.cos(phi) - b * math.sin(phi), a * math.sin(phi) + b * math.cos(phi)]
+    return np.array(out)
+
+
+def test_seed004_worked_example():
+    from ropelab.exercises import rope_apply
+
+    out = rope_apply(0, np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 1.0]]), 10000.0)
+    assert out.shape == (8,)
+    np.testing.assert_allclose(out[:4], 0.0, atol=0)
+    # the seed's prose says 1e-4 rad for pair 1, its formula gives 10000**(-2/4) = 1e-2 rad
+    expect = [math.cos(1.0), math.sin(1.0), -math.sin(1e-2), math.cos(1e-2)]
+    np.testing.assert_allclose(out[4:], expect, rtol=1e-12, atol=1e-15)
+    assert out[4:] == pytest.approx([0.540, 0.841, -0.01, 1.0], abs=1e-3)
+
+
+@pytest.mark.parametrize("T,d,base", [(7, 8, 10000.0), (33, 64, 500000.0), (1, 2, 10.0)])
+def test_seed004_against_formula(rng, T, d, base):
+    from ropelab.exercises import rope_apply
+
+    x = rng.standard_normal((T, d))
+    out = rope_apply(123, x, base)
+    assert out.shape == (T * d,)
+    np.testing.assert_allclose(out, _seed004_reference(x.tolist(), base), rtol=0, atol=1e-12)
+
+
+def test_seed004_rejects_odd_d():
+    from ropelab.exercises import rope_apply
+
+    with pytest.raises(ValueError, match=r"d=3"):
+        rope_apply(0, np.zeros((2, 3)), 10000.0)
