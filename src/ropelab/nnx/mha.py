@@ -60,10 +60,10 @@ class RopeMHA(nnx.Module):
         """The rotary schedule: ``RopeConfig(D, theta=base)``, interleaved."""
         return RopeConfig(self.head_dim, theta=self.base, layout="interleaved")
 
-    def __call__(self, x):
+    def _rotated(self, x):
+        """x ``(T, d_model)`` or ``(B, T, d_model)`` -> q, k (rotated), v as ``(B, T, H, D)``."""
         x = jnp.asarray(x)
-        unbatched = x.ndim == 2
-        if unbatched:
+        if x.ndim == 2:
             x = x[None]
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
@@ -78,6 +78,20 @@ class RopeMHA(nnx.Module):
         cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, D/2): broadcast over heads
         q = apply_rope(q, cos, sin, layout="interleaved")
         k = apply_rope(k, cos, sin, layout="interleaved")  # v is not rotated
+        return q, k, v
+
+    def scores(self, x):
+        """The attention logits ``q_i . k_j / sqrt(D)`` after RoPE: ``(B, H, T, T)`` (or ``(H, T, T)``).
+
+        RoPE makes ``scores[..., i, j]`` depend on the positions only through ``i - j``.
+        """
+        q, k, _ = self._rotated(x)
+        out = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.asarray(self.head_dim, q.dtype))
+        return out[0] if jnp.ndim(x) == 2 else out
+
+    def __call__(self, x):
+        q, k, v = self._rotated(x)
+        B, T, H, D = q.shape
         out = attend(q, k, v, causal=False).reshape(B, T, H * D)  # (B, T, H*D)
         out = self.out_proj(out)
-        return out[0] if unbatched else out
+        return out[0] if jnp.ndim(x) == 2 else out
