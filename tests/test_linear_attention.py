@@ -1,0 +1,167 @@
+"""Linear attention: chunked causal form vs an explicit recurrence, Katharopoulos, RoFormer eq. 19."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import ropelab  # noqa: E402
+from ropelab.torch.linear_attention import (  # noqa: E402
+    LinearAttentionState,
+    linear_attention,
+    linear_attention_step,
+)
+
+
+def _phi(x):  # elu(x) + 1 in float64 numpy
+    return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0)))
+
+
+def _rot(x, cos, sin, layout):
+    return ropelab.apply_rope(x, cos, sin, layout=layout)
+
+
+def _recurrence(q, k, v, cos, sin, layout, eps):
+    """RoFormer eq. 19 as an RNN, token by token, float64 numpy, shapes (B, H, T, .)."""
+    B, H, T, D = q.shape
+    E = v.shape[-1]
+    fq, fk = _phi(q), _phi(k)
+    rq = fq if cos is None else _rot(fq, cos, sin, layout)
+    rk = fk if cos is None else _rot(fk, cos, sin, layout)
+    S = np.zeros((B, H, D, E))
+    z = np.zeros((B, H, D))
+    out = np.zeros((B, H, T, E))
+    for t in range(T):
+        S += rk[:, :, t, :, None] * v[:, :, t, None, :]
+        z += fk[:, :, t]
+        num = np.einsum("bhd,bhde->bhe", rq[:, :, t], S)
+        den = np.einsum("bhd,bhd->bh", fq[:, :, t], z)[..., None]
+        out[:, :, t] = num / (den + eps)
+    return out
+
+
+def _data(B=2, H=3, T=37, D=8, E=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(B, H, T, D)), rng.normal(size=(B, H, T, D)), rng.normal(size=(B, H, T, E))
+
+
+def _t(x):
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+@pytest.mark.parametrize("chunk_size", [1, 5, 16, 64])
+def test_causal_with_rope_equals_recurrence(layout, chunk_size):
+    q, k, v = _data()
+    cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8, theta=100.0), np.arange(q.shape[2]))
+    ref = _recurrence(q, k, v, cos, sin, layout, 1e-6)
+    got = linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin, layout=layout, chunk_size=chunk_size)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_partial_rotary_equals_recurrence():
+    q, k, v = _data(D=12)
+    cos, sin = ropelab.rope_tables(ropelab.RopeConfig(12, rotary_dim=8), np.arange(q.shape[2]))
+    ref = _recurrence(q, k, v, cos, sin, "half", 1e-6)
+    got = linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin, layout="half", chunk_size=8)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+def _katharopoulos(q, k, v, causal, eps):
+    """The quadratic form of their eq. 4-6: (phi(Q) phi(K)^T masked) V, row-normalised."""
+    scores = np.einsum("bhid,bhjd->bhij", _phi(q), _phi(k))
+    if causal:
+        scores = np.tril(scores)
+    return np.einsum("bhij,bhje->bhie", scores, v) / (scores.sum(-1, keepdims=True) + eps)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_without_rotation_equals_katharopoulos(causal):
+    q, k, v = _data(T=29)
+    ref = _katharopoulos(q, k, v, causal, 1e-6)
+    got = linear_attention(_t(q), _t(k), _t(v), causal=causal, chunk_size=8)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_non_causal_with_rope_equals_eq19_quadratic_form():
+    q, k, v = _data(T=11)
+    cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(11))
+    rq, rk = _rot(_phi(q), cos, sin, "interleaved"), _rot(_phi(k), cos, sin, "interleaved")
+    num = np.einsum("bhij,bhje->bhie", np.einsum("bhid,bhjd->bhij", rq, rk), v)
+    den = np.einsum("bhid,bhjd->bhij", _phi(q), _phi(k)).sum(-1, keepdims=True)
+    got = linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin, causal=False)
+    np.testing.assert_allclose(got.numpy(), num / (den + 1e-6), rtol=1e-10, atol=1e-12)
+
+
+def test_numerator_depends_on_relative_positions_only():
+    # shifting every position by the same offset leaves eq. 19 unchanged
+    q, k, v = _data(T=20)
+    cfg = ropelab.RopeConfig(8, theta=50.0)
+    outs = []
+    for offset in (0, 1234):
+        cos, sin = ropelab.rope_tables(cfg, np.arange(20) + offset)
+        outs.append(linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin).numpy())
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("with_rope", [True, False])
+def test_step_equals_parallel(with_rope):
+    q, k, v = _data(T=23)
+    cfg = ropelab.RopeConfig(8, layout="half")
+    cos, sin = ropelab.rope_tables(cfg, np.arange(23)) if with_rope else (None, None)
+    full = linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin, layout="half", chunk_size=4)
+    state = None
+    for t in range(23):
+        c = None if cos is None else cos[t : t + 1]
+        s = None if sin is None else sin[t : t + 1]
+        out, state = linear_attention_step(
+            state, _t(q[:, :, t : t + 1]), _t(k[:, :, t : t + 1]), _t(v[:, :, t : t + 1]), cos=c, sin=s, layout="half"
+        )
+        np.testing.assert_allclose(out.numpy(), full[:, :, t : t + 1].numpy(), rtol=1e-10, atol=1e-12)
+    assert isinstance(state, LinearAttentionState)
+
+
+def test_float32_and_bfloat16_inputs_keep_dtype_and_are_close():
+    q, k, v = _data(T=64)
+    ref = _katharopoulos(q, k, v, True, 1e-6)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 5e-2)):
+        got = linear_attention(*(torch.as_tensor(x).to(dtype) for x in (q, k, v)), chunk_size=16)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got.double().numpy(), ref, rtol=tol, atol=tol)
+
+
+def test_gradients_match_float64_reference():
+    q, k, v = (_t(x).requires_grad_() for x in _data(T=9, B=1, H=1))
+    cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(9))
+
+    def f(q, k, v):
+        return linear_attention(q, k, v, cos=torch.as_tensor(cos), sin=torch.as_tensor(sin), chunk_size=4)
+
+    assert torch.autograd.gradcheck(f, (q, k, v))
+
+
+def test_rejects_mismatched_shapes():
+    q, k, v = (_t(x) for x in _data())
+    with pytest.raises(ValueError, match="q and k"):
+        linear_attention(q, k[:, :, :5], v)
+    with pytest.raises(ValueError, match=r"\(B, H, T, D\)"):
+        linear_attention(q[0], k[0], v[0])
+
+
+def test_rejects_cos_without_sin():
+    q, k, v = (_t(x) for x in _data())
+    cos, _ = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(q.shape[2]))
+    with pytest.raises(ValueError, match="both cos and sin"):
+        linear_attention(q, k, v, cos=cos)
+
+
+def test_rejects_bad_chunk_size():
+    q, k, v = (_t(x) for x in _data())
+    with pytest.raises(ValueError, match="chunk_size"):
+        linear_attention(q, k, v, chunk_size=0)
+
+
+def test_step_rejects_more_than_one_token():
+    q, k, v = (_t(x) for x in _data())
+    with pytest.raises(ValueError, match="one token"):
+        linear_attention_step(None, q, k, v)
