@@ -1,0 +1,288 @@
+"""ropelab.torch.Attention against a float64 NumPy reference; cache, compile, errors."""
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ropelab import RopeConfig, scaling  # noqa: E402
+from ropelab.torch import Attention, Cache, KVCache, RotaryEmbedding, positions_from_mask  # noqa: E402
+
+
+def _rope64(x, positions, inv_freq, layout, factor=1.0):
+    """float64 RoPE from the definition; x (B, H, T, D), positions (B, T)."""
+    r = 2 * len(inv_freq)
+    ang = positions[:, None, :, None].astype(np.float64) * inv_freq  # (B, 1, T, R/2)
+    c, s = np.cos(ang) * factor, np.sin(ang) * factor
+    out = x.copy()
+    if layout == "interleaved":
+        a, b = x[..., 0:r:2], x[..., 1:r:2]
+        out[..., 0:r:2], out[..., 1:r:2] = a * c - b * s, a * s + b * c
+    else:
+        a, b = x[..., : r // 2], x[..., r // 2 : r]
+        out[..., : r // 2], out[..., r // 2 : r] = a * c - b * s, a * s + b * c
+    return out
+
+
+def reference_attention(attn, x, positions=None, mask=None, bias=None):
+    """float64 attention written from the definitions, reading attn's weights and options.
+
+    x (B, T, d_model); positions (B, T); mask (B, T) 1/0. Returns (B, T, d_model).
+    """
+    w = {n: p.detach().double().numpy() for n, p in attn.named_parameters()}
+    x = x.detach().double().numpy()
+    b, t, _ = x.shape
+    h, kv, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+    pos = np.broadcast_to(np.arange(t), (b, t)) if positions is None else positions.numpy()
+
+    def proj(name, heads):
+        y = x @ w[f"{name}.weight"].T + w.get(f"{name}.bias", 0.0)
+        return y.reshape(b, t, heads, d).transpose(0, 2, 1, 3)  # (B, heads, T, D)
+
+    q, k, v = proj("q_proj", h), proj("k_proj", kv), proj("v_proj", kv)
+    if attn.rope is not None:
+        cfg = attn.rope.config
+        inv = cfg.inv_freq(int(pos.max()) + 1 if cfg.dynamic else None)
+        q = _rope64(q, pos, inv, cfg.layout, cfg.attention_factor)
+        k = _rope64(k, pos, inv, cfg.layout, cfg.attention_factor)
+    if attn.qk_norm:
+        eps = attn.qk_norm_eps
+        q = q / np.sqrt((q**2).mean(-1, keepdims=True) + eps)
+        k = k / np.sqrt((k**2).mean(-1, keepdims=True) + eps)
+    if attn.temperature_tuning is not None:
+        a, f = attn.temperature_tuning
+        q = q * (1 + a * np.log(np.floor((pos + 1) / f) + 1))[:, None, :, None]
+    k = np.repeat(k, h // kv, axis=1)
+    v = np.repeat(v, h // kv, axis=1)
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d)  # (B, H, T, T)
+    if bias is not None:
+        scores = scores + bias
+    i, j = np.arange(t)[:, None], np.arange(t)[None, :]
+    qp, kp = pos[:, :, None], pos[:, None, :]
+    keep = np.ones((b, t, t), dtype=bool)
+    if attn.causal:
+        keep &= j <= i
+    if attn.chunk_size:
+        keep &= qp // attn.chunk_size == kp // attn.chunk_size
+    if attn.window:
+        keep &= (qp - kp < attn.window) if attn.causal else (np.abs(qp - kp) < attn.window)
+    if mask is not None:
+        keep &= mask.numpy().astype(bool)[:, None, :]
+    scores = np.where(keep[:, None], scores, -np.inf)
+    with np.errstate(invalid="ignore"):  # rows of pads with no key are NaN; never compared
+        p = np.exp(scores - scores.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+    y = (p @ v).transpose(0, 2, 1, 3).reshape(b, t, h * d)
+    return y @ w["o_proj.weight"].T + w.get("o_proj.bias", 0.0)
+
+
+def _close(out, ref, tol=2e-5, rows=None):
+    out = out.detach().double().numpy()
+    if rows is not None:
+        out, ref = out[rows], ref[rows]
+    scale = np.abs(ref).max()
+    err = np.abs(out - ref).max() / scale
+    assert err <= tol, f"max error {err:.3g} relative to output scale {scale:.3g}"
+
+
+def _x(b=2, t=11, d=64, seed=0):
+    return torch.randn(b, t, d, generator=torch.Generator().manual_seed(seed))
+
+
+CASES = {
+    "rope-gqa-half": dict(num_kv_heads=2, rope=RopeConfig(16, layout="half")),
+    "rope-interleaved-partial-bias": dict(rope=RopeConfig(16, rotary_dim=8), bias=True),
+    "nope": dict(),
+    "bidirectional-rope": dict(rope=RopeConfig(16), causal=False),
+    "chunked-qknorm": dict(rope=RopeConfig(16), chunk_size=4, qk_norm=True),
+    "window": dict(rope=RopeConfig(16, layout="half"), window=3),
+    "bidirectional-window": dict(causal=False, window=3),
+    "temperature": dict(temperature_tuning=(0.5, 2.0)),
+    "yarn": dict(rope=RopeConfig(16, scaling=scaling.YaRN(4.0, 8))),
+    "mqa-head-dim": dict(num_kv_heads=1, head_dim=8, rope=RopeConfig(8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_float64_reference(name):
+    torch.manual_seed(1)
+    attn = Attention(64, 4, **CASES[name])
+    x = _x()
+    _close(attn(x), reference_attention(attn, x))
+    attn.kernel = "eager"
+    _close(attn(x), reference_attention(attn, x))
+
+
+@pytest.mark.parametrize("name", ["rope-gqa-half", "chunked-qknorm", "window", "temperature"])
+def test_left_padding_matches_reference_on_real_tokens(name):
+    torch.manual_seed(2)
+    attn = Attention(64, 4, **CASES[name])
+    x = _x(b=3, t=9)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[1, :3] = 0
+    mask[2, :8] = 0
+    out = attn(x, attention_mask=mask)
+    assert torch.isfinite(out).all()  # fully masked pad rows give no NaN
+    ref = reference_attention(attn, x, positions_from_mask(mask), mask)
+    _close(out, ref, rows=mask.bool().numpy())
+    # a padded row equals the same tokens run alone (positions start at 0 after the pads)
+    alone = attn(x[1:2, 3:])
+    torch.testing.assert_close(out[1:2, 3:], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_score_bias_module_is_added():
+    class Distance(torch.nn.Module):  # an ALiBi-like bias from positions
+        def forward(self, q_pos, k_pos):
+            return -0.5 * (q_pos[:, None, :, None] - k_pos[:, None, None, :]).abs().float()
+
+    torch.manual_seed(3)
+    attn = Attention(64, 4, score_bias=Distance())
+    x = _x(t=6)
+    pos = torch.arange(6).expand(2, 6)
+    bias = -0.5 * np.abs(np.arange(6)[:, None] - np.arange(6)[None, :])
+    _close(attn(x), reference_attention(attn, x, pos, bias=bias))
+
+
+def test_custom_rope_module_gets_batch_positions():
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, q, k, positions):
+            seen["positions"] = positions
+            return q, k
+
+    attn = Attention(64, 4, rope=Spy())
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    attn(_x(t=4), attention_mask=mask)
+    torch.testing.assert_close(seen["positions"], torch.tensor([[0, 0, 1, 2], [0, 1, 2, 3]]))
+
+
+def test_plain_causal_builds_no_mask(monkeypatch):
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        calls.append((attn_mask, kw.get("is_causal")))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    attn = Attention(64, 4, num_kv_heads=2, rope=RopeConfig(16))
+    attn(_x())
+    assert calls[-1] == (None, True)
+    cache = KVCache(2, 2, 16, 16)
+    attn(_x(t=5), cache=cache)
+    assert calls[-1] == (None, True)
+    attn(_x(t=1), cache=cache)  # one token after the prefix: no mask at all
+    assert calls[-1] == (None, False)
+    attn(_x(t=3), cache=cache)  # several new tokens after a prefix: a (T, S) mask
+    assert calls[-1][0].shape[-2:] == (3, 9)
+
+
+@pytest.mark.parametrize("name", ["rope-gqa-half", "chunked-qknorm", "window", "temperature", "nope"])
+def test_cached_decoding_equals_full_forward(name):
+    torch.manual_seed(4)
+    attn = Attention(64, 4, **CASES[name])
+    x = _x(b=2, t=12)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, :4] = 0  # left padding
+    full = attn(x, attention_mask=mask)
+    cache = KVCache(2, attn.num_kv_heads, 16, attn.head_dim)
+    steps = [attn(x[:, :5], cache=cache, attention_mask=mask[:, :5])]
+    for start, stop in ((5, 6), (6, 9), (9, 10), (10, 12)):
+        steps.append(attn(x[:, start:stop], cache=cache, attention_mask=mask[:, :stop]))
+    rows = mask.bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
+
+
+def test_cache_stores_keys_rotated_once():
+    attn = Attention(64, 4, rope=RopeConfig(16))
+    x = _x(b=1, t=4)
+    cache = KVCache(1, 4, 8, 16)
+    attn(x, cache=cache)
+    with torch.no_grad():
+        k = attn.k_proj(x).view(1, 4, 4, 16).transpose(1, 2)
+        _, k_rot = attn.rope(k, k)
+    torch.testing.assert_close(cache.keys[:, :, :4], k_rot)
+    torch.testing.assert_close(cache.positions[:, :4], torch.arange(4)[None])
+
+
+def test_cache_capacity_error():
+    attn = Attention(64, 4, rope=RopeConfig(16))
+    cache = KVCache(2, 4, 8, 16)
+    attn(_x(t=6), cache=cache)
+    with pytest.raises(ValueError, match=r"capacity 8 .* 9 tokens"):
+        attn(_x(t=3), cache=cache)
+    assert cache.length == 6  # nothing written by the failed call
+
+
+def test_positions_from_mask():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    torch.testing.assert_close(positions_from_mask(mask), torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]))
+    with pytest.raises(ValueError, match=r"\(B, S\)"):
+        positions_from_mask(torch.ones(5))
+
+
+def test_compiles_fullgraph_and_gradients_reach_all_weights():
+    torch.manual_seed(5)
+    attn = Attention(64, 4, num_kv_heads=2, rope=RopeConfig(16, layout="half"), bias=True, qk_norm=True)
+    compiled = torch.compile(attn, fullgraph=True, backend="eager")
+    x = _x(t=8)
+    pos = torch.arange(3, 11).expand(2, 8)
+    torch.testing.assert_close(compiled(x), attn(x))
+    torch.testing.assert_close(compiled(x, pos), attn(x, pos))
+    compiled(x).square().sum().backward()
+    for name, p in attn.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_dropout_only_while_training():
+    attn = Attention(64, 4, rope=RopeConfig(16), dropout=0.5).eval()
+    x = _x()
+    torch.testing.assert_close(attn(x), attn(x))
+    attn.train()
+    assert not torch.allclose(attn(x), attn(x))
+
+
+def test_hf_llama_state_dict_keys():
+    attn = Attention(64, 4, num_kv_heads=2, rope=RopeConfig(16))
+    assert set(attn.state_dict()) == {f"{n}_proj.weight" for n in "qkvo"}
+    assert isinstance(attn.rope, RotaryEmbedding)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="d_model=60 is not divisible by num_heads=8"):
+        Attention(60, 8)
+    with pytest.raises(ValueError, match="num_heads=4 is not divisible by num_kv_heads=3"):
+        Attention(64, 4, num_kv_heads=3)
+    with pytest.raises(ValueError, match="head_dim=8"):
+        Attention(64, 4, rope=RopeConfig(8))
+    with pytest.raises(TypeError, match="rope must be"):
+        Attention(64, 4, rope="rope")
+    with pytest.raises(ValueError, match="chunk_size"):
+        Attention(64, 4, chunk_size=0)
+    with pytest.raises(ValueError, match="temperature_tuning"):
+        Attention(64, 4, temperature_tuning=(0.1,))
+    with pytest.raises(ValueError, match="dropout"):
+        Attention(64, 4, dropout=1.5)
+    attn = Attention(64, 4, rope=RopeConfig(16))
+    x = _x(t=5)
+    with pytest.raises(ValueError, match=r"x must be shaped \(B, T, d_model=64\)"):
+        attn(x[..., :32])
+    with pytest.raises(ValueError, match=r"positions must be shaped \(T,\) = \(5,\)"):
+        attn(x, torch.arange(4))
+    with pytest.raises(ValueError, match="positions must be shaped"):
+        attn(x, torch.zeros(3, 5, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer tensor"):
+        attn(x, torch.arange(5.0))
+    with pytest.raises(ValueError, match=r"attention_mask must be shaped \(B, S\) = \(2, 5\)"):
+        attn(x, attention_mask=torch.ones(2, 4))
+    with pytest.raises(ValueError, match="cache batch 3"):
+        attn(x, cache=KVCache(3, 4, 8, 16))
+    with pytest.raises(ValueError, match="one layer's cache"):
+        attn(x, cache=Cache(2, 2, 4, 8, 16))
+    with pytest.raises(TypeError, match="cache must be"):
+        attn(x, cache={})
+    with pytest.raises(ValueError, match="capacity"):
+        KVCache(2, 4, 0, 16)

@@ -1,0 +1,220 @@
+"""ropelab.torch.RotaryEmbedding against a float64 NumPy reference and RoPE's identities."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ropelab import RopeConfig, scaling  # noqa: E402
+from ropelab.torch import RotaryEmbedding  # noqa: E402
+
+
+def reference_rope(x, positions, inv_freq, layout, factor=1.0):
+    """float64 RoPE written from the definition: pair (a, b) -> (a c - b s, a s + b c).
+
+    x (..., T, D) float64, positions (T,) or (B, T) broadcast against x's batch.
+    """
+    x = np.array(x, dtype=np.float64)
+    r = 2 * len(inv_freq)
+    angles = np.asarray(positions, dtype=np.float64)[..., None] * inv_freq  # (.., T, R/2)
+    if angles.ndim == 3:  # (B, T, R/2) -> (B, 1, T, R/2)
+        angles = angles[:, None]
+    c, s = np.cos(angles) * factor, np.sin(angles) * factor
+    out = x.copy()
+    if layout == "interleaved":
+        a, b = x[..., 0:r:2], x[..., 1:r:2]
+        out[..., 0:r:2] = a * c - b * s
+        out[..., 1:r:2] = a * s + b * c
+    else:
+        a, b = x[..., : r // 2], x[..., r // 2 : r]
+        out[..., : r // 2] = a * c - b * s
+        out[..., r // 2 : r] = a * s + b * c
+    return out
+
+
+def _qk(b=2, h=3, k=1, t=7, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, h, t, d, generator=g), torch.randn(b, k, t, d, generator=g)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+@pytest.mark.parametrize("rotary_dim", [16, 8])
+def test_matches_float64_reference(layout, rotary_dim):
+    config = RopeConfig(16, theta=500.0, rotary_dim=rotary_dim, layout=layout)
+    rope = RotaryEmbedding(config, max_positions=32)
+    q, k = _qk()
+    q2, k2 = rope(q, k, offset=5)
+    pos = np.arange(5, 12)
+    inv = config.inv_freq()
+    np.testing.assert_allclose(q2.numpy(), reference_rope(q.numpy(), pos, inv, layout), atol=2e-6)
+    np.testing.assert_allclose(k2.numpy(), reference_rope(k.numpy(), pos, inv, layout), atol=2e-6)
+
+
+def test_batch_positions_gather_per_row():
+    config = RopeConfig(16, layout="half")
+    rope = RotaryEmbedding(config, max_positions=16)
+    q, k = _qk(b=2, t=4)
+    positions = torch.tensor([[0, 0, 1, 2], [7, 8, 9, 10]])  # a left-padded row, an offset row
+    q2, k2 = rope(q, k, positions)
+    ref = reference_rope(q.numpy(), positions.numpy(), config.inv_freq(), "half")
+    np.testing.assert_allclose(q2.numpy(), ref, atol=2e-6)
+    # (T,) positions equal offset + arange
+    q3, _ = rope(q, k, torch.arange(3, 7))
+    q4, _ = rope(q, k, offset=3)
+    torch.testing.assert_close(q3, q4, rtol=0, atol=0)
+
+
+def test_position_zero_is_identity_and_norm_preserved():
+    rope = RotaryEmbedding(RopeConfig(16))
+    q, k = _qk(t=1)
+    q0, k0 = rope(q, k)
+    torch.testing.assert_close(q0, q, rtol=0, atol=0)
+    q, k = _qk(t=9)
+    q1, _ = rope(q, k, offset=100)
+    torch.testing.assert_close(q1.norm(dim=-1), q.norm(dim=-1), rtol=1e-5, atol=1e-6)
+
+
+def test_relative_position_invariance():
+    # <R(m) q, R(n) k> depends only on m - n
+    rope = RotaryEmbedding(RopeConfig(16, layout="interleaved"))
+    q, k = _qk(b=1, h=1, k=1, t=1)
+    scores = []
+    for shift in (0, 37, 1000):
+        qm, _ = rope(q, q, torch.tensor([shift + 5]))
+        _, kn = rope(k, k, torch.tensor([shift + 2]))
+        scores.append(float((qm * kn).sum()))
+    np.testing.assert_allclose(scores, scores[0], rtol=1e-5)
+
+
+def test_tables_grow_and_are_not_rebuilt_per_call():
+    config = RopeConfig(8, layout="half")
+    rope = RotaryEmbedding(config, max_positions=4)
+    q, k = _qk(d=8, t=3)
+    rope(q, k)
+    ptr = rope.cos.data_ptr()
+    rope(q, k, offset=1)
+    assert rope.cos.data_ptr() == ptr  # same buffer: no recomputation
+    q2, _ = rope(q, k, torch.tensor([2, 9, 40]))  # past the table: grows by doubling
+    assert rope.max_positions == 64
+    ref = reference_rope(q.numpy(), np.array([2, 9, 40]), config.inv_freq(), "half")
+    np.testing.assert_allclose(q2.numpy(), ref, atol=2e-6)
+    assert rope.cos.dtype == torch.float32
+    assert "cos" not in rope.state_dict()  # non-persistent
+
+
+def test_far_positions_are_exact():
+    # float32 angles are wrong by ~0.03 rad at 1e6; the cached tables are formed in float64
+    config = RopeConfig(8, layout="half")
+    rope = RotaryEmbedding(config, max_positions=4)
+    q, k = _qk(b=1, h=1, t=2, d=8)
+    pos = torch.tensor([1_000_000, 1_000_001])
+    q2, _ = rope(q, k, pos)
+    ref = reference_rope(q.numpy(), pos.numpy(), config.inv_freq(), "half")
+    np.testing.assert_allclose(q2.numpy(), ref, atol=1e-5)
+
+
+def test_attention_factor_in_tables():
+    yarn = RopeConfig(16, scaling=scaling.YaRN(4.0, 64))
+    rope = RotaryEmbedding(yarn)
+    q, k = _qk()
+    q2, _ = rope(q, k)
+    ref = reference_rope(q.numpy(), np.arange(7), yarn.inv_freq(), "interleaved", yarn.attention_factor)
+    assert yarn.attention_factor > 1.0
+    np.testing.assert_allclose(q2.numpy(), ref, atol=5e-6)
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [scaling.DynamicNTK(4.0, 16), scaling.LongRoPE([1.0, 1.5, 2.0, 3.0], [2.0, 3.0, 4.0, 8.0], 16, factor=4.0)],
+)
+def test_dynamic_schemes_pick_frequencies_from_max_position(scheme):
+    config = RopeConfig(8, scaling=scheme)
+    rope = RotaryEmbedding(config, max_positions=8)
+    q, k = _qk(d=8, t=4)
+    for positions in ([0, 1, 2, 3], [10, 11, 12, 13], [30, 31, 32, 40], [50, 51, 52, 53]):
+        seq_len = max(positions) + 1
+        q2, _ = rope(q, k, torch.tensor(positions))
+        ref = reference_rope(q.numpy(), np.array(positions), config.inv_freq(seq_len), "interleaved",
+                             config.attention_factor)
+        np.testing.assert_allclose(q2.numpy(), ref, atol=5e-6, err_msg=str(positions))
+    # positions=None: seq_len = offset + T
+    q3, _ = rope(q, k, offset=20)
+    ref = reference_rope(q.numpy(), np.arange(20, 24), config.inv_freq(24), "interleaved", config.attention_factor)
+    np.testing.assert_allclose(q3.numpy(), ref, atol=5e-6)
+
+
+def test_set_config_swaps_scheme():
+    base = RopeConfig(16, layout="half")
+    linear = RopeConfig(16, layout="half", scaling=scaling.Linear(4.0))
+    rope = RotaryEmbedding(base)
+    q, k = _qk()
+    rope.set_config(linear)
+    q2, _ = rope(q, k, offset=3)
+    q3, _ = RotaryEmbedding(linear)(q, k, offset=3)
+    torch.testing.assert_close(q2, q3, rtol=0, atol=0)
+    # linear interpolation by 4: position 12 now turns like position 3 did
+    q4, _ = RotaryEmbedding(base)(q[..., :1, :], k[..., :1, :], offset=3)
+    q5, _ = rope(q[..., :1, :], k[..., :1, :], offset=12)
+    torch.testing.assert_close(q4, q5, rtol=1e-5, atol=1e-6)
+
+
+def test_dtype_cast_keeps_float32_tables_and_input_dtype():
+    rope = RotaryEmbedding(RopeConfig(16)).to(torch.bfloat16)
+    assert rope.cos.dtype == torch.float32
+    q, k = _qk()
+    q2, k2 = rope(q.bfloat16(), k.bfloat16(), offset=2)
+    assert q2.dtype == torch.bfloat16
+    ref = reference_rope(q.bfloat16().float().numpy(), np.arange(2, 9), RopeConfig(16).inv_freq(), "interleaved")
+    np.testing.assert_allclose(q2.float().numpy(), ref, atol=2e-2)
+
+
+def test_gradients_flow():
+    rope = RotaryEmbedding(RopeConfig(16))
+    q, k = _qk()
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+    q2, k2 = rope(q, k, offset=1)
+    (q2 * k2.sum(1, keepdim=True)).sum().backward()
+    # the rotation is orthogonal: d/dq sum(R q * w) = R^T w, nonzero everywhere
+    assert q.grad is not None and k.grad is not None
+    assert torch.isfinite(q.grad).all() and q.grad.abs().sum() > 0
+
+
+def test_compiles_without_graph_breaks():
+    rope = RotaryEmbedding(RopeConfig(16, layout="half"), max_positions=64)
+    q, k = _qk()
+    compiled = torch.compile(rope, fullgraph=True, backend="eager")
+    pos = torch.tensor([[0, 1, 2, 3, 4, 5, 6], [3, 4, 5, 6, 7, 8, 9]])
+    for args in ((None, 4), (pos, 0)):
+        torch.testing.assert_close(compiled(q, k, *args), rope(q, k, *args))
+
+
+def test_growth_inside_compile_is_a_clear_error():
+    rope = RotaryEmbedding(RopeConfig(16), max_positions=4)
+    q, k = _qk()
+    compiled = torch.compile(rope, fullgraph=True, backend="eager")
+    with pytest.raises(RuntimeError, match=r"ensure\(12\)"):
+        compiled(q, k, None, 5)
+    rope.ensure(12)
+    torch.testing.assert_close(compiled(q, k, None, 5), rope(q, k, None, 5))
+
+
+def test_errors():
+    with pytest.raises(TypeError, match="RopeConfig"):
+        RotaryEmbedding({"head_dim": 16})
+    with pytest.raises(ValueError, match="max_positions"):
+        RotaryEmbedding(RopeConfig(16), max_positions=0)
+    rope = RotaryEmbedding(RopeConfig(16))
+    q, k = _qk()
+    with pytest.raises(TypeError, match="integer tensor"):
+        rope(q, k, torch.arange(7.0))
+    with pytest.raises(ValueError, match="T=7"):
+        rope(q, k, torch.arange(6))
+    with pytest.raises(ValueError, match="batch"):
+        rope(q, k, torch.zeros(3, 7, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(B, H, T, D\)"):
+        rope(q[0], k[0])
+    with pytest.raises(ValueError, match=">= 0"):
+        rope(q, k, torch.arange(-1, 6))
+    with pytest.raises(ValueError, match="offset"):
+        rope(q, k, offset=-2)
