@@ -49,7 +49,7 @@ class Schedule:
     context: int | None  # the original (pre-extension) context, if the config says
     inv_freq: np.ndarray  # scaled, rad/token
     unscaled: np.ndarray  # theta ** (-2i / R), rad/token
-    change: tuple[str, ...]  # kept / interpolated / blended / sped up
+    change: tuple[str, ...]  # kept / interpolated / blended / raised
 
     @property
     def ratio(self) -> np.ndarray:
@@ -143,7 +143,7 @@ def _changes(ratio: np.ndarray) -> tuple[str, ...]:
         if abs(r - 1) <= _TOL:
             words.append("kept")
         elif r > 1:
-            words.append("sped up")
+            words.append("raised")
         elif abs(r - full) <= _TOL * full:
             words.append("interpolated")
         else:
@@ -215,7 +215,7 @@ def _print_rich(s: Schedule) -> None:
     table = Table(show_lines=False, header_style="bold")
     for column in _COLUMNS:
         table.add_column(column, justify="left" if column == "change" else "right")
-    styles = {"kept": "green", "interpolated": "red", "blended": "yellow", "sped up": "magenta"}
+    styles = {"kept": "green", "interpolated": "red", "blended": "yellow", "raised": "magenta"}
     for row in _rows(s):
         table.add_row(*row[:-1], f"[{styles[row[-1]]}]{row[-1]}[/]")
     console.print(table)
