@@ -1,0 +1,448 @@
+"""The other positional encodings as PyTorch modules, and their transformer layer kinds.
+
+Each module plugs into :class:`ropelab.torch.Attention` through one option:
+
+- ``rope=``: modules ``forward(q, k, positions) -> (q, k)``: :class:`XPos` (Sun et al.
+  2022), :class:`MRoPE` (Qwen2-VL); p-RoPE is a :class:`ropelab.RopeConfig` with
+  ``scaling=PRoPE(p)``, so it needs no module.
+- ``score_bias=``: modules ``forward(q_positions, k_positions) -> bias`` added to the
+  scores inside the fused SDPA kernel: :class:`ALiBiBias` (Press et al. 2022),
+  :class:`T5Bias` (Raffel et al. 2020).
+- Shaw et al. (2018) need their own score path (a query-dependent relative term and a
+  relative term in the values): :class:`ShawAttention` is an Attention with the same
+  projections, masks and KV cache, and that path.
+- :class:`LearnedAbsolute` is GPT-2's learned position table, added to token embeddings.
+
+The tables (slopes, buckets, scales, frequencies) come from :mod:`ropelab.positional`
+and :mod:`ropelab.tables`, computed in float64 on the host and cached here.
+
+Shapes: B batch, H heads, K kv heads, T new tokens, S keys, D head dim, R rotary dim.
+    q (B, H, T, D), k (B, K, T, D); positions (B, T) long (M-RoPE: (3, B, T));
+    biases (B, H, T, S).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from .._optional import require
+from ..config import RopeConfig
+from ..positional import (
+    PRoPE,
+    alibi_slopes,
+    mrope_axis_of_pair,
+    shaw_relative_index,
+    t5_relative_buckets,
+    xpos_scales,
+)
+
+torch = require("torch", feature="ropelab.torch.positional")
+nn = torch.nn
+F = torch.nn.functional
+
+from . import rope_op  # noqa: E402
+from .attention import Attention  # noqa: E402
+from .kinds import register_layer_kind  # noqa: E402
+from .rotary import RotaryEmbedding  # noqa: E402
+
+__all__ = [
+    "ALiBiBias",
+    "LearnedAbsolute",
+    "MRoPE",
+    "ShawAttention",
+    "T5Bias",
+    "XPos",
+    "default_mrope_section",
+]
+
+
+def _check_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _check_positions(q_pos, k_pos):
+    for name, p in (("q_positions", q_pos), ("k_positions", k_pos)):
+        if not isinstance(p, torch.Tensor) or p.dtype.is_floating_point or p.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor shaped (B, T), got {p!r:.80}")
+        if p.dim() != 2:
+            raise ValueError(f"{name} must be shaped (B, T), got shape {tuple(p.shape)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Absolute
+# ---------------------------------------------------------------------------------------
+
+
+class LearnedAbsolute(nn.Module):
+    """Learned absolute positions (GPT-2; Vaswani et al. 2017, Table 3 row E).
+
+    ``forward(positions)``: integer positions of any shape -> ``positions.shape +
+    (d_model,)``, to add to the token embeddings. Positions at or past
+    ``max_positions`` have no row: they raise ValueError (outside torch.compile).
+    """
+
+    def __init__(self, max_positions: int, d_model: int):
+        super().__init__()
+        self.max_positions = _check_int("max_positions", max_positions)
+        self.embedding = nn.Embedding(self.max_positions, _check_int("d_model", d_model))
+
+    def forward(self, positions):
+        if not isinstance(positions, torch.Tensor) or positions.dtype.is_floating_point:
+            raise TypeError(f"positions must be an integer tensor, got {positions!r:.80}")
+        if not _compiling() and positions.numel():
+            low, high = int(positions.min()), int(positions.max())
+            if low < 0 or high >= self.max_positions:
+                bad = high if high >= self.max_positions else low
+                raise ValueError(
+                    f"position {bad} is outside the learned table of max_positions="
+                    f"{self.max_positions} (positions 0..{self.max_positions - 1}); a learned "
+                    "absolute embedding cannot extrapolate"
+                )
+        return self.embedding(positions)
+
+
+# ---------------------------------------------------------------------------------------
+# Score biases (kept inside SDPA)
+# ---------------------------------------------------------------------------------------
+
+
+class ALiBiBias(nn.Module):
+    """ALiBi (Press et al. 2022, arXiv:2108.12409): ``-slope_h * |i - j|`` on the scores.
+
+    ``forward(q_positions (B, T), k_positions (B, S)) -> (B, H, T, S)`` float32. For
+    causal attention ``|i - j| = i - j`` on every visible key; the absolute value also
+    gives the symmetric form for bidirectional layers. BLOOM adds ``slope * j`` instead,
+    which differs from this by a constant per query row, so the softmax is the same.
+    """
+
+    def __init__(self, num_heads: int):
+        super().__init__()
+        slopes = torch.from_numpy(alibi_slopes(num_heads)).float()
+        self.register_buffer("slopes", slopes, persistent=False)  # (H,)
+
+    def forward(self, q_positions, k_positions):
+        _check_positions(q_positions, k_positions)
+        distance = (q_positions[:, :, None] - k_positions[:, None, :]).abs().float()  # (B, T, S)
+        return -self.slopes[None, :, None, None] * distance[:, None]
+
+
+class T5Bias(nn.Module):
+    """T5's learned bias per head and relative-position bucket (Raffel et al. 2020).
+
+    The buckets are :func:`ropelab.positional.t5_relative_buckets` of ``key - query``,
+    tabulated once for distances up to ``max_distance`` (all farther ones share the
+    last bucket). ``relative_attention_bias`` is an ``nn.Embedding(num_buckets, H)``
+    named as in transformers' T5, so its weight loads as is.
+
+    ``forward(q_positions (B, T), k_positions (B, S)) -> (B, H, T, S)``.
+    """
+
+    def __init__(
+        self, num_heads: int, *, bidirectional: bool = False, num_buckets: int = 32, max_distance: int = 128
+    ):
+        super().__init__()
+        self.num_heads = _check_int("num_heads", num_heads)
+        self.max_distance = _check_int("max_distance", max_distance)
+        rel = np.arange(-self.max_distance, self.max_distance + 1)
+        buckets = t5_relative_buckets(
+            rel, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance
+        )
+        self.register_buffer("buckets", torch.from_numpy(buckets), persistent=False)  # (2M+1,)
+        self.relative_attention_bias = nn.Embedding(num_buckets, self.num_heads)
+        self.bidirectional = bool(bidirectional)
+
+    def forward(self, q_positions, k_positions):
+        _check_positions(q_positions, k_positions)
+        m = self.max_distance
+        rel = (k_positions[:, None, :] - q_positions[:, :, None]).clamp(-m, m) + m  # (B, T, S)
+        bias = self.relative_attention_bias(self.buckets[rel])  # (B, T, S, H)
+        return bias.permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, bidirectional={self.bidirectional}, max_distance={self.max_distance}"
+
+
+# ---------------------------------------------------------------------------------------
+# Rotary variants (the rope= interface)
+# ---------------------------------------------------------------------------------------
+
+
+def _per_feature(pairs, layout: str):
+    """(..., R/2) per-pair values -> (..., R) per feature, in the layout's pairing."""
+    if layout == "interleaved":
+        return pairs.repeat_interleave(2, dim=-1)
+    return torch.cat([pairs, pairs], dim=-1)
+
+
+class XPos(nn.Module):
+    """xPos (Sun et al. 2022, arXiv:2212.10554): RoPE plus a per-pair decay.
+
+    Queries are rotated and multiplied by ``zeta_i ** ((n - center) / scale_base)``,
+    keys rotated and divided by it (:func:`ropelab.positional.xpos_scales`), so scores
+    carry ``zeta_i ** ((m - n) / scale_base)``: they depend on the distance only and
+    decay with it. ``center`` cancels in every score; it keeps float32 in range, which
+    holds for ``|position - center|`` up to ~36,000 with the defaults.
+
+    ``forward(q, k, positions=None) -> (q, k)``: q ``(B, H, T, D)``, k ``(B, K, T, D)``,
+    positions ``(T,)`` or ``(B, T)`` (default ``arange(T)``).
+    """
+
+    def __init__(
+        self,
+        config: RopeConfig,
+        *,
+        scale_base: float = 512.0,
+        gamma: float = 0.4,
+        center: int = 0,
+        max_positions: int = 4096,
+    ):
+        super().__init__()
+        if not isinstance(config, RopeConfig):
+            raise TypeError(f"config must be a ropelab.RopeConfig, got {type(config).__name__}")
+        xpos_scales(np.zeros(1), config.rotary_dim, scale_base=scale_base, gamma=gamma)  # validates
+        self.config = config
+        self.scale_base, self.gamma, self.center = float(scale_base), float(gamma), int(center)
+        self.rotary = RotaryEmbedding(config, max_positions)
+        self.register_buffer("scale", torch.empty(0), persistent=False)
+        self.register_buffer("inv_scale", torch.empty(0), persistent=False)
+        self._build(_check_int("max_positions", max_positions))
+
+    def _build(self, n: int) -> None:
+        s = xpos_scales(np.arange(n) - self.center, self.config.rotary_dim, scale_base=self.scale_base, gamma=self.gamma)
+        device = self.rotary.cos.device
+        # both directions from float64, so neither is a rounded reciprocal of the other
+        self.scale = torch.from_numpy(s).to(device=device, dtype=torch.float32)
+        self.inv_scale = torch.from_numpy(1.0 / s).to(device=device, dtype=torch.float32)
+
+    def _apply(self, fn, recurse=True):
+        # follow the module to its device, but keep the scales float32 (built from float64)
+        out = super()._apply(fn, recurse)
+        if self.scale.dtype != torch.float32:
+            self._build(self.scale.shape[0])
+        return out
+
+    def forward(self, q, k, positions=None):
+        length = q.shape[-2]
+        if positions is None:
+            positions = torch.arange(length, device=q.device)
+        q, k = self.rotary(q, k, positions)
+        if not _compiling() and positions.numel():
+            top = int(positions.max()) + 1
+            if top > self.scale.shape[0]:
+                size = self.scale.shape[0]
+                while size < top:
+                    size *= 2
+                self._build(size)
+        s, inv = self.scale[positions], self.inv_scale[positions]  # (T or B, T, R/2)
+        if s.dim() == 3:
+            s, inv = s.unsqueeze(1), inv.unsqueeze(1)  # (B, 1, T, R/2)
+        r, layout = self.config.rotary_dim, self.config.layout
+        s, inv = _per_feature(s, layout), _per_feature(inv, layout)
+        return _scale_rotary(q, s, r), _scale_rotary(k, inv, r)
+
+    def extra_repr(self) -> str:
+        return f"scale_base={self.scale_base:g}, gamma={self.gamma:g}, center={self.center}"
+
+
+def _scale_rotary(x, scale, rotary_dim: int):
+    """x with its first R features multiplied by ``scale``, in float32 at least."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    head = x[..., :rotary_dim].to(dtype) * scale
+    if rotary_dim == x.shape[-1]:
+        return head.to(x.dtype)
+    return torch.cat([head.to(x.dtype), x[..., rotary_dim:]], dim=-1)
+
+
+def default_mrope_section(num_pairs: int) -> tuple[int, int, int]:
+    """Qwen2-VL's proportions (16, 24, 24 of 64 pairs): 3/8 each to height and width."""
+    _check_int("num_pairs", num_pairs, 3)
+    hw = 3 * num_pairs // 8
+    return (num_pairs - 2 * hw, hw, hw)
+
+
+class MRoPE(nn.Module):
+    """Multimodal RoPE (Qwen2-VL, arXiv:2409.12191): pairs split between t, h, w positions.
+
+    Pair i turns with the position on axis ``mrope_axis_of_pair(mrope_section)[i]``
+    (time, height or width); see :func:`ropelab.positional.mrope_tables`.
+
+    ``forward(q, k, positions=None) -> (q, k)``: positions ``(3, B, T)`` (time, height,
+    width of each token), or ``(T,)`` / ``(B, T)`` for text only, where all three axes
+    are equal and M-RoPE is plain RoPE.
+    """
+
+    def __init__(self, config: RopeConfig, mrope_section=None, *, max_positions: int = 4096):
+        super().__init__()
+        if not isinstance(config, RopeConfig):
+            raise TypeError(f"config must be a ropelab.RopeConfig, got {type(config).__name__}")
+        section = default_mrope_section(config.num_pairs) if mrope_section is None else tuple(mrope_section)
+        axis = mrope_axis_of_pair(section, config.num_pairs)
+        self.config, self.mrope_section = config, section
+        self.rotary = RotaryEmbedding(config, max_positions)
+        self.register_buffer("axis", torch.from_numpy(axis), persistent=False)  # (R/2,)
+
+    def forward(self, q, k, positions=None):
+        if positions is None or positions.dim() in (1, 2):
+            return self.rotary(q, k, positions)
+        if positions.dim() != 3 or positions.shape[0] != 3:
+            raise ValueError(
+                f"M-RoPE positions must be shaped (3, B, T), (B, T) or (T,), got {tuple(positions.shape)}"
+            )
+        _, batch, length = positions.shape
+        cos3, sin3 = self.rotary.tables_for(positions.reshape(3 * batch, length))  # (3B, T, R/2)
+        index = self.axis.view(1, 1, 1, -1).expand(1, batch, length, -1)
+        cos = cos3.view(3, batch, length, -1).gather(0, index)[0].unsqueeze(1)  # (B, 1, T, R/2)
+        sin = sin3.view(3, batch, length, -1).gather(0, index)[0].unsqueeze(1)
+        layout = self.config.layout
+        return rope_op.rotate(q, cos, sin, layout), rope_op.rotate(k, cos, sin, layout)
+
+    def extra_repr(self) -> str:
+        return f"mrope_section={self.mrope_section}"
+
+
+# ---------------------------------------------------------------------------------------
+# Shaw et al.: relative key and value vectors (own score path)
+# ---------------------------------------------------------------------------------------
+
+
+class ShawAttention(Attention):
+    """Relative position representations (Shaw et al. 2018, arXiv:1803.02155).
+
+    ``e_ij = q_i . (k_j + a^K_ij) / sqrt(D)``, ``out_i = sum_j p_ij (v_j + a^V_ij)``, with
+    ``a_ij = w[clip(j - i, -clip, clip)]`` learned vectors shared by all heads (as in
+    the paper), ``2 * clip + 1`` of each (``rel_k``, ``rel_v``). The relative terms are
+    gathered from ``q @ w^K`` (B, H, T, 2c+1) and scattered into (B, H, T, 2c+1) before
+    ``@ w^V``, so no (T, S, D) tensor is built.
+
+    Same constructor as :class:`Attention` (no ``rope`` or ``score_bias``: the relative
+    vectors are the positional encoding) plus ``clip``; same projections (``q_proj``,
+    ``k_proj``, ``v_proj``, ``o_proj``), masks, positions and KV cache. The scores are
+    formed explicitly (the fused kernel has no value-side term).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, *, clip: int = 16, **kwargs):
+        for name in ("rope", "score_bias"):
+            if kwargs.get(name) is not None:
+                raise ValueError(f"ShawAttention takes no {name}: its relative vectors are the positions")
+        super().__init__(d_model, num_heads, **kwargs)
+        self.clip = _check_int("clip", clip)
+        self.rel_k = nn.Embedding(2 * self.clip + 1, self.head_dim)
+        self.rel_v = nn.Embedding(2 * self.clip + 1, self.head_dim)
+        nn.init.normal_(self.rel_k.weight, std=0.02)
+        nn.init.normal_(self.rel_v.weight, std=0.02)
+
+    def forward(self, x, positions=None, cache=None, attention_mask=None):
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be shaped (B, T, d_model={self.d_model}), got {shape}")
+        batch, length, _ = x.shape
+        layer_cache = self._layer_cache(cache)
+        past = 0 if layer_cache is None else layer_cache.length
+        total = past + length
+        if layer_cache is not None:
+            if layer_cache.batch != batch:
+                raise ValueError(f"cache batch {layer_cache.batch} does not match x's batch {batch}")
+            layer_cache.check_room(length)
+        if attention_mask is not None and positions is None:
+            from .cache import positions_from_mask
+
+            positions = positions_from_mask(attention_mask)[:, past:]
+        if positions is None:
+            positions = torch.arange(past, total, device=x.device)
+        q_pos = self._check_positions(positions, batch, length).expand(batch, length)  # (B, T)
+
+        heads, kv, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        q = self.q_proj(x).view(batch, length, heads, dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(batch, length, kv, dim).transpose(1, 2)  # (B, K, T, D)
+        v = self.v_proj(x).view(batch, length, kv, dim).transpose(1, 2)
+        if self.qk_norm:
+            from .attention import rms_norm
+
+            q, k = rms_norm(q, self.qk_norm_eps), rms_norm(k, self.qk_norm_eps)
+        k_pos = q_pos
+        if layer_cache is not None:
+            k, v, k_pos = layer_cache.update(k, v, q_pos)  # (B, K, S, D), (B, S)
+        if kv != heads:
+            k = k.repeat_interleave(heads // kv, dim=1)
+            v = v.repeat_interleave(heads // kv, dim=1)
+
+        keep, is_causal = self._mask(batch, length, past, q_pos, k_pos, attention_mask, x.device)
+        if is_causal:  # _mask leaves plain causal to the kernel's flag; this path needs the matrix
+            keep = torch.ones(length, total, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        index = shaw_relative_index(q_pos, k_pos, self.clip)  # (B, T, S) in [0, 2c]
+        index = index[:, None].expand(batch, heads, length, total)  # (B, H, T, S)
+        rel_scores = torch.matmul(q, self.rel_k.weight.t().to(q.dtype))  # (B, H, T, 2c+1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) + rel_scores.gather(-1, index)
+        scores = scores / math.sqrt(dim)
+        if keep is not None:
+            scores = scores.masked_fill(~keep, float("-inf"))
+        p = torch.softmax(scores.float(), dim=-1).to(v.dtype)  # (B, H, T, S)
+        if self.training and self.dropout:
+            p = F.dropout(p, self.dropout)
+        per_distance = torch.zeros(batch, heads, length, 2 * self.clip + 1, dtype=p.dtype, device=p.device)
+        per_distance.scatter_add_(-1, index, p)  # attention mass per clipped distance
+        y = torch.matmul(p, v) + torch.matmul(per_distance, self.rel_v.weight.to(p.dtype))  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(batch, length, heads * dim)
+        return self.o_proj(y)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr().replace("NoPE", f"Shaw clip={self.clip}")
+
+
+# ---------------------------------------------------------------------------------------
+# Layer kinds for ropelab.torch.Transformer (config.kind_options[name] holds the options)
+# ---------------------------------------------------------------------------------------
+
+
+def _split(config, name: str, module_keys: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """kind_options[name] split into the module's own options and extra Attention ones."""
+    options = dict(config.kind_options.get(name, {}))
+    own = {key: options.pop(key) for key in module_keys if key in options}
+    return own, options
+
+
+@register_layer_kind("alibi")
+def alibi_layer(config, index: int) -> dict[str, Any]:
+    """No rotation; ALiBi's linear distance penalty on the scores (inside SDPA)."""
+    _, extra = _split(config, "alibi", ())
+    return {"rope": None, "score_bias": ALiBiBias(config.num_heads), **extra}
+
+
+@register_layer_kind("t5")
+def t5_layer(config, index: int) -> dict[str, Any]:
+    """No rotation; a learned bias per head and T5 bucket (options: num_buckets, max_distance)."""
+    own, extra = _split(config, "t5", ("num_buckets", "max_distance", "bidirectional"))
+    own.setdefault("bidirectional", not config.causal)
+    return {"rope": None, "score_bias": T5Bias(config.num_heads, **own), **extra}
+
+
+@register_layer_kind("xpos")
+def xpos_layer(config, index: int) -> dict[str, Any]:
+    """xPos on ``config.rope`` (options: scale_base, gamma, center)."""
+    own, extra = _split(config, "xpos", ("scale_base", "gamma", "center"))
+    return {"rope": XPos(config.rope, max_positions=config.max_positions, **own), **extra}
+
+
+@register_layer_kind("prope")
+def prope_layer(config, index: int) -> dict[str, Any]:
+    """p-RoPE: ``config.rope`` with only the fastest fraction p of pairs rotating (option p, default 0.75)."""
+    own, extra = _split(config, "prope", ("p",))
+    rope = dataclasses.replace(config.rope, scaling=PRoPE(own.get("p", 0.75)))
+    return {"rope": rope, **extra}
+
+
+@register_layer_kind("mrope")
+def mrope_layer(config, index: int) -> dict[str, Any]:
+    """M-RoPE on ``config.rope`` (option mrope_section); text positions make it RoPE."""
+    own, extra = _split(config, "mrope", ("mrope_section",))
+    return {"rope": MRoPE(config.rope, own.get("mrope_section"), max_positions=config.max_positions), **extra}
