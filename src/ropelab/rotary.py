@@ -145,24 +145,44 @@ def _rotate(ops: _Ops, x, cos, sin, layout: str, rotary_dim: int):
     return parts[0] if len(parts) == 1 else ops.cat_last(parts)
 
 
-def apply_rope(x, cos, sin, *, layout: str = "interleaved"):
-    """Rotate the first R features of ``x`` by the angles whose cos/sin are given.
+def _rotate_jax(x, cos, sin, layout: str, rotary_dim: int):
+    """The rotation written so that XLA emits one loop fusion over x (no concatenate pass).
 
-    RoFormer (Su et al. 2021, arXiv:2104.09864), eq. 34, in either pairing.
-
-    Args:
-        x: ``(..., T, D)`` numpy array, torch tensor or jax array, floating point.
-        cos, sin: tables broadcastable to ``(..., T, R/2)``, e.g. from
-            :func:`ropelab.rope_tables` (numpy float64) or already of x's kind.
-            Give one row per token to use arbitrary positions (offsets, KV-cache steps,
-            packed sequences).
-        layout: ``"interleaved"`` or ``"half"``.
-
-    Returns:
-        An array of x's kind, shape and dtype. The math runs in float32 at least
-        (bfloat16/float16 inputs are upcast once and rounded once).
+    Full rotary: pairs are stacked on a new axis and reshaped (a bitcast). Partial
+    rotary: every feature is ``x * cos_full + partner * sin_full`` with the partner
+    taken by a constant index, and a select keeps the tail exact. ``a*c + b*(-s)``
+    rounds exactly as ``a*c - b*s``, so the numbers equal the other kinds' bit for bit.
     """
-    check_layout(layout)
+    import jax.numpy as jnp
+
+    half = rotary_dim // 2
+    head_dim = int(x.shape[-1])
+    if rotary_dim == head_dim:
+        if layout == "interleaved":
+            pairs = x.reshape(tuple(x.shape[:-1]) + (half, 2))  # (..., T, R/2, 2)
+            a, b = pairs[..., 0], pairs[..., 1]
+            return jnp.stack((a * cos - b * sin, a * sin + b * cos), axis=-1).reshape(x.shape)
+        halves = x.reshape(tuple(x.shape[:-1]) + (2, half))  # (..., T, 2, R/2)
+        a, b = halves[..., 0, :], halves[..., 1, :]
+        return jnp.stack((a * cos - b * sin, a * sin + b * cos), axis=-2).reshape(x.shape)
+    if layout == "interleaved":
+        partner = np.arange(rotary_dim) ^ 1  # 2i <-> 2i+1
+        cos_full = jnp.repeat(cos, 2, axis=-1)
+        sin_full = jnp.stack((-sin, sin), axis=-1).reshape(tuple(sin.shape[:-1]) + (rotary_dim,))
+    else:
+        partner = np.concatenate([np.arange(half, rotary_dim), np.arange(half)])
+        cos_full = jnp.concatenate((cos, cos), axis=-1)
+        sin_full = jnp.concatenate((-sin, sin), axis=-1)
+    pad = [(0, 0)] * (cos.ndim - 1) + [(0, head_dim - rotary_dim)]
+    cos_full = jnp.pad(cos_full, pad, constant_values=1)
+    sin_full = jnp.pad(sin_full, pad)
+    index = np.concatenate([partner, np.arange(rotary_dim, head_dim)])
+    out = x * cos_full + jnp.take(x, index, axis=-1) * sin_full
+    return jnp.where(np.arange(head_dim) < rotary_dim, out, x)
+
+
+def _apply_reference(x, cos, sin, *, layout: str):
+    """The reference path: eager array operations of x's own module (out of place)."""
     kind = array_kind(x)
     ops = _ops(kind)
     rotary_dim = _check_shapes(x, cos, sin)
@@ -170,24 +190,139 @@ def apply_rope(x, cos, sin, *, layout: str = "interleaved"):
     xc = ops.astype(x, dtype) if x.dtype != dtype else x
     c = ops.to(cos, dtype, x)
     s = ops.to(sin, dtype, x)
-    out = _rotate(ops, xc, c, s, layout, rotary_dim)
+    rotate = _rotate_jax if kind == "jax" else lambda *a: _rotate(ops, *a)
+    out = rotate(xc, c, s, layout, rotary_dim)
     return ops.astype(out, x.dtype) if out.dtype != x.dtype else out
 
 
-def apply_rope_(x, cos, sin, *, layout: str = "interleaved"):
-    """In-place :func:`apply_rope` for numpy arrays and torch tensors; returns ``x``.
+def _check_positions(x, cos, sin, positions) -> None:
+    """Validate a (P, R/2) table indexed by integer positions broadcastable to (..., T)."""
+    if tuple(cos.shape) != tuple(sin.shape):
+        raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
+    if len(cos.shape) != 2:
+        raise ValueError(
+            f"with positions, cos and sin must be (P, R/2) tables indexed by position, "
+            f"got shape {tuple(cos.shape)}"
+        )
+    if len(x.shape) < 2:
+        raise ValueError(f"x must be shaped (..., T, D), got shape {tuple(x.shape)}")
+    half = int(cos.shape[-1])
+    if half == 0 or 2 * half > int(x.shape[-1]):
+        raise ValueError(
+            f"tables of {half} pairs need a rotary dim {2 * half} <= the last dim of x, "
+            f"got x.shape[-1]={int(x.shape[-1])}"
+        )
+    dtype = getattr(positions, "dtype", None)
+    kind = "numpy" if dtype is None or isinstance(positions, np.ndarray) else array_kind(positions)
+    if kind == "numpy":
+        positions = np.asarray(positions)
+        integer = np.issubdtype(positions.dtype, np.integer)
+    elif kind == "torch":
+        integer = not (positions.dtype.is_floating_point or positions.is_complex()) and str(positions.dtype) != "torch.bool"
+    else:
+        import jax.numpy as jnp
 
-    Uses the fused kernel of :mod:`ropelab.kernels` where one is available for the
-    input, and the reference path (compute, then copy back) otherwise.
+        integer = jnp.issubdtype(positions.dtype, jnp.integer)
+    if not integer:
+        raise TypeError(f"positions must be integers, got dtype {positions.dtype}")
+    lead = tuple(x.shape[:-1])
+    try:
+        joint = np.broadcast_shapes(tuple(positions.shape), lead)
+    except ValueError:
+        joint = None
+    if joint != lead:
+        raise ValueError(
+            f"positions of shape {tuple(positions.shape)} do not broadcast to x's (..., T) = {lead}"
+        )
+    if kind == "jax" or positions.size == 0 if kind == "numpy" else positions.numel() == 0:
+        return
+    if kind == "torch":
+        import torch
+
+        if torch.compiler.is_compiling():
+            return
+        lo, hi = int(positions.min()), int(positions.max())
+    else:
+        lo, hi = int(positions.min()), int(positions.max())
+    rows = int(cos.shape[0])
+    if lo < 0 or hi >= rows:
+        raise ValueError(
+            f"positions must lie in [0, {rows}) to index the (P={rows}, R/2) tables, "
+            f"got values from {lo} to {hi}"
+        )
+
+
+def _validate(x, cos, sin, positions) -> None:
+    if positions is None:
+        _check_shapes(x, cos, sin)
+    else:
+        _check_positions(x, cos, sin, positions)
+
+
+def apply_rope(x, cos, sin, *, layout: str = "interleaved", positions=None):
+    """Rotate the first R features of ``x`` by the angles whose cos/sin are given.
+
+    RoFormer (Su et al. 2021, arXiv:2104.09864), eq. 34, in either pairing.
+
+    Args:
+        x: ``(..., T, D)`` numpy array, torch tensor or jax array, floating point; or a
+            tuple of such arrays (e.g. ``(q, k)``), all rotated by the same tables.
+        cos, sin: tables broadcastable to ``(..., T, R/2)``, e.g. from
+            :func:`ropelab.rope_tables` (numpy float64) or already of x's kind.
+            Give one row per token to use arbitrary positions (offsets, KV-cache steps,
+            packed sequences).
+        layout: ``"interleaved"`` or ``"half"``.
+        positions: optional integers broadcastable to ``(..., T)``; then cos and sin
+            are ``(P, R/2)`` tables and token ``t`` uses row ``positions[..., t]``
+            (decode steps and packed sequences need no gathered copy of the tables).
+
+    Returns:
+        An array of x's kind, shape and dtype (a tuple for a tuple ``x``). The math runs
+        in float32 at least (bfloat16/float16 inputs are upcast once and rounded once).
+
+    numpy arrays and torch CPU tensors go through the fused out-of-place kernel of
+    :mod:`ropelab.kernels` when it applies (never while autograd records or
+    torch.compile traces); everything else through the eager reference path.
     """
     check_layout(layout)
+    if isinstance(x, tuple):
+        return tuple(apply_rope(xi, cos, sin, layout=layout, positions=positions) for xi in x)
+    kind = array_kind(x)
+    _validate(x, cos, sin, positions)
+    if kind == "jax":
+        from .kernels import reference
+
+        return reference(x, cos, sin, layout=layout, positions=positions)
+    if kind == "numpy":
+        _ops(kind).compute_dtype(x.dtype)  # TypeError for non-float x before any kernel
+    elif not x.dtype.is_floating_point:
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    from . import kernels
+
+    return kernels.rope(x, cos, sin, layout=layout, positions=positions)
+
+
+def apply_rope_(x, cos, sin, *, layout: str = "interleaved", positions=None):
+    """In-place :func:`apply_rope` for numpy arrays and torch tensors; returns ``x``.
+
+    One fused pass over memory (read and write each element once) where the kernel of
+    :mod:`ropelab.kernels` applies, the reference path (compute, then copy back)
+    otherwise. ``x`` may be a tuple ``(q, k)``: both are rotated by the same
+    tables in one call, and the tuple is returned. ``positions`` as in
+    :func:`apply_rope`. Autograd does not record the write; train through
+    :func:`ropelab.torch.rope_op.rotate`.
+    """
+    check_layout(layout)
+    if isinstance(x, tuple):
+        return tuple(apply_rope_(xi, cos, sin, layout=layout, positions=positions) for xi in x)
     kind = array_kind(x)
     if kind == "jax":
         raise TypeError("jax arrays are immutable; use apply_rope (jit fuses it) instead of apply_rope_")
-    _check_shapes(x, cos, sin)
+    _validate(x, cos, sin, positions)
+    _ops(kind).compute_dtype(x.dtype)
     from . import kernels
 
-    return kernels.rope_inplace(x, cos, sin, layout=layout)
+    return kernels.rope_inplace(x, cos, sin, layout=layout, positions=positions)
 
 
 def permute_for_layout(w, num_heads: int, *, src: str, dst: str, rotary_dim: int | None = None):

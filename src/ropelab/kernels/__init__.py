@@ -1,23 +1,347 @@
 """Kernel choice, in one place: fused kernels where available, the reference path beside.
 
-Every fast path here is held equal to :func:`ropelab.apply_rope` by the tests.
+RoPE is memory bound: the least it can cost is one read and one write of q and k. The
+fused kernels (:mod:`ropelab.kernels._numba`, numba, parallel over rows) rotate in one
+pass, in place or into a fresh output, for numpy arrays and torch CPU tensors of
+float32, float64, bfloat16 and float16 (math in float32, float64 for float64), both
+layouts, partial rotary, broadcast tables and per-token positions. Everything else
+(jax arrays, GPU tensors, negative or overlapping strides, inputs that need autograd,
+numba missing or ``ROPELAB_DISABLE_NUMBA=1``) goes through the reference path,
+:func:`ropelab.apply_rope`'s eager array code. The tests hold the two equal.
+
+Shapes: x ``(..., T, D)``; cos/sin broadcastable to ``(..., T, R/2)``, or with
+``positions`` (integers broadcastable to ``(..., T)``) a ``(P, R/2)`` table indexed by
+position. R = 2 * cos.shape[-1] <= D; features past R pass through.
+
+Numba compiles each storage/table dtype pair once and caches the machine code on disk
+(``cache=True``), so later processes pay only the load (well under a second).
 """
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
+
 from .._optional import array_kind
 
-__all__ = ["rope_inplace"]
+__all__ = ["backend", "backend_note", "fused_available", "reference", "rope", "rope_inplace"]
+
+DISABLE_ENV = "ROPELAB_DISABLE_NUMBA"
+
+# cached decision: None until first asked, then ("numba", module) or ("reference", why)
+_BACKEND: tuple | None = None
 
 
-def rope_inplace(x, cos, sin, *, layout: str):
-    """Rotate ``x`` in place (reference path: compute out of place, copy back)."""
-    from ..rotary import apply_rope
+def _load_backend() -> tuple:
+    if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
+        return ("reference", f"numba disabled by {DISABLE_ENV}=1")
+    try:
+        from . import _numba
+    except ImportError as err:
+        return ("reference", f"numba is not installed ({err}); pip install 'ropelab[kernels]'")
+    return ("numba", _numba)
 
-    out = apply_rope(x, cos, sin, layout=layout)
+
+def _backend() -> tuple:
+    global _BACKEND
+    if _BACKEND is None:
+        _BACKEND = _load_backend()
+    return _BACKEND
+
+
+def reset_backend() -> None:
+    """Forget the cached kernel choice (it is made again, honouring the environment)."""
+    global _BACKEND
+    _BACKEND = None
+
+
+def backend() -> str:
+    """``"numba"`` when the fused CPU kernels are in use, else ``"reference"``."""
+    return _backend()[0]
+
+
+def backend_note() -> str:
+    """One line saying which path runs, and why when it is the reference path."""
+    name, info = _backend()
+    if name == "numba":
+        import numba
+
+        return f"fused numba kernels (numba {numba.__version__}, {numba.get_num_threads()} threads)"
+    return f"reference path only: {info}"
+
+
+def fused_available() -> bool:
+    return backend() == "numba"
+
+
+# -- the reference path ------------------------------------------------------------
+
+
+def _gather(table, positions):
+    """``table[positions]`` for a (P, R/2) table of any kind and positions of any kind."""
+    kind = array_kind(table)
+    if kind == "numpy":
+        return table[np.asarray(_host(positions))]
+    if kind == "torch":
+        import torch
+
+        return table[torch.as_tensor(_host(positions), device=table.device)]
+    import jax.numpy as jnp
+
+    return table[jnp.asarray(positions)]
+
+
+def _host(a):
+    """An integer array as numpy (torch tensors are moved to the host)."""
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        kind = array_kind(a)
+    except TypeError:
+        return np.asarray(a)
+    if kind == "torch":
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def reference(x, cos, sin, *, layout: str, positions=None, inverse: bool = False):
+    """The eager reference path (out of place): gather rows, then rotate.
+
+    ``inverse`` rotates by the negative angle (sin negated): the transpose of the
+    rotation, which is what a gradient needs.
+    """
+    from ..rotary import _apply_reference
+
+    if positions is not None:
+        cos, sin = _gather(cos, positions), _gather(sin, positions)
+    if inverse:
+        sin = -sin
+    return _apply_reference(x, cos, sin, layout=layout)
+
+
+def _reference_inplace(x, cos, sin, *, layout, positions=None):
+    out = reference(x, cos, sin, layout=layout, positions=positions)
     if array_kind(x) == "torch":
-        with __import__("torch").no_grad():
+        import torch
+
+        with torch.no_grad():
             x.copy_(out)
     else:
         x[...] = out
     return x
+
+
+# -- input preparation for the fused kernels -----------------------------------------
+
+_TORCH_STORAGE = {"float32": None, "float64": None, "bfloat16": "int16", "float16": "uint16"}
+
+
+def _storage(x):
+    """x as a numpy array of a kernel storage dtype (a view of x's memory), or None."""
+    kind = array_kind(x)
+    if kind == "numpy":
+        name = x.dtype.name
+        if name in ("float32", "float64"):
+            return x
+        if name == "float16":
+            return x.view(np.uint16)
+        if name == "bfloat16":  # ml_dtypes' numpy bfloat16 (as jax uses)
+            return x.view(np.int16)
+        return None
+    if kind != "torch":
+        return None
+    import torch
+
+    if x.device.type != "cpu" or x.layout != torch.strided:
+        return None
+    name = str(x.dtype).removeprefix("torch.")
+    if name not in _TORCH_STORAGE:
+        return None
+    x = x.detach()
+    try:
+        if name == "bfloat16":
+            return x.view(torch.int16).numpy()
+        arr = x.numpy()
+    except (RuntimeError, TypeError):  # conjugate/negative views and the like
+        return None
+    return arr.view(np.uint16) if name == "float16" else arr
+
+
+def _table(t):
+    """A cos/sin table as a float32 or float64 numpy array (no copy when it already is)."""
+    kind = array_kind(t)
+    if kind == "torch":
+        if t.device.type != "cpu":
+            return None
+        t = t.detach()
+        if t.dtype not in (_torch().float32, _torch().float64):
+            t = t.float()
+        try:
+            t = t.numpy()
+        except (RuntimeError, TypeError):
+            return None
+    elif kind != "numpy":
+        return None
+    if t.dtype not in (np.float32, np.float64):
+        t = t.astype(np.float64 if t.dtype.itemsize > 4 else np.float32)
+    return t
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _flat(a):
+    """A 1-D view spanning ``a``'s memory and ``a``'s strides in elements, or None."""
+    size = a.itemsize
+    if any(s < 0 or s % size for s in a.strides):
+        return None
+    if a.ndim and a.shape[-1] > 1 and a.strides[-1] != size:
+        return None
+    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.strides)) // size if a.size else 0
+    flat = np.lib.stride_tricks.as_strided(a, shape=(span,), strides=(size,))
+    return flat, tuple(s // size for s in a.strides)
+
+
+def _merge3(shape, strides_list):
+    """Leading dims and their per-array strides, merged or padded to exactly 3 dims."""
+    dims = [(n, [s[i] for s in strides_list]) for i, n in enumerate(shape) if n != 1]
+    merged = True
+    while len(dims) > 3 and merged:
+        merged = False
+        for j in range(len(dims) - 1):
+            (n0, s0), (n1, s1) = dims[j], dims[j + 1]
+            if all(a == b * n1 for a, b in zip(s0, s1)):
+                dims[j : j + 2] = [(n0 * n1, s1)]
+                merged = True
+                break
+    if len(dims) > 3:
+        return None
+    while len(dims) < 3:
+        dims.insert(0, (1, [0] * len(strides_list)))
+    return tuple(n for n, _ in dims), [tuple(int(d[1][k]) for d in dims) for k in range(len(strides_list))]
+
+
+def _plan(x, cos, sin, positions, *, out=None):
+    """Everything the kernel needs, or None when this input goes to the reference path.
+
+    ``out`` (out of place) is a fresh contiguous array of x's kind; None means in place.
+    """
+    if not fused_available():
+        return None
+    inplace = out is None
+    xs = _storage(x)
+    if xs is None or xs.size == 0 or (inplace and not xs.flags.writeable):
+        return None
+    c, s = _table(cos), _table(sin)
+    if c is None or s is None:
+        return None
+    if c.dtype != s.dtype:
+        c, s = c.astype(np.float64), s.astype(np.float64)
+    if c.strides != s.strides or _flat(c) is None:
+        c, s = np.ascontiguousarray(c), np.ascontiguousarray(s)
+    xflat = _flat(xs)
+    if xflat is None:
+        return None
+    xflat, xstr = xflat
+    lead = tuple(xs.shape[:-1])
+    lead_strides = xstr[:-1]
+    if inplace and any(st == 0 for n, st in zip(lead, lead_strides) if n > 1):
+        return None  # several elements share memory (an expanded tensor): not in place
+    half = c.shape[-1]
+    cflat, cstr = _flat(c)
+    sflat, _ = _flat(s)
+    if positions is None:
+        pad = len(lead) - (c.ndim - 1)
+        cs = (0,) * pad + cstr[:-1]
+        tstr = tuple(0 if cn == 1 and n != 1 else st for n, cn, st in zip(lead, (1,) * pad + c.shape[:-1], cs))
+        pos = np.zeros(1, dtype=np.int64)
+        pstr = (0,) * len(lead)
+        pstride = 0
+    else:
+        p = np.ascontiguousarray(_host(positions), dtype=np.int64)
+        pb = np.broadcast_to(p, lead)
+        pstr = tuple(st // 8 for st in pb.strides)
+        pos = p.reshape(-1)
+        tstr = (0,) * len(lead)
+        pstride = cstr[0]
+    if inplace:
+        oflat, ostr = xflat, lead_strides
+    else:
+        oflat, ostr = _flat(_storage(out))
+        ostr = ostr[:-1]
+    merged = _merge3(lead, [lead_strides, ostr, tstr, pstr])
+    if merged is None:
+        return None
+    shape3, (xs3, os3, ts3, ps3) = merged
+    return dict(x=xflat, xs=xs3, out=oflat, os=os3, cos=cflat, sin=sflat, ts=ts3, pos=pos, ps=ps3,
+                pstride=pstride, shape=shape3, half=half, rot=2 * half, head_dim=xs.shape[-1])
+
+
+def _run(plan, *, layout, inverse, inplace):
+    _, mod = _backend()
+    sign = -1.0 if inverse else 1.0
+    interleaved = layout == "interleaved"
+    if inplace:
+        mod.rope_rows_inplace(
+            plan["x"], plan["xs"], plan["cos"], plan["sin"], plan["ts"], plan["pos"], plan["ps"],
+            plan["pstride"], plan["shape"], plan["half"], interleaved, sign,
+        )
+    else:
+        mod.rope_rows_out(
+            plan["x"], plan["xs"], plan["out"], plan["os"], plan["cos"], plan["sin"], plan["ts"],
+            plan["pos"], plan["ps"], plan["pstride"], plan["shape"], plan["half"], plan["rot"],
+            plan["head_dim"], interleaved, sign,
+        )
+
+
+def _needs_grad(*arrays) -> bool:
+    torch = __import__("sys").modules.get("torch")
+    if torch is None or not torch.is_grad_enabled():
+        return False
+    return any(isinstance(a, torch.Tensor) and a.requires_grad for a in arrays)
+
+
+def _compiling() -> bool:
+    torch = __import__("sys").modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
+# -- the public entry points -------------------------------------------------------
+
+
+def rope_inplace(x, cos, sin, *, layout: str, positions=None):
+    """Rotate ``x`` in place: the fused kernel where it applies, else compute and copy back.
+
+    Shapes are validated by the caller (:func:`ropelab.apply_rope_`). Autograd does not
+    see the write (as with any ``no_grad`` in-place update); train through
+    :func:`ropelab.torch.rope_op.rotate` instead.
+    """
+    plan = None if _compiling() else _plan(x, cos, sin, positions)
+    if plan is None:
+        return _reference_inplace(x, cos, sin, layout=layout, positions=positions)
+    _run(plan, layout=layout, inverse=False, inplace=True)
+    return x
+
+
+def rope(x, cos, sin, *, layout: str, positions=None, inverse: bool = False):
+    """Rotate ``x`` into a new contiguous array of x's kind, dtype and shape.
+
+    The fused kernel runs when it applies and no gradient is being recorded; otherwise
+    the reference path (differentiable, traceable by torch.compile and jax.jit).
+    ``inverse`` rotates by the negative angle.
+    """
+    plan = out = None
+    if not _compiling() and not _needs_grad(x, cos, sin) and fused_available():
+        if array_kind(x) == "torch":
+            out = _torch().empty(tuple(x.shape), dtype=x.dtype, device=x.device)
+        else:
+            out = np.empty(x.shape, dtype=x.dtype)
+        plan = _plan(x, cos, sin, positions, out=out)
+    if plan is None:
+        return reference(x, cos, sin, layout=layout, positions=positions, inverse=inverse)
+    _run(plan, layout=layout, inverse=inverse, inplace=False)
+    return out
