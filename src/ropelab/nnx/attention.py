@@ -63,10 +63,19 @@ def _concrete(positions):
         return None
 
 
+def check_positions(positions, batch: int, length: int) -> None:
+    """positions must be ``(T,)``, ``(1, T)`` or ``(B, T)``; ValueError otherwise."""
+    shape = tuple(positions.shape)
+    if shape not in ((length,), (1, length), (batch, length)):
+        raise ValueError(
+            f"positions must be shaped (T,) = ({length},) or (B, T) = ({batch}, {length}), got {shape}"
+        )
+
+
 def rope_for(config: RopeConfig, positions, batch: int, length: int, *, max_positions: int):
     """cos/sin for ``positions`` shaped to rotate ``(B, T, H, D)`` arrays: ``(..., T, 1, R/2)``.
 
-    ``positions`` is None (``0..T-1``), ``(T,)`` or ``(B, T)``. Concrete positions get
+    ``positions`` is None (``0..T-1``), ``(T,)``, ``(1, T)`` or ``(B, T)``. Concrete positions get
     exact host tables. Traced positions (under ``jax.jit``) are looked up in a cached
     table of ``max_positions`` rows; a position outside it gives NaN, never a silently
     wrong angle.
@@ -74,12 +83,7 @@ def rope_for(config: RopeConfig, positions, batch: int, length: int, *, max_posi
     if positions is None:
         cos, sin = position_tables(config, length)
         return cos[:, None, :], sin[:, None, :]
-    shape = tuple(positions.shape)
-    if shape not in ((length,), (batch, length)):
-        raise ValueError(
-            f"positions must be shaped (T,) = ({length},) or (B, T) = ({batch}, {length}), "
-            f"got {shape}"
-        )
+    check_positions(positions, batch, length)
     host = _concrete(positions)
     if host is not None:
         cos, sin = rope_tables(config, host)
@@ -126,7 +130,7 @@ class Attention(nnx.Module):
         rngs: ``nnx.Rngs`` for the projection weights.
 
     Call: ``x`` ``(B, T, d_model)`` (or ``(T, d_model)``), ``positions`` None
-    (``0..T-1``), ``(T,)`` or ``(B, T)`` integers; returns x's shape.
+    (``0..T-1``), ``(T,)``, ``(1, T)`` or ``(B, T)`` integers; returns x's shape.
     """
 
     def __init__(
@@ -203,10 +207,8 @@ class Attention(nnx.Module):
             cos, sin = rope_for(self.rope, positions, B, T, max_positions=self.max_positions)
             q = apply_rope(q, cos, sin, layout=self.rope.layout)
             k = apply_rope(k, cos, sin, layout=self.rope.layout)
-        elif positions is not None and tuple(positions.shape) not in ((T,), (B, T)):
-            raise ValueError(
-                f"positions must be shaped (T,) = ({T},) or (B, T) = ({B}, {T}), got {tuple(positions.shape)}"
-            )
+        elif positions is not None:  # NoPE ignores positions, but a wrong shape is a bug
+            check_positions(positions, B, T)
         out = attend(q, k, v, causal=self.causal).reshape(B, T, H * D)  # (B, T, H*D)
         out = self.o_proj(out)
         return out[0] if unbatched else out
@@ -302,14 +304,14 @@ def load_torch_state_dict(module: nnx.Module, state_dict: Mapping, *, strict: bo
         param = getattr(layer, attr)
         if attr == "kernel":
             value = value.T  # torch (out, in) -> nnx (in, out)
-        if tuple(value.shape) != tuple(param.value.shape):
-            want = tuple(param.value.shape)
+        if tuple(value.shape) != tuple(param.get_value().shape):
+            want = tuple(param.get_value().shape)
             if attr == "kernel":
                 want = want[::-1]
             raise ValueError(
                 f"{key} has shape {tuple(state_dict[key].shape)}, expected {want} (torch (out, in) layout)"
             )
-        updates.append((param, jnp.asarray(value, dtype=param.value.dtype)))
+        updates.append((param, jnp.asarray(value, dtype=param.get_value().dtype)))
     for param, value in updates:  # all checked first: a failed load changes nothing
-        param.value = value
+        param.set_value(value)
     return module
