@@ -170,3 +170,13 @@ def test_from_hf_schemes():
     assert isinstance(su.scaling, LongRoPE) and su.scaling.factor == 4.0
     assert RopeConfig.from_hf({"hidden_size": 256, "num_attention_heads": 4,
                                "rope_scaling": {"rope_type": "default"}}).scaling is None
+
+
+def test_from_hf_model_type_rotary_defaults():
+    # what transformers assumes when the key is absent: GPT-NeoX rotary_pct 0.25, GPT-J rotary_dim 64
+    neox = RopeConfig.from_hf({"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 4})
+    assert (neox.head_dim, neox.rotary_dim) == (128, 32)
+    gptj = RopeConfig.from_hf({"model_type": "gptj", "n_embd": 4096, "n_head": 16})
+    assert (gptj.head_dim, gptj.rotary_dim) == (256, 64)
+    # other model types rotate the whole head
+    assert RopeConfig.from_hf({"model_type": "llama", "hidden_size": 512, "num_attention_heads": 4}).rotary_dim == 128

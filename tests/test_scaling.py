@@ -190,6 +190,8 @@ OLD_JSON = [
     ("llama", {"model_type": "llama", "hidden_size": 512, "num_attention_heads": 8, "max_position_embeddings": 4096, "rope_theta": 5e5, "rope_scaling": {"type": "linear", "factor": 4.0}}, "LlamaConfig"),
     ("llama3", {"model_type": "llama", "hidden_size": 1024, "num_attention_heads": 8, "max_position_embeddings": 131072, "rope_theta": 5e5, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}, "LlamaConfig"),
     ("gpt_neox", {"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 4, "rotary_pct": 0.25, "rotary_emb_base": 10000, "max_position_embeddings": 2048}, "GPTNeoXConfig"),
+    # no rotary_pct: GPTNeoXConfig's default 0.25 applies
+    ("gpt_neox-default-pct", {"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 4, "max_position_embeddings": 2048}, "GPTNeoXConfig"),
     ("phi3", {"model_type": "phi3", "hidden_size": 3072, "num_attention_heads": 32, "max_position_embeddings": 131072, "original_max_position_embeddings": 4096, "rope_theta": 10000.0, "rope_scaling": {"type": "longrope", "short_factor": [1.0 + i / 100 for i in range(48)], "long_factor": [1.0 + i / 10 for i in range(48)]}}, "Phi3Config"),
     ("qwen2-yarn", {"model_type": "qwen2", "hidden_size": 896, "num_attention_heads": 14, "max_position_embeddings": 32768, "rope_theta": 1e6, "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}, "Qwen2Config"),
 ]

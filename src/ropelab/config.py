@@ -23,6 +23,11 @@ _INTERLEAVED_MODEL_TYPES = frozenset(
     {"gptj", "llama4", "llama4_text", "codegen", "deepseek_v2", "deepseek_v3"}
 )
 
+# what transformers' config classes assume when a config.json leaves the key out
+# (GPTNeoXConfig: rotary_pct 0.25; GPTJConfig and CodeGenConfig: rotary_dim 64)
+_DEFAULT_ROTARY_FRACTION = {"gpt_neox": 0.25}
+_DEFAULT_ROTARY_DIM = {"gptj": 64, "codegen": 64}
+
 
 def check_layout(layout: Any) -> str:
     if layout not in LAYOUTS:
@@ -136,11 +141,14 @@ class RopeConfig:
         if cfg.get("qk_rope_head_dim"):
             head_dim = int(cfg["qk_rope_head_dim"])
         theta = params.get("rope_theta", cfg.get("rope_theta", cfg.get("rotary_emb_base", 10000.0)))
-        rotary_dim = cfg.get("rotary_dim")
-        fraction = params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", cfg.get("rotary_pct")))
+        model_type = cfg.get("model_type", "")
+        rotary_dim = cfg.get("rotary_dim", _DEFAULT_ROTARY_DIM.get(model_type))
+        fraction = params.get(
+            "partial_rotary_factor",
+            cfg.get("partial_rotary_factor", cfg.get("rotary_pct", _DEFAULT_ROTARY_FRACTION.get(model_type))),
+        )
         if rotary_dim is None and fraction is not None:
             rotary_dim = int(head_dim * fraction)  # int() truncates, as transformers does
-        model_type = cfg.get("model_type", "")
         if layout is None:
             if "rope_interleave" in cfg:  # DeepSeek-V3's flag in transformers
                 layout = "interleaved" if cfg["rope_interleave"] else "half"
