@@ -314,3 +314,47 @@ def test_seed004_rejects_odd_d():
 
     with pytest.raises(ValueError, match=r"d=3"):
         rope_apply(0, np.zeros((2, 3)), 10000.0)
+
+
+# ---------------------------------------------------------------- memory layouts and dtypes
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_non_contiguous_views(rng, layout):
+    """(B, T, H, D) storage viewed as (B, H, T, D), as attention code does after a projection."""
+    cfg = RopeConfig(16, rotary_dim=12)
+    B, T, H = 2, 5, 3
+    store = rng.standard_normal((B, T, H, 16))
+    cos, sin = rope_tables(cfg, rng.integers(0, 10**4, size=(B, 1, T)))
+    expect = apply_rope(np.ascontiguousarray(store.transpose(0, 2, 1, 3)), cos, sin, layout=layout)
+    for as_kind in (lambda a: a, lambda a: torch.from_numpy(a)):
+        for dtype in (np.float64, np.float32):
+            base = as_kind(store.astype(dtype))
+            view = base.transpose(1, 2) if isinstance(base, torch.Tensor) else base.transpose(0, 2, 1, 3)
+            out = apply_rope(view, cos, sin, layout=layout)
+            got = out.numpy() if isinstance(out, torch.Tensor) else out
+            np.testing.assert_allclose(got, expect, atol=1e-5 if dtype == np.float32 else 1e-12)
+            # in place on the view writes through to the (B, T, H, D) storage
+            assert apply_rope_(view, cos, sin, layout=layout) is view
+            stored = base.numpy() if isinstance(base, torch.Tensor) else base
+            np.testing.assert_allclose(stored.transpose(0, 2, 1, 3), expect, atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_numpy_float16_computed_in_float32(rng):
+    _, x, _, cos, sin = _setup(rng)
+    xh = x.astype(np.float16)
+    out = apply_rope(xh, cos, sin, layout="half")
+    assert out.dtype == np.float16
+    expect = apply_rope(xh.astype(np.float32), cos, sin, layout="half").astype(np.float16)
+    assert (out == expect).mean() >= 0.99
+    np.testing.assert_allclose(out.astype(np.float64), expect.astype(np.float64), rtol=2**-10, atol=1e-6)
+
+
+def test_inplace_on_a_slice_leaves_the_rest(rng):
+    cfg = RopeConfig(8)
+    cos, sin = rope_tables(cfg, np.arange(3))
+    big = rng.standard_normal((4, 3, 8))
+    before = big.copy()
+    apply_rope_(big[1], cos, sin, layout="interleaved")
+    np.testing.assert_array_equal(big[[0, 2, 3]], before[[0, 2, 3]])
+    np.testing.assert_allclose(big[1], apply_rope(before[1], cos, sin, layout="interleaved"), atol=1e-12)
