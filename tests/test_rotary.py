@@ -358,3 +358,46 @@ def test_inplace_on_a_slice_leaves_the_rest(rng):
     apply_rope_(big[1], cos, sin, layout="interleaved")
     np.testing.assert_array_equal(big[[0, 2, 3]], before[[0, 2, 3]])
     np.testing.assert_allclose(big[1], apply_rope(before[1], cos, sin, layout="interleaved"), atol=1e-12)
+
+
+# ---------------------------------------------------------------- the peers' rotation conventions
+
+
+def test_half_layout_is_hf_llama_rotation(rng):
+    """layout="half" with rope_tables equals transformers' Llama rotary (YaRN, attention factor too)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    transformers.logging.set_verbosity_error()
+    hf_cfg = transformers.LlamaConfig(
+        hidden_size=128, num_attention_heads=2, head_dim=64, max_position_embeddings=8192,
+        rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048, "rope_theta": 1e4},
+    )
+    B, H, T = 2, 2, 6
+    # small positions: transformers' float32 angles are off by ~p * 6e-8 rad (see table_precision.py)
+    positions = rng.integers(0, 100, size=(B, T))
+    q = rng.standard_normal((B, H, T, 64)).astype(np.float32)
+    k = rng.standard_normal((B, H, T, 64)).astype(np.float32)
+    cos_hf, sin_hf = LlamaRotaryEmbedding(hf_cfg)(torch.from_numpy(q), torch.from_numpy(positions))
+    q_hf, k_hf = apply_rotary_pos_emb(torch.from_numpy(q), torch.from_numpy(k), cos_hf, sin_hf)
+    cos, sin = rope_tables(RopeConfig.from_hf(hf_cfg), positions[:, None, :])  # (B, 1, T, R/2)
+    np.testing.assert_allclose(apply_rope(q, cos, sin, layout="half"), q_hf.numpy(), atol=5e-5)
+    np.testing.assert_allclose(apply_rope(k, cos, sin, layout="half"), k_hf.numpy(), atol=5e-5)
+
+
+def test_interleaved_layout_is_gptj_rotation(rng):
+    """layout="interleaved" with partial rotary equals transformers' GPT-J rotary (rotate_every_two)."""
+    pytest.importorskip("transformers")
+    from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb, create_sinusoidal_positions
+
+    B, T, H, D, R = 2, 5, 3, 32, 8
+    positions = rng.integers(0, 500, size=(B, T))
+    x = rng.standard_normal((B, T, H, D)).astype(np.float32)
+    sincos = create_sinusoidal_positions(512, R)[torch.from_numpy(positions)]  # (B, T, R)
+    sin_hf, cos_hf = torch.split(sincos, R // 2, dim=-1)
+    rot = apply_rotary_pos_emb(torch.from_numpy(x[..., :R]), sin_hf, cos_hf)
+    expect = np.concatenate([rot.numpy(), x[..., R:]], axis=-1)
+    cos, sin = rope_tables(RopeConfig(D, rotary_dim=R), positions[:, :, None])  # (B, T, 1, R/2)
+    xh = np.ascontiguousarray(x.transpose(0, 2, 1, 3))  # (B, H, T, D)
+    got = apply_rope(xh, cos.transpose(0, 2, 1, 3), sin.transpose(0, 2, 1, 3), layout="interleaved")
+    np.testing.assert_allclose(got.transpose(0, 2, 1, 3), expect, atol=2e-5)
