@@ -152,6 +152,8 @@ CASES += [
     ("longrope-partial", lambda: phi3_longrope(partial=0.5), [None, 4096, 4097]),
     ("longrope-attention-factor", lambda: phi3_longrope(attention_factor=1.25), [None, 5000]),
     ("longrope-factor", lambda: phi3_longrope(factor=16.0), [None, 5000]),
+    # Phi-3's top-level original_max_position_embeddings wins over one inside rope_scaling
+    ("longrope-top-level-wins", lambda: phi3_longrope(original_max_position_embeddings=2048), [None, 3000, 4096, 4097]),
 ]
 
 
@@ -340,6 +342,14 @@ def test_longrope_list_length_must_match_rotary_pairs():
 def test_longrope_short_and_long_lists_must_agree():
     with pytest.raises(ValueError, match=r"same length, got 4 and 3"):
         LongRoPE([1.0] * 4, [2.0] * 3, 4096)
+
+
+def test_longrope_list_length_from_config_json():
+    data = {"hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 400,
+            "original_max_position_embeddings": 100,
+            "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 7, "long_factor": [2.0] * 7}}
+    with pytest.raises(ValueError, match=r"rotary_dim // 2 = 8\), got 7"):
+        RopeConfig.from_hf(data)
 
 
 def test_longrope_factors_must_be_positive():
