@@ -1,4 +1,4 @@
-"""Causal linear attention with RoPE: time and peak memory against sequence length.
+"""Causal linear attention with RoPE: time against sequence length.
 
 Shows that the chunked causal form of :func:`ropelab.torch.linear_attention.linear_attention`
 grows linearly with T: it runs at T = 65536 and 4x the length costs well under 6x the

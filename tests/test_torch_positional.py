@@ -337,3 +337,15 @@ def test_prope_kind_uses_p_option():
     cfg = TransformerConfig(40, d_model=32, num_heads=4, layers=("prope",), kind_options={"prope": {"p": 0.25}})
     rope = Transformer(cfg).blocks[0].attn.rope.config
     assert rope.scaling == PRoPE(0.25)
+
+
+@pytest.mark.parametrize("absolute", ["learned", "sinusoidal"])
+def test_absolute_positions_in_transformer_decode_equals_full(absolute):
+    torch.manual_seed(7)
+    cfg = TransformerConfig(40, d_model=32, num_heads=4, layers=("nope", "nope"), absolute=absolute, max_positions=16)
+    model = Transformer(cfg).eval()
+    tokens = torch.randint(0, 40, (2, 10))
+    full = model(tokens)
+    cache = model.new_cache(2, 12)
+    steps = [model(tokens[:, :6], cache=cache)] + [model(tokens[:, t : t + 1], cache=cache) for t in range(6, 10)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)

@@ -175,7 +175,9 @@ def min_base_for_length(
     Men et al.'s lower bound. Bases that pass are not one interval: just above the
     smallest one some fail again, so the search walks up from ``start`` in ratio steps of
     ``step`` (narrower than the passing islands) to the first base that passes, then
-    bisects in log space to ``rtol`` between it and the last base that failed.
+    bisects in log space to ``rtol`` between it and the last base that failed. Islands
+    narrower than ``step`` can be missed: for d=128 and L=4096 the bases around 2.696e4
+    pass in an island 0.05% wide, below the 2.86e4 that the default step finds.
     """
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"length must be a positive integer, got {length!r}")
