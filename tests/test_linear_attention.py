@@ -165,3 +165,22 @@ def test_step_rejects_more_than_one_token():
     q, k, v = (_t(x) for x in _data())
     with pytest.raises(ValueError, match="one token"):
         linear_attention_step(None, q, k, v)
+
+
+def test_rejects_negative_eps():
+    q, k, v = (_t(x) for x in _data())
+    with pytest.raises(ValueError, match="eps"):
+        linear_attention(q, k, v, eps=-1.0)
+
+
+def test_step_rejects_state_of_other_shape():
+    q, k, v = (_t(x[:, :, :1]) for x in _data())
+    _, state = linear_attention_step(None, q, k, v)
+    with pytest.raises(ValueError, match="state shapes"):
+        linear_attention_step(state, q[:1], k[:1], v[:1])
+
+
+def test_rejects_integer_inputs():
+    q, k, v = (_t(x) for x in _data())
+    with pytest.raises(TypeError, match="floating point"):
+        linear_attention(q.long(), k, v)

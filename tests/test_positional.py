@@ -290,3 +290,13 @@ def test_mrope_rejects_sections_not_summing_to_pairs():
 def test_mrope_rejects_positions_without_three_axes():
     with pytest.raises(ValueError, match=r"\(3, \.\.\., T\)"):
         mrope_tables(ropelab.RopeConfig(32), np.zeros((2, 4), dtype=int), (4, 6, 6))
+
+
+def test_mrope_rejects_negative_section():
+    with pytest.raises(ValueError, match="non-negative integers"):
+        mrope_axis_of_pair((10, -2, 8), 16)
+
+
+def test_xpos_rejects_bad_gamma():
+    with pytest.raises(ValueError, match="gamma"):
+        xpos_scales(np.arange(3), 8, gamma=0.0)

@@ -349,3 +349,22 @@ def test_absolute_positions_in_transformer_decode_equals_full(absolute):
     cache = model.new_cache(2, 12)
     steps = [model(tokens[:, :6], cache=cache)] + [model(tokens[:, t : t + 1], cache=cache) for t in range(6, 10)]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_learned_absolute_rejects_negative_positions():
+    with pytest.raises(ValueError, match="position -1 is outside"):
+        LearnedAbsolute(10, 4)(_pos([-1, 0]))
+
+
+def test_bias_modules_reject_float_positions():
+    with pytest.raises(TypeError, match="q_positions must be an integer tensor"):
+        ALiBiBias(4)(torch.zeros(1, 3), _pos([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"k_positions must be shaped \(B, T\)"):
+        T5Bias(4)(_pos([0, 1, 2]), torch.arange(3))
+
+
+def test_rope_modules_reject_non_config():
+    with pytest.raises(TypeError, match="RopeConfig"):
+        XPos(16)
+    with pytest.raises(TypeError, match="RopeConfig"):
+        MRoPE(16)
