@@ -43,7 +43,10 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     cfg = ropelab.RopeConfig(args.head_dim)
     print(
@@ -59,8 +62,11 @@ def main(argv=None) -> int:
             torch.randn(args.batch, args.heads, T, args.head_dim, generator=g).to(device, dtype) for _ in range(3)
         )
         cos, sin = (torch.as_tensor(t, dtype=torch.float32, device=device) for t in ropelab.rope_tables(cfg, np.arange(T)))
-        with torch.no_grad():
-            seconds = _time(lambda: linear_attention(q, k, v, cos=cos, sin=sin, chunk_size=args.chunk_size), args.repeats)
+        def call(q=q, k=k, v=v, cos=cos, sin=sin):
+            with torch.no_grad():
+                return linear_attention(q, k, v, cos=cos, sin=sin, chunk_size=args.chunk_size)
+
+        seconds = _time(call, args.repeats)
         times[T] = seconds
         ratio = f"{seconds / times[T // 4]:.2f}x" if T // 4 in times else "-"
         print(f"{T:>8} {seconds:>10.4f} {1000 * seconds / T * 1000:>10.3f} {ratio:>13}")

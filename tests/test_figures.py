@@ -10,7 +10,6 @@ import pytest
 from ropelab import figures
 from ropelab.figures import base_bound, min_base_for_length, pi_bounds, roformer_decay
 
-
 # --- RoFormer's long-term decay --------------------------------------------------------
 
 
@@ -108,8 +107,8 @@ def test_min_base_agrees_with_a_plain_grid_walk():
 
 def test_base_grows_with_context_length():
     result = base_bound(64, (128, 256, 512, 1024))
-    assert all(a < b for a, b in zip(result.bases, result.bases[1:]))
-    for length, base in zip(result.lengths, result.bases):
+    assert all(a < b for a, b in zip(result.bases, result.bases[1:], strict=False))
+    for length, base in zip(result.lengths, result.bases, strict=True):
         assert _passes(64, base, length)
 
 

@@ -189,7 +189,10 @@ def test_prope_one_equals_rope_and_zero_equals_nope_in_attention():
 def test_mrope_equals_qwen2_vl():
     pytest.importorskip("transformers")
     from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig
-    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRotaryEmbedding, apply_rotary_pos_emb
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import (
+        Qwen2VLRotaryEmbedding,
+        apply_rotary_pos_emb,
+    )
 
     head_dim, section = 32, [4, 6, 6]
     hf_cfg = Qwen2VLTextConfig(hidden_size=64, num_attention_heads=2, num_key_value_heads=2,

@@ -297,7 +297,7 @@ def plot_pi(result: InterpolationBound, path: str) -> list[str]:
 
 def plot_base(result: BaseBound, path: str) -> list[str]:
     plt = _pyplot()
-    lines = [f"L={n:>8}: base >= {b:9.3g}" for n, b in zip(result.lengths, result.bases)]
+    lines = [f"L={n:>8}: base >= {b:9.3g}" for n, b in zip(result.lengths, result.bases, strict=True)]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.loglog(result.lengths, result.bases, "o-")
     ax.set_xlabel("context length L")
