@@ -29,6 +29,10 @@ __all__ = ["backend", "backend_note", "fused_available", "reference", "rope", "r
 
 DISABLE_ENV = "ROPELAB_DISABLE_NUMBA"
 
+# below this many elements of x the kernels run on the calling thread: a parallel
+# launch costs more than the whole rotation (a decode step of 32 heads x 128 is 4096)
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
 # cached decision: None until first asked, then ("numba", module) or ("reference", why)
 _BACKEND: tuple | None = None
 
@@ -285,13 +289,17 @@ def _run(plan, *, layout, inverse, inplace):
     _, mod = _backend()
     sign = -1.0 if inverse else 1.0
     interleaved = layout == "interleaved"
+    B, H, T = plan["shape"]
+    serial = B * H * T * plan["head_dim"] < PARALLEL_MIN_ELEMENTS
     if inplace:
-        mod.rope_rows_inplace(
+        kernel = mod.rope_rows_inplace_serial if serial else mod.rope_rows_inplace
+        kernel(
             plan["x"], plan["xs"], plan["cos"], plan["sin"], plan["ts"], plan["pos"], plan["ps"],
             plan["pstride"], plan["shape"], plan["half"], interleaved, sign,
         )
     else:
-        mod.rope_rows_out(
+        kernel = mod.rope_rows_out_serial if serial else mod.rope_rows_out
+        kernel(
             plan["x"], plan["xs"], plan["out"], plan["os"], plan["cos"], plan["sin"], plan["ts"],
             plan["pos"], plan["ps"], plan["pstride"], plan["shape"], plan["half"], plan["rot"],
             plan["head_dim"], interleaved, sign,

@@ -23,7 +23,7 @@ from numba import njit, prange, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
-__all__ = ["rope_rows_inplace", "rope_rows_out"]
+__all__ = ["rope_rows_inplace", "rope_rows_inplace_serial", "rope_rows_out", "rope_rows_out_serial"]
 
 # rows of D features handed to a worker at a time: big enough that the per-chunk index
 # arithmetic vanishes, small enough that 2..64 threads balance on short inputs
@@ -187,6 +187,64 @@ def _rotate_row_inplace(xr, cr, sr, half, sg, interleaved):
             _store(xr, half + i, a * s + b * c)
 
 
+@njit
+def _out_chunk(chunk, n, x, xs, out, os, cos, sin, ts, pos, ps, pstride, shape, half, rot, head_dim,
+               interleaved, sg):
+    """Rows ``chunk * _CHUNK_ROWS ...`` of x rotated into out, tail features copied."""
+    B, H, T = shape
+    r = chunk * _CHUNK_ROWS
+    stop = min(r + _CHUNK_ROWS, n)
+    # (b, h, t) of the chunk's first row, then an odometer: no division per row
+    t = r % T
+    h = (r // T) % H
+    b = r // (T * H)
+    while r < stop:
+        xo = b * xs[0] + h * xs[1] + t * xs[2]
+        oo = b * os[0] + h * os[1] + t * os[2]
+        to = b * ts[0] + h * ts[1] + t * ts[2] + pos[b * ps[0] + h * ps[1] + t * ps[2]] * pstride
+        orow = out[oo:oo + head_dim]
+        _rotate_row(x[xo:xo + rot], orow, cos[to:to + half], sin[to:to + half], half, sg, interleaved)
+        for i in range(rot, head_dim):
+            orow[i] = x[xo + i]
+        r += 1
+        t += 1
+        if t == T:
+            t = 0
+            h += 1
+            if h == H:
+                h = 0
+                b += 1
+
+
+@njit
+def _inplace_chunk(chunk, n, x, xs, cos, sin, ts, pos, ps, pstride, shape, half, interleaved, sg):
+    """Rows ``chunk * _CHUNK_ROWS ...`` of x rotated in place."""
+    B, H, T = shape
+    rot = 2 * half
+    r = chunk * _CHUNK_ROWS
+    stop = min(r + _CHUNK_ROWS, n)
+    t = r % T
+    h = (r // T) % H
+    b = r // (T * H)
+    while r < stop:
+        xo = b * xs[0] + h * xs[1] + t * xs[2]
+        to = b * ts[0] + h * ts[1] + t * ts[2] + pos[b * ps[0] + h * ps[1] + t * ps[2]] * pstride
+        _rotate_row_inplace(x[xo:xo + rot], cos[to:to + half], sin[to:to + half], half, sg, interleaved)
+        r += 1
+        t += 1
+        if t == T:
+            t = 0
+            h += 1
+            if h == H:
+                h = 0
+                b += 1
+
+
+# Each entry point comes parallel (prange over chunks of rows) and serial: waking a
+# thread pool costs tens of microseconds (milliseconds when another OpenMP pool, e.g.
+# torch's, is spinning on the same cores), more than a decode step's whole rotation.
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def rope_rows_out(x, xs, out, os, cos, sin, ts, pos, ps, pstride, shape, half, rot, head_dim,
                   interleaved, sign):
@@ -194,58 +252,37 @@ def rope_rows_out(x, xs, out, os, cos, sin, ts, pos, ps, pstride, shape, half, r
 
     ``sign`` multiplies sin: +1 forward, -1 the inverse rotation (the gradient's).
     """
-    B, H, T = shape
-    n = B * H * T
+    n = shape[0] * shape[1] * shape[2]
     sg = _compute(x, sign)
-    nchunks = (n + _CHUNK_ROWS - 1) // _CHUNK_ROWS
-    for chunk in prange(nchunks):
-        r = chunk * _CHUNK_ROWS
-        stop = min(r + _CHUNK_ROWS, n)
-        # (b, h, t) of the chunk's first row, then an odometer: no division per row
-        t = r % T
-        h = (r // T) % H
-        b = r // (T * H)
-        while r < stop:
-            xo = b * xs[0] + h * xs[1] + t * xs[2]
-            oo = b * os[0] + h * os[1] + t * os[2]
-            to = b * ts[0] + h * ts[1] + t * ts[2] + pos[b * ps[0] + h * ps[1] + t * ps[2]] * pstride
-            orow = out[oo:oo + head_dim]
-            _rotate_row(x[xo:xo + rot], orow, cos[to:to + half], sin[to:to + half], half, sg, interleaved)
-            for i in range(rot, head_dim):
-                orow[i] = x[xo + i]
-            r += 1
-            t += 1
-            if t == T:
-                t = 0
-                h += 1
-                if h == H:
-                    h = 0
-                    b += 1
+    for chunk in prange((n + _CHUNK_ROWS - 1) // _CHUNK_ROWS):
+        _out_chunk(chunk, n, x, xs, out, os, cos, sin, ts, pos, ps, pstride, shape, half, rot,
+                   head_dim, interleaved, sg)
+
+
+@njit(cache=True, nogil=True)
+def rope_rows_out_serial(x, xs, out, os, cos, sin, ts, pos, ps, pstride, shape, half, rot, head_dim,
+                         interleaved, sign):
+    """:func:`rope_rows_out` on the calling thread (small inputs)."""
+    n = shape[0] * shape[1] * shape[2]
+    sg = _compute(x, sign)
+    for chunk in range((n + _CHUNK_ROWS - 1) // _CHUNK_ROWS):
+        _out_chunk(chunk, n, x, xs, out, os, cos, sin, ts, pos, ps, pstride, shape, half, rot,
+                   head_dim, interleaved, sg)
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def rope_rows_inplace(x, xs, cos, sin, ts, pos, ps, pstride, shape, half, interleaved, sign):
     """Rotate the first ``2 * half`` features of every row of ``x`` in place."""
-    B, H, T = shape
-    n = B * H * T
+    n = shape[0] * shape[1] * shape[2]
     sg = _compute(x, sign)
-    rot = 2 * half
-    nchunks = (n + _CHUNK_ROWS - 1) // _CHUNK_ROWS
-    for chunk in prange(nchunks):
-        r = chunk * _CHUNK_ROWS
-        stop = min(r + _CHUNK_ROWS, n)
-        t = r % T
-        h = (r // T) % H
-        b = r // (T * H)
-        while r < stop:
-            xo = b * xs[0] + h * xs[1] + t * xs[2]
-            to = b * ts[0] + h * ts[1] + t * ts[2] + pos[b * ps[0] + h * ps[1] + t * ps[2]] * pstride
-            _rotate_row_inplace(x[xo:xo + rot], cos[to:to + half], sin[to:to + half], half, sg, interleaved)
-            r += 1
-            t += 1
-            if t == T:
-                t = 0
-                h += 1
-                if h == H:
-                    h = 0
-                    b += 1
+    for chunk in prange((n + _CHUNK_ROWS - 1) // _CHUNK_ROWS):
+        _inplace_chunk(chunk, n, x, xs, cos, sin, ts, pos, ps, pstride, shape, half, interleaved, sg)
+
+
+@njit(cache=True, nogil=True)
+def rope_rows_inplace_serial(x, xs, cos, sin, ts, pos, ps, pstride, shape, half, interleaved, sign):
+    """:func:`rope_rows_inplace` on the calling thread (small inputs)."""
+    n = shape[0] * shape[1] * shape[2]
+    sg = _compute(x, sign)
+    for chunk in range((n + _CHUNK_ROWS - 1) // _CHUNK_ROWS):
+        _inplace_chunk(chunk, n, x, xs, cos, sin, ts, pos, ps, pstride, shape, half, interleaved, sg)

@@ -1,16 +1,150 @@
 """The rotation op used by the PyTorch front end (one place to swap in fused kernels).
 
-``rotate(x, cos, sin, layout)`` has :func:`ropelab.apply_rope`'s meaning; modules call
-it rather than apply_rope so the kernel choice stays here.
+``rotate(x, cos, sin, layout, *, positions=None)`` has :func:`ropelab.apply_rope`'s
+meaning and is differentiable. It is the custom op ``torch.ops.ropelab.rope``
+(``torch.library.custom_op``), so that
+
+- eager calls on CPU run the fused numba kernel of :mod:`ropelab.kernels` forward and
+  backward (the gradient of a rotation is the rotation by the negative angle: the same
+  kernel with sin negated);
+- ``torch.compile(fullgraph=True)`` sees one opaque op with a fake (meta) impl and a
+  registered autograd formula: no graph break;
+- other devices and dtypes (and numba missing) run the eager reference path inside the
+  op. A GPU kernel plugs in with
+  ``torch.library.register_kernel("ropelab::rope", "cuda", fn)``, ``fn`` taking the op's
+  arguments ``(x, cos, sin, layout, inverse, positions)`` and returning a new tensor
+  (see :func:`register_device_kernel`).
+
+Shapes: x ``(..., T, D)``; cos/sin broadcastable to ``(..., T, R/2)``, or with
+``positions`` (integers broadcastable to ``(..., T)``) ``(P, R/2)`` tables.
+Gradients flow to x, and to cos/sin when they require grad (learned frequencies):
+``dL/dcos = ga*a + gb*b``, ``dL/dsin = gb*a - ga*b`` summed over the broadcast dims
+(scattered to table rows with positions). positions get no gradient.
 """
 
 from __future__ import annotations
 
-from ..rotary import apply_rope
+from typing import Optional
 
-__all__ = ["rotate"]
+from .. import kernels
+from .._optional import require
+from ..config import check_layout
+from ..rotary import _check_shapes, _check_positions
+
+torch = require("torch", feature="ropelab.torch")
+
+__all__ = ["register_device_kernel", "rotate"]
+
+Tensor = torch.Tensor
 
 
-def rotate(x, cos, sin, layout: str):
-    """x: (..., T, D) tensor; cos/sin: tensors broadcastable to (..., T, R/2)."""
-    return apply_rope(x, cos, sin, layout=layout)
+@torch.library.custom_op("ropelab::rope", mutates_args=())
+def _rope(x: Tensor, cos: Tensor, sin: Tensor, layout: str, inverse: bool,
+          positions: Optional[Tensor]) -> Tensor:
+    """Rotated copy of x (contiguous); ``inverse`` rotates by the negative angle."""
+    with torch.no_grad():  # autograd is the op's own formula, not the kernel's business
+        out = kernels.rope(x, cos, sin, layout=layout, positions=positions, inverse=inverse)
+    # the reference path may hand back a view or a non-contiguous result; the op's
+    # contract (and its fake impl) is a fresh contiguous tensor
+    if out is x or not out.is_contiguous():
+        out = out.contiguous() if out is not x else out.clone()
+    return out
+
+
+@_rope.register_fake
+def _rope_fake(x, cos, sin, layout, inverse, positions):
+    return x.new_empty(x.shape)
+
+
+def _pairs(t, half, layout):
+    """The two members of each rotated pair: (..., R/2) each."""
+    if layout == "interleaved":
+        return t[..., 0 : 2 * half : 2], t[..., 1 : 2 * half : 2]
+    return t[..., :half], t[..., half : 2 * half]
+
+
+def _table_grads(ctx, grad):
+    """Gradients for cos and sin (only computed when they require grad)."""
+    x, cos, sin, positions = ctx.saved_tensors
+    half = cos.shape[-1]
+    dtype = torch.promote_types(cos.dtype, torch.float32)
+    a, b = (t.to(dtype) for t in _pairs(x, half, ctx.layout))
+    ga, gb = (t.to(dtype) for t in _pairs(grad, half, ctx.layout))
+    gcos = ga * a + gb * b
+    gsin = gb * a - ga * b
+    if ctx.inverse:  # y = R(-phi) x: sin enters with a minus sign
+        gsin = -gsin
+    if positions is None:
+        gcos, gsin = gcos.sum_to_size(cos.shape), gsin.sum_to_size(sin.shape)
+    else:
+        index = positions.expand(x.shape[:-1]).reshape(-1)
+        gcos = torch.zeros_like(cos, dtype=dtype).index_add_(0, index, gcos.reshape(-1, half))
+        gsin = torch.zeros_like(sin, dtype=dtype).index_add_(0, index, gsin.reshape(-1, half))
+    return gcos.to(cos.dtype), gsin.to(sin.dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    x, cos, sin, layout, inverse, positions = inputs
+    ctx.layout, ctx.inverse = layout, inverse
+    ctx.tables_need_grad = cos.requires_grad or sin.requires_grad
+    # x is kept only when the tables need a gradient (the x gradient needs only cos/sin)
+    ctx.save_for_backward(x if ctx.tables_need_grad else None, cos, sin, positions)
+
+
+def _backward(ctx, grad):
+    _, cos, sin, positions = ctx.saved_tensors
+    gx = _rope(grad.contiguous(), cos, sin, ctx.layout, not ctx.inverse, positions)
+    gcos = gsin = None
+    if ctx.tables_need_grad:
+        gcos, gsin = _table_grads(ctx, grad)
+    return gx, gcos, gsin, None, None, None
+
+
+_rope.register_autograd(_backward, setup_context=_setup_context)
+
+
+def register_device_kernel(device_type: str, fn) -> None:
+    """Install ``fn(x, cos, sin, layout, inverse, positions) -> Tensor`` for a device.
+
+    The hook for GPU kernels (e.g. Triton on ``"cuda"``): the autograd formula and the
+    fake impl stay the op's, so training and ``torch.compile`` keep working.
+    """
+    torch.library.register_kernel("ropelab::rope", device_type, fn)
+
+
+def _as_table(t, like):
+    """numpy tables (float64 from rope_tables) become tensors on x's device, once."""
+    if isinstance(t, torch.Tensor):
+        return t if t.device == like.device else t.to(like.device)
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return torch.as_tensor(t).to(device=like.device, dtype=dtype)
+
+
+def rotate(x, cos, sin, layout: str, *, positions=None):
+    """Rotate x by RoPE (differentiable; fused on CPU): :func:`ropelab.apply_rope`'s meaning.
+
+    Args:
+        x: ``(..., T, D)`` floating tensor.
+        cos, sin: tables broadcastable to ``(..., T, R/2)`` (tensors, or numpy arrays
+            which are converted), or ``(P, R/2)`` with ``positions``.
+        layout: ``"interleaved"`` or ``"half"``.
+        positions: optional integer tensor broadcastable to ``(..., T)``; row
+            ``positions[..., t]`` of the tables rotates token t (no gathered copy).
+
+    Returns:
+        A new contiguous tensor of x's shape and dtype.
+    """
+    check_layout(layout)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    cos, sin = _as_table(cos, x), _as_table(sin, x)
+    if positions is None:
+        _check_shapes(x, cos, sin)
+    else:
+        if not isinstance(positions, torch.Tensor):
+            positions = torch.as_tensor(positions)
+        _check_positions(x, cos, sin, positions)
+        positions = positions.to(device=x.device, dtype=torch.long)
+    return _rope(x, cos, sin, layout, False, positions)
