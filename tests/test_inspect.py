@@ -107,8 +107,8 @@ def test_config_json(capsys, tmp_path):
     # YaRN keeps pairs turning more than beta_fast times in L0, divides those below beta_slow by 4
     rotations = 8192 * reference_inv_freq(1e4, 64) / (2 * np.pi)
     words = [r[-1] for r in rows]
-    assert all(w == "kept" for w, n in zip(words, rotations) if n > 16 * 1.5)
-    assert all(w == "interpolated" for w, n in zip(words, rotations) if n < 2 / 1.5)
+    assert all(w == "kept" for w, n in zip(words, rotations, strict=True) if n > 16 * 1.5)
+    assert all(w == "interpolated" for w, n in zip(words, rotations, strict=True) if n < 2 / 1.5)
     assert "blended" in words
     assert (out_dir / "inspect-my-model.png").read_bytes()[:8] == PNG_MAGIC
     # a folder holding config.json works too

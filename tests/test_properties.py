@@ -111,7 +111,7 @@ def test_permute_interleaved_to_half_keeps_scores(data, num_heads, half_rot, ext
     perm = [permute_for_layout(wi, num_heads, src="interleaved", dst="half", rotary_dim=rotary_dim) for wi in w]
     ref = scores(w[0], w[1], "interleaved")
     np.testing.assert_allclose(scores(*perm, "half"), ref, rtol=1e-9, atol=1e-9 * (1 + np.abs(ref).max()))
-    for wi, pi in zip(w, perm):
+    for wi, pi in zip(w, perm, strict=True):
         np.testing.assert_array_equal(
             permute_for_layout(pi, num_heads, src="half", dst="interleaved", rotary_dim=rotary_dim), wi
         )

@@ -388,7 +388,10 @@ def test_half_layout_is_hf_llama_rotation(rng):
 def test_interleaved_layout_is_gptj_rotation(rng):
     """layout="interleaved" with partial rotary equals transformers' GPT-J rotary (rotate_every_two)."""
     pytest.importorskip("transformers")
-    from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb, create_sinusoidal_positions
+    from transformers.models.gptj.modeling_gptj import (
+        apply_rotary_pos_emb,
+        create_sinusoidal_positions,
+    )
 
     B, T, H, D, R = 2, 5, 3, 32, 8
     positions = rng.integers(0, 500, size=(B, T))

@@ -10,11 +10,10 @@ import math
 
 import numpy as np
 import pytest
+from conftest import reference_inv_freq
 
 from ropelab import RopeConfig
 from ropelab.scaling import NTK, DynamicNTK, Linear, Llama3, LongRoPE, YaRN
-
-from conftest import reference_inv_freq
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")

@@ -197,7 +197,7 @@ def format_plain(s: Schedule) -> str:
     widths = [max(len(c), *(len(r[j]) for r in rows)) for j, c in enumerate(_COLUMNS)]
     lines.append("")
     def line(values):  # numbers right-aligned, the change word left-aligned
-        return "  ".join(v.ljust(w) if j == len(widths) - 1 else v.rjust(w) for j, (v, w) in enumerate(zip(values, widths)))
+        return "  ".join(v.ljust(w) if j == len(widths) - 1 else v.rjust(w) for j, (v, w) in enumerate(zip(values, widths, strict=True)))
 
     lines.append(line(_COLUMNS).rstrip())
     lines.append("  ".join("-" * w for w in widths))
