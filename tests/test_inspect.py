@@ -219,3 +219,17 @@ def test_change_words(capsys, tmp_path):
     rows = _table(out)
     assert [r[-1] for r in rows] == ["kept", "raised", "blended", "interpolated"]
     np.testing.assert_allclose([float(r[5]) for r in rows], [1, 2, 0.5, 0.25])
+
+
+def test_dynamic_default_seq_len(capsys, tmp_path):
+    # dynamic NTK is shown at factor x the original length unless --seq-len says otherwise
+    data = {"model_type": "llama", "hidden_size": 256, "num_attention_heads": 4, "max_position_embeddings": 2048,
+            "rope_theta": 10000.0, "rope_scaling": {"type": "dynamic", "factor": 2.0}}
+    path = _write_config(tmp_path, data)
+    code, out, _ = _inspect(capsys, str(path), "--no-plot", "--plain")
+    assert code == 0 and "seq_len          : 4096" in out
+    # growth 2 * 4096 / 2048 - 1 = 3: the base becomes theta * 3 ** (R / (R - 2))
+    expect = reference_inv_freq(1e4 * 3.0 ** (64 / 62), 64)
+    np.testing.assert_allclose([float(r[1]) for r in _table(out)], expect, rtol=1e-4)
+    words = [r[-1] for r in _table(out)]
+    assert words[0] == "kept" and words[-1] == "interpolated" and set(words[1:-1]) == {"blended"}
