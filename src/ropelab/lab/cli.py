@@ -1,0 +1,137 @@
+"""``ropelab lab``: train tiny models per positional scheme, test them past their training length.
+
+Single process: ``ropelab lab --out DIR``. Several processes (DDP; gloo on CPU, NCCL
+on CUDA): ``torchrun --nproc_per_node 2 -m ropelab lab --out DIR``; the launcher's
+environment variables are detected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+__all__ = ["add_arguments", "run", "settings_from_args"]
+
+
+def _names(values):
+    """``["a,b", "c"]`` -> ``("a", "b", "c")``; None stays None."""
+    if values is None:
+        return None
+    return tuple(n for v in values for n in v.split(",") if n)
+
+
+def _ints(values, flag):
+    names = _names(values)
+    if names is None:
+        return None
+    try:
+        return tuple(int(n) for n in names)
+    except ValueError:
+        raise ValueError(f"{flag} takes integers, got {' '.join(values)!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .schemes import EXTENSIONS, SCHEMES
+    from .settings import PRESETS
+    from .tasks import TASKS
+
+    d = PRESETS["default"]
+    parser.add_argument("--out", default="lab-out", help="folder for results and finished runs (default: lab-out)")
+    parser.add_argument("--full", action="store_true", help="the larger preset: longer training, both tasks, firmer numbers")
+    parser.add_argument("--schemes", nargs="+", metavar="NAME", help=f"positional schemes (default: all available of {', '.join(SCHEMES)})")
+    parser.add_argument("--tasks", nargs="+", metavar="NAME", help=f"tasks: {'; '.join(f'{k}: {v}' for k, v in TASKS.items())} (default: {','.join(d['tasks'])})")
+    parser.add_argument("--extensions", nargs="+", metavar="NAME", help=f"RoPE inference-time extensions, or none (default: {','.join(EXTENSIONS)})")
+    parser.add_argument("--train-len", type=int, help=f"training length in tokens (default: {d['train_len']})")
+    parser.add_argument("--eval-mults", nargs="+", metavar="M", help=f"evaluation lengths as multiples of the training length (default: {','.join(map(str, d['eval_mults']))})")
+    parser.add_argument("--d-model", type=int, help=f"model width (default: {d['d_model']})")
+    parser.add_argument("--layers", type=int, help=f"number of layers (default: {d['layers']})")
+    parser.add_argument("--heads", type=int, help=f"attention heads (default: {d['heads']})")
+    parser.add_argument("--steps", type=int, help=f"training steps per model (default: {d['steps']})")
+    parser.add_argument("--batch-size", type=int, help=f"global batch size (default: {d['batch_size']})")
+    parser.add_argument("--lr", type=float, help=f"peak learning rate (default: {d['lr']})")
+    parser.add_argument("--finetune-steps", type=int, help="also fine-tune RoPE this many steps at each longer length, per extension (default: 0)")
+    parser.add_argument("--eval-examples", type=int, help=f"examples per evaluation (default: {d['eval_examples']})")
+    parser.add_argument("--symbols", type=int, help=f"copy task alphabet size; bounds its length at 2*symbols+1 (default: {d['symbols']})")
+    parser.add_argument("--checkpoint-every", type=int, help=f"steps between resumable checkpoints (default: {d['checkpoint_every']})")
+    parser.add_argument("--text", nargs="+", metavar="PATH", help="text files for the lm task (default: the Python standard library's .py files)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and data; the same seed repeats a run exactly (default: 0)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads per process (default: CPU cores / processes)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train (default: cuda if present)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def settings_from_args(args, world: int = 1):
+    """A validated LabSettings from parsed arguments; ValueError on anything wrong."""
+    from .settings import from_preset
+
+    extensions = _names(args.extensions)
+    if extensions is not None and extensions == ("none",):
+        extensions = ()
+    tasks = _names(args.tasks)
+    if tasks is None and args.text is not None:
+        tasks = ("lm",)
+    settings = from_preset(
+        "full" if args.full else "default",
+        out=args.out,
+        schemes=_names(args.schemes),
+        tasks=tasks,
+        extensions=extensions,
+        train_len=args.train_len,
+        eval_mults=_ints(args.eval_mults, "--eval-mults"),
+        d_model=args.d_model,
+        layers=args.layers,
+        heads=args.heads,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        finetune_steps=args.finetune_steps,
+        eval_examples=args.eval_examples,
+        symbols=args.symbols,
+        checkpoint_every=args.checkpoint_every,
+        text=tuple(args.text) if args.text is not None else None,
+        seed=args.seed,
+        threads=args.threads,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    settings.validate(world)
+    return settings
+
+
+def run(args) -> int:
+    from .._optional import require
+
+    require("torch", feature="ropelab lab")
+    import torch
+
+    from . import report
+    from .experiment import plan, run_lab
+    from .settings import build_tasks
+    from .train import setup_distributed
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        settings = settings_from_args(args, world)
+        if settings.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available")
+        plan(settings, build_tasks(settings))  # builds every model config: fails here, not mid-run
+    except ValueError as err:
+        print(f"ropelab lab: error: {err}", file=sys.stderr)
+        return 2
+    ctx = setup_distributed(settings.device)
+    threads = settings.threads or max(1, (os.cpu_count() or 1) // ctx.world)
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        records = run_lab(settings, ctx)
+    finally:
+        if ctx.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if ctx.is_main:
+        print()
+        print(report.render_table(records))
+        print(f"results: {os.path.join(settings.out, 'results.json')} (.csv, .png); "
+              f"{time.perf_counter() - start:.1f} s with {ctx.world} process(es) x {threads} thread(s)")
+    return 0

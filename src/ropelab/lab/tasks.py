@@ -1,0 +1,236 @@
+"""The lab's tasks: a synthetic copy task (exact match) and character-level language modelling.
+
+Every batch is a pure function of ``(seed, purpose, step or length)``: a fresh
+``torch.Generator`` is seeded from those numbers, so a resumed run sees exactly the
+batches an uninterrupted one would, and every scheme is evaluated on the same examples.
+
+Shapes: B batch, T time (the model's input length).
+A batch is ``inputs (B, T)``, ``targets (B, T)`` (inputs shifted by one) and
+``mask (B, T)`` (which targets count in the loss and the metric).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+import os
+import sysconfig
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["TASKS", "Batch", "CopyTask", "TextTask", "generator_for", "default_corpus_files"]
+
+#: task name -> one line for ``--help``
+TASKS = {
+    "copy": "copy a random token string after a separator; exact match over the copied part",
+    "lm": "character-level language modelling (bytes); bits per character, lower is better",
+}
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: torch.Tensor  # (B, T) long
+    targets: torch.Tensor  # (B, T) long
+    mask: torch.Tensor  # (B, T) bool: targets that are scored
+
+    def rows(self, start: int, stop: int) -> Batch:
+        """Rows ``start:stop`` (one rank's slice of a global batch)."""
+        return Batch(self.inputs[start:stop], self.targets[start:stop], self.mask[start:stop])
+
+    def to(self, device) -> Batch:
+        return Batch(self.inputs.to(device), self.targets.to(device), self.mask.to(device))
+
+
+def generator_for(seed: int, *parts: object) -> torch.Generator:
+    """A torch generator seeded by ``seed`` and a purpose (e.g. ``"train", step``).
+
+    The purpose is hashed, so streams for different steps, lengths and tasks do not
+    overlap the way ``seed + step`` streams would.
+    """
+    text = "/".join(str(p) for p in (seed, *parts))
+    digest = hashlib.sha256(text.encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+class CopyTask:
+    """Copy a string of random symbols: ``BOS x1..xn SEP x1..xn``; score the copied part.
+
+    After Kazemnejad et al. 2023 ("The Impact of Positional Encoding on Length
+    Generalization in Transformers", arXiv:2305.19466), scaled down. Training strings
+    have every length ``n`` from 1 to the longest that fits the training length, so
+    every position up to it is trained; evaluation at length ``T`` uses the longest
+    string that fits (``n = (T - 1) // 2``).
+
+    The symbols of one string are distinct (drawn without replacement) by default: a
+    copy can then be found by content once the model knows which token came before
+    which, the induction-head mechanism a two-layer model learns within a CPU minute.
+    That bounds the length: ``n <= num_symbols``.
+    """
+
+    name = "copy"
+    metric = "exact_match"
+    metric_names = ("exact_match", "token_accuracy")
+    higher_is_better = True
+    PAD, BOS, SEP = 0, 1, 2
+    NUM_SPECIAL = 3
+    min_train_len = 9  # n >= 4 at the training length
+
+    def __init__(self, num_symbols: int = 256, *, distinct: bool = True):
+        if isinstance(num_symbols, bool) or not isinstance(num_symbols, int) or num_symbols < 2:
+            raise ValueError(f"copy task num_symbols must be an integer >= 2, got {num_symbols!r}")
+        self.num_symbols = num_symbols
+        self.distinct = bool(distinct)
+        self.vocab_size = num_symbols + self.NUM_SPECIAL
+
+    @property
+    def max_len(self) -> int | None:
+        """The longest input length the task can fill (distinct symbols run out)."""
+        return 2 * self.num_symbols + 1 if self.distinct else None
+
+    def fingerprint(self) -> dict:
+        return {"task": self.name, "num_symbols": self.num_symbols, "distinct": self.distinct}
+
+    def check_lengths(self, train_len: int, eval_lens) -> None:
+        if train_len < self.min_train_len:
+            raise ValueError(
+                f"--train-len {train_len} is too short for the copy task; it needs >= "
+                f"{self.min_train_len} (a string of >= 4 symbols, a separator and its copy)"
+            )
+        if self.max_len is not None:
+            too_long = [n for n in eval_lens if n > self.max_len]
+            if too_long:
+                raise ValueError(
+                    f"copy task lengths {too_long} exceed {self.max_len}: strings of distinct "
+                    f"symbols from {self.num_symbols} symbols fill at most 2 * "
+                    f"{self.num_symbols} + 1 positions; lower --train-len or --eval-mults"
+                )
+
+    def _strings(self, lengths: list[int], width: int, g: torch.Generator) -> Batch:
+        rows = len(lengths)
+        inputs = torch.full((rows, width), self.PAD, dtype=torch.long)
+        targets = torch.full((rows, width), self.PAD, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.bool)
+        for b, n in enumerate(lengths):
+            if self.distinct:
+                x = torch.randperm(self.num_symbols, generator=g)[:n]
+            else:
+                x = torch.randint(0, self.num_symbols, (n,), generator=g)
+            x = x + self.NUM_SPECIAL
+            seq = torch.cat([torch.tensor([self.BOS]), x, torch.tensor([self.SEP]), x])  # (2n + 2,)
+            inputs[b, : 2 * n + 1] = seq[:-1]
+            targets[b, : 2 * n + 1] = seq[1:]
+            # input position n + 1 holds SEP and predicts x1; n + i predicts x_i
+            mask[b, n + 1 : 2 * n + 1] = True
+        return Batch(inputs, targets, mask)
+
+    def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
+        longest = (length - 1) // 2
+        lengths = torch.randint(1, longest + 1, (batch_size,), generator=g).tolist()
+        return self._strings(lengths, length, g)
+
+    def eval_batches(self, length: int, num_examples: int, batch_size: int, g: torch.Generator):
+        n = (length - 1) // 2
+        for start in range(0, num_examples, batch_size):
+            rows = min(batch_size, num_examples - start)
+            yield self._strings([n] * rows, length, g)
+
+    def score_batch(self, logits: torch.Tensor, batch: Batch, loss_sum: torch.Tensor) -> dict:
+        """Sums for one batch: exact strings, correct tokens, counts. logits (B, T, V)."""
+        right = (logits.argmax(-1) == batch.targets) | ~batch.mask  # (B, T)
+        return {
+            "exact": int(right.all(dim=1).sum()),
+            "strings": int(batch.inputs.shape[0]),
+            "correct": int(((logits.argmax(-1) == batch.targets) & batch.mask).sum()),
+            "tokens": int(batch.mask.sum()),
+        }
+
+    def metrics(self, sums: dict) -> dict:
+        return {
+            "exact_match": sums["exact"] / sums["strings"],
+            "token_accuracy": sums["correct"] / sums["tokens"],
+        }
+
+
+def default_corpus_files() -> list[str]:
+    """The Python standard library's top-level ``.py`` files, sorted (always on the machine)."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    return sorted(glob.glob(os.path.join(stdlib, "*.py")))
+
+
+class TextTask:
+    """Character-level (byte-level) language modelling on text files.
+
+    Bits per character over every position of a window of the evaluation length, the
+    measure of the ALiBi paper (Press et al. 2022, arXiv:2108.12409) at character scale.
+    The last tenth of the text is held out for evaluation.
+    """
+
+    name = "lm"
+    metric = "bits_per_char"
+    metric_names = ("bits_per_char", "perplexity")
+    higher_is_better = False
+    min_train_len = 8
+    vocab_size = 256
+
+    def __init__(self, paths: list[str] | None = None, *, max_bytes: int = 4_000_000):
+        explicit = paths is not None
+        paths = list(paths) if explicit else default_corpus_files()
+        if not paths:
+            raise ValueError("the lm task found no text files (the stdlib holds no .py files?); pass --text PATH")
+        chunks, total = [], 0
+        for path in paths:
+            if not os.path.exists(path):
+                raise ValueError(f"--text path {path!r} does not exist")
+            if os.path.isdir(path):
+                raise ValueError(f"--text path {path!r} is a directory; pass text files")
+            with open(path, "rb") as f:
+                data = f.read(max_bytes - total)
+            if explicit and not data:
+                raise ValueError(f"--text file {path!r} is empty")
+            chunks.append(data)
+            total += len(data)
+            if total >= max_bytes:
+                break
+        text = b"\n".join(chunks)
+        self.paths = paths
+        self.digest = hashlib.sha256(text).hexdigest()[:16]
+        data = torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
+        split = int(len(data) * 0.9)
+        self.train_data, self.eval_data = data[:split], data[split:]
+
+    def fingerprint(self) -> dict:
+        return {"task": self.name, "corpus_sha256": self.digest, "bytes": len(self.train_data) + len(self.eval_data)}
+
+    def check_lengths(self, train_len: int, eval_lens) -> None:
+        if train_len < self.min_train_len:
+            raise ValueError(f"--train-len {train_len} is too short for the lm task; it needs >= {self.min_train_len}")
+        longest = max([train_len, *eval_lens]) + 1
+        for label, part in (("training", self.train_data), ("held-out", self.eval_data)):
+            if len(part) < longest:
+                raise ValueError(
+                    f"the text's {label} part has {len(part)} bytes, fewer than one window of "
+                    f"{longest}; pass more text or shorter lengths"
+                )
+
+    def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
+        starts = torch.randint(0, len(self.train_data) - length, (batch_size,), generator=g)
+        windows = torch.stack([self.train_data[s : s + length + 1] for s in starts.tolist()])  # (B, T + 1)
+        return Batch(windows[:, :-1], windows[:, 1:], torch.ones(batch_size, length, dtype=torch.bool))
+
+    def eval_batches(self, length: int, num_examples: int, batch_size: int, g: torch.Generator):
+        # num_examples windows spread evenly over the held-out text (deterministic, no g)
+        span = len(self.eval_data) - length - 1
+        count = max(1, num_examples)
+        starts = [round(i * span / max(1, count - 1)) for i in range(count)] if span > 0 else [0]
+        for i in range(0, len(starts), batch_size):
+            windows = torch.stack([self.eval_data[s : s + length + 1] for s in starts[i : i + batch_size]])
+            yield Batch(windows[:, :-1], windows[:, 1:], torch.ones(windows.shape[0], length, dtype=torch.bool))
+
+    def score_batch(self, logits: torch.Tensor, batch: Batch, loss_sum: torch.Tensor) -> dict:
+        return {"nats": float(loss_sum), "tokens": int(batch.mask.sum())}
+
+    def metrics(self, sums: dict) -> dict:
+        nats = sums["nats"] / sums["tokens"]
+        return {"bits_per_char": nats / math.log(2), "perplexity": math.exp(nats)}

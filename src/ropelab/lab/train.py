@@ -1,0 +1,147 @@
+"""Training loop of the lab: AdamW, warmup + cosine schedule, checkpoints, DDP.
+
+Multi-process training (``torchrun``; gloo on CPU, NCCL on CUDA) gives each rank an
+equal slice of the same global batch. Each rank's loss is its slice's summed token
+loss divided by the global token count, times the world size, so DDP's gradient
+average equals the gradient of the global batch's mean loss: one process and N
+processes take the same steps (up to float summation order).
+
+Shapes: B batch, T time, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import store
+from .tasks import Batch, generator_for
+
+__all__ = ["DistContext", "lr_at", "masked_loss_sum", "setup_distributed", "train"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits: rank, world size, device."""
+
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def setup_distributed(device: str = "auto") -> DistContext:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext(0, 1, device)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return DistContext(rank, world, device)
+
+
+def lr_at(step: int, steps: int, lr: float) -> float:
+    """Linear warmup over the first 5% of steps, cosine decay to 10% of ``lr``."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def masked_loss_sum(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Summed cross-entropy (nats) over the scored targets. logits (B, T, V)."""
+    losses = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), reduction="none")
+    return (losses * batch.mask.flatten()).sum()
+
+
+def _after_step(step: int) -> None:
+    """Called after every optimizer step; tests replace it to simulate a kill."""
+
+
+def train(
+    model: torch.nn.Module,
+    task,
+    *,
+    length: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    stream: str,
+    folder: str,
+    ctx: DistContext = DistContext(),
+    checkpoint_every: int = 100,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[float]:
+    """Train ``model`` for ``steps`` steps on ``task`` batches of ``length`` tokens.
+
+    Resumes from the checkpoint in ``folder`` if there is one. Batch ``s`` is drawn from
+    ``generator_for(seed, stream, s)``, so a resumed run sees the batches an
+    uninterrupted one would. Returns the global-batch loss of every step.
+    """
+    if batch_size % ctx.world:
+        raise ValueError(f"--batch-size {batch_size} is not divisible by the {ctx.world} processes")
+    model.to(ctx.device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    meta = store.load_checkpoint(folder, model, optimizer)
+    start, losses = (0, []) if meta is None else (meta["step"], list(meta["losses"]))
+    net = model
+    if ctx.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.device(ctx.device).index] if ctx.device.startswith("cuda") else None
+        )
+    share = batch_size // ctx.world
+    bar = None
+    if progress and ctx.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc=desc, leave=False, dynamic_ncols=True)
+    for step in range(start, steps):
+        batch = task.train_batch(batch_size, length, generator_for(seed, stream, step))
+        count = batch.mask.sum().clamp(min=1)  # scored tokens in the global batch
+        mine = batch.rows(ctx.rank * share, (ctx.rank + 1) * share).to(ctx.device)
+        loss_sum = masked_loss_sum(net(mine.inputs), mine)
+        # DDP averages gradients over ranks; * world makes that the global mean's gradient
+        (loss_sum * (ctx.world / count.to(loss_sum.device))).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, lr)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        total = loss_sum.detach()
+        if ctx.world > 1:
+            torch.distributed.all_reduce(total)
+        losses.append(float(total) / float(count))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        done = step + 1
+        if done % checkpoint_every == 0 and done < steps:
+            if ctx.is_main:
+                store.save_checkpoint(folder, done, model, optimizer, {"losses": losses})
+            ctx.barrier()
+        _after_step(done)
+    if bar is not None:
+        bar.close()
+    return losses

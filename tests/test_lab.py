@@ -1,0 +1,324 @@
+"""ropelab.lab pieces: tasks, schemes, schedule, files, report (no full runs here)."""
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from ropelab import scaling  # noqa: E402
+from ropelab.config import RopeConfig  # noqa: E402
+from ropelab.lab import report, store  # noqa: E402
+from ropelab.lab.evaluate import evaluate  # noqa: E402
+from ropelab.lab.schemes import SCHEMES, extended_rope, layer_kinds  # noqa: E402
+from ropelab.lab.tasks import CopyTask, TextTask, generator_for  # noqa: E402
+from ropelab.lab.train import lr_at, masked_loss_sum  # noqa: E402
+
+
+# -- copy task -----------------------------------------------------------------
+
+
+def test_copy_batch_layout():
+    task = CopyTask(20)
+    batch = task.train_batch(64, 21, generator_for(0, "t", 1))
+    assert batch.inputs.shape == batch.targets.shape == batch.mask.shape == (64, 21)
+    for b in range(64):
+        seq = batch.inputs[b]
+        sep = int((seq == task.SEP).nonzero()[0])
+        n = sep - 1
+        assert 1 <= n <= 10 and seq[0] == task.BOS
+        source = seq[1 : n + 1]
+        assert len(set(source.tolist())) == n  # distinct symbols
+        assert (source >= task.NUM_SPECIAL).all()
+        # targets are the inputs shifted by one
+        assert torch.equal(batch.targets[b, : 2 * n], seq[1 : 2 * n + 1])
+        # scored targets are exactly the copy, at the positions after the separator
+        assert torch.equal(batch.targets[b][batch.mask[b]], source)
+        assert batch.mask[b].nonzero().flatten().tolist() == list(range(n + 1, 2 * n + 1))
+
+
+def test_copy_eval_uses_longest_string_and_repeats():
+    task = CopyTask(64)
+    a = list(task.eval_batches(41, 10, 4, generator_for(3, "eval", "copy", 41)))
+    b = list(task.eval_batches(41, 10, 4, generator_for(3, "eval", "copy", 41)))
+    assert [x.inputs.shape[0] for x in a] == [4, 4, 2]
+    assert all(int(x.mask.sum(1).min()) == 20 for x in a)  # n = (41 - 1) // 2
+    assert all(torch.equal(x.inputs, y.inputs) for x, y in zip(a, b))
+
+
+def test_generator_streams_differ_and_repeat():
+    one = CopyTask(50).train_batch(8, 32, generator_for(0, "train", 5)).inputs
+    again = CopyTask(50).train_batch(8, 32, generator_for(0, "train", 5)).inputs
+    other = CopyTask(50).train_batch(8, 32, generator_for(0, "train", 6)).inputs
+    assert torch.equal(one, again) and not torch.equal(one, other)
+
+
+def test_copy_metrics_of_an_oracle_and_of_a_uniform_model():
+    task = CopyTask(30)
+    batch = task.train_batch(16, 25, generator_for(1, "x"))
+    oracle = torch.nn.functional.one_hot(batch.targets, task.vocab_size).float()
+    sums = task.score_batch(oracle, batch, masked_loss_sum(oracle, batch))
+    assert task.metrics(sums) == {"exact_match": 1.0, "token_accuracy": 1.0}
+    # an oracle that gets one copied token of the first row wrong
+    wrong = oracle.clone()
+    t = int(batch.mask[0].nonzero()[0])
+    wrong[0, t] = torch.roll(wrong[0, t], 1)
+    m = task.metrics(task.score_batch(wrong, batch, masked_loss_sum(wrong, batch)))
+    assert m["exact_match"] == 15 / 16
+    assert m["token_accuracy"] == pytest.approx(1 - 1 / int(batch.mask.sum()))
+
+
+def test_copy_errors():
+    with pytest.raises(ValueError, match="num_symbols"):
+        CopyTask(1)
+    with pytest.raises(ValueError, match="too short"):
+        CopyTask(32).check_lengths(8, [8])
+    with pytest.raises(ValueError, match="exceed 65"):
+        CopyTask(32).check_lengths(32, [32, 64, 128])
+
+
+# -- text task -----------------------------------------------------------------
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(bytes(range(32, 127)) * 40)
+    return str(path)
+
+
+def test_text_windows_are_slices_of_the_file(text_file):
+    task = TextTask([text_file])
+    data = open(text_file, "rb").read()
+    batch = task.train_batch(4, 16, generator_for(0, "train", 0))
+    for row_in, row_t in zip(batch.inputs, batch.targets):
+        window = bytes(row_in.tolist()) + bytes(row_t[-1:].tolist())
+        assert window in data
+        assert torch.equal(row_t[:-1], row_in[1:])
+    held_out = data[int(len(data) * 0.9) :]
+    for b in task.eval_batches(20, 5, 2, None):
+        for row in b.inputs:
+            assert bytes(row.tolist()) in held_out
+
+
+class _Uniform(torch.nn.Module):
+    """Equal logits for every token: cross-entropy log(V) nats exactly."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab = vocab
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, tokens):
+        return torch.zeros(*tokens.shape, self.vocab) + 0 * self.dummy
+
+
+def test_bits_per_char_of_a_uniform_model_is_log2_vocab(text_file):
+    task = TextTask([text_file])
+    m = evaluate(_Uniform(256), task, 24, seed=0, num_examples=6, batch_size=4)
+    assert m["bits_per_char"] == pytest.approx(8.0, abs=1e-6)
+    assert m["perplexity"] == pytest.approx(256.0, rel=1e-6)
+
+
+class _Oracle(torch.nn.Module):
+    def __init__(self, vocab, batches):
+        super().__init__()
+        self.vocab, self.batches = vocab, batches
+
+    def forward(self, tokens):
+        for b in self.batches:
+            if torch.equal(b.inputs, tokens):
+                return torch.nn.functional.one_hot(b.targets, self.vocab).float() * 50
+        raise AssertionError("unexpected batch")
+
+
+def test_evaluate_with_an_oracle_scores_one():
+    task = CopyTask(40)
+    g = generator_for(0, "eval", "copy", 33)
+    batches = list(task.eval_batches(33, 10, 4, g))  # rows = min(4, 4 * 256 // 33) = 4
+    m = evaluate(_Oracle(task.vocab_size, batches), task, 33, seed=0, num_examples=10, batch_size=4)
+    assert m == {"exact_match": 1.0, "token_accuracy": 1.0}
+
+
+def test_default_corpus_is_the_stdlib(tmp_path):
+    task = TextTask(None, max_bytes=20_000)
+    assert task.paths and all(p.endswith(".py") for p in task.paths)
+    assert task.paths == sorted(task.paths)
+    assert len(task.train_data) + len(task.eval_data) >= 20_000
+
+
+def test_text_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        TextTask([str(tmp_path / "missing.txt")])
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty"):
+        TextTask([str(empty)])
+    with pytest.raises(ValueError, match="is a directory"):
+        TextTask([str(tmp_path)])
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"x" * 100)
+    with pytest.raises(ValueError, match="fewer than one window"):
+        TextTask([str(small)]).check_lengths(16, [16, 32])
+
+
+# -- schemes and schedule ------------------------------------------------------------
+
+
+def test_irope_pattern_follows_llama4():
+    irope = SCHEMES["irope"]
+    assert layer_kinds(irope, 8) == ("rope", "rope", "rope", "nope") * 2
+    assert layer_kinds(irope, 2) == ("rope", "nope")  # too few layers: the last is NoPE
+    assert layer_kinds(SCHEMES["rope"], 3) == ("rope",) * 3
+    assert layer_kinds(SCHEMES["learned"], 2) == ("nope", "nope")
+
+
+@pytest.mark.parametrize(
+    "name, scheme",
+    [("linear", scaling.Linear(4.0)), ("ntk", scaling.NTK(4.0)), ("yarn", scaling.YaRN(4.0, 32))],
+)
+def test_extended_rope_is_the_scaling_scheme(name, scheme):
+    base = RopeConfig(16, theta=10000.0, layout="half")
+    ext = extended_rope(base, name, 4.0, 32)
+    np.testing.assert_allclose(ext.inv_freq(), scheme.inv_freq(10000.0, 16), rtol=0, atol=0)
+    assert ext.layout == "half" and ext.attention_factor == scheme.attention_factor
+    if name == "linear":  # PI: every frequency / factor
+        np.testing.assert_allclose(ext.inv_freq(), base.inv_freq() / 4.0, rtol=1e-15)
+    with pytest.raises(ValueError, match="unknown extension"):
+        extended_rope(base, "longrope", 4.0, 32)
+
+
+def test_lr_schedule_warmup_and_cosine():
+    lr, steps = 1e-3, 200
+    warmup = 10
+    assert lr_at(0, steps, lr) == pytest.approx(lr / warmup)
+    assert lr_at(warmup - 1, steps, lr) == pytest.approx(lr)
+    assert lr_at(warmup, steps, lr) == pytest.approx(lr)
+    mid = warmup + (steps - warmup) / 2
+    assert lr_at(int(mid), steps, lr) == pytest.approx(lr * (0.1 + 0.45), rel=1e-12)
+    assert lr_at(steps, steps, lr) == pytest.approx(0.1 * lr)
+
+
+def test_masked_loss_sum_matches_cross_entropy_over_scored_targets():
+    task = CopyTask(10)
+    batch = task.train_batch(3, 11, generator_for(0, "y"))
+    logits = torch.randn(3, 11, task.vocab_size, dtype=torch.float64)
+    want = sum(
+        -torch.log_softmax(logits[b, t], -1)[batch.targets[b, t]]
+        for b in range(3) for t in range(11) if batch.mask[b, t]
+    )
+    assert float(masked_loss_sum(logits, batch)) == pytest.approx(float(want), rel=1e-6)
+
+
+# -- files -----------------------------------------------------------------------
+
+
+def test_write_atomic_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+    path = str(tmp_path / "r.json")
+    store.write_json(path, {"a": 1})
+
+    def boom(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_json(path, {"a": 2})
+    assert json.load(open(path)) == {"a": 1}
+    assert os.listdir(tmp_path) == ["r.json"]  # no temporary left behind
+
+
+def _tiny_model():
+    from ropelab.torch.transformer import Transformer, TransformerConfig
+
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(13, d_model=16, num_heads=2, layers=("rope", "nope")))
+
+
+def test_weights_round_trip_through_safetensors(tmp_path):
+    a, b = _tiny_model(), _tiny_model()
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(1.0)
+    store.save_weights(str(tmp_path / "m.safetensors"), a)
+    store.load_weights(str(tmp_path / "m.safetensors"), b)
+    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb and torch.equal(pa, pb)
+    assert b.lm_head.weight is b.embed.weight  # tying survives
+    with open(tmp_path / "m.safetensors", "rb") as f:
+        assert b"pickle" not in f.read(200)
+
+
+def test_checkpoint_round_trip_restores_optimizer_and_rng(tmp_path):
+    model = _tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x = torch.randint(0, 13, (2, 5))
+    for _ in range(3):
+        model(x).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    torch.manual_seed(7)
+    store.save_checkpoint(str(tmp_path), 3, model, opt, {"losses": [1.0, 2.0, 3.0]})
+    expected_draw = torch.rand(3)  # what the RNG gives right after the checkpoint
+    fresh = _tiny_model()
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    meta = store.load_checkpoint(str(tmp_path), fresh, fresh_opt)
+    assert meta["step"] == 3 and meta["losses"] == [1.0, 2.0, 3.0]
+    assert torch.equal(torch.rand(3), expected_draw)
+    for pa, pb in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(pa, pb)
+    sa, sb = opt.state_dict()["state"], fresh_opt.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        for key in sa[k]:
+            assert torch.equal(torch.as_tensor(sa[k][key]), torch.as_tensor(sb[k][key]))
+    # a newer checkpoint replaces the older files; the pointer names it
+    store.save_checkpoint(str(tmp_path), 4, model, opt, {"losses": [1.0]})
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.json", "ckpt-0000004.json", "ckpt-0000004.safetensors"]
+    assert store.load_checkpoint(str(tmp_path), fresh, fresh_opt)["step"] == 4
+    assert store.load_checkpoint(str(tmp_path / "none"), fresh, fresh_opt) is None
+
+
+# -- report --------------------------------------------------------------------
+
+
+def _records():
+    out = []
+    for scheme, ext in (("rope", "none"), ("rope", "yarn"), ("learned", "none")):
+        for n in (32, 64):
+            value = None if scheme == "learned" and n > 32 else n / 100
+            note = "past the table" if value is None else ""
+            out.append(dict(scheme=scheme, task="copy", train_len=32, eval_len=n, extension=ext,
+                            finetune_steps=0, metric="exact_match", value=value, seed=0, note=note))
+    return out
+
+
+def test_results_json_and_csv_hold_the_same_rows(tmp_path):
+    records = _records()
+    report.write_results(str(tmp_path), records)
+    rows = json.load(open(tmp_path / "results.json"))
+    assert rows == [{k: r[k] for k in report.FIELDS} for r in records]
+    with open(tmp_path / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows)
+    for j, c in zip(rows, table):
+        assert c["scheme"] == j["scheme"] and int(c["eval_len"]) == j["eval_len"]
+        assert (c["value"] == "") if j["value"] is None else math.isclose(float(c["value"]), j["value"])
+
+
+def test_table_and_plot(tmp_path):
+    records = _records()
+    text = report.render_table(records)
+    lines = text.splitlines()
+    assert lines[0].startswith("copy: exact_match")
+    assert lines[1].split() == ["32", "64"]
+    assert lines[2].split() == ["rope", "0.320", "0.640"]
+    assert lines[3].split() == ["rope+yarn", "0.320", "0.640"]
+    assert lines[4].split() == ["learned", "0.320", "-"]
+    path = report.plot(str(tmp_path), records)
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
