@@ -184,3 +184,75 @@ def test_rejects_integer_inputs():
     q, k, v = (_t(x) for x in _data())
     with pytest.raises(TypeError, match="floating point"):
         linear_attention(q.long(), k, v)
+
+
+# --- prefix states, key masks, the attention layer ----------------------------------------
+
+from ropelab.torch import KVCache  # noqa: E402
+from ropelab.torch.linear_attention import LinearAttention, linear_attention_state  # noqa: E402
+
+
+def test_prefill_state_then_continue_equals_full():
+    q, k, v = (_t(x) for x in _data(T=30))
+    cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(30))
+    full, state_full = linear_attention(q, k, v, cos=cos, sin=sin, chunk_size=8, return_state=True)
+    state = linear_attention_state(k[:, :, :13], v[:, :, :13], cos=cos[:13], sin=sin[:13])
+    rest = linear_attention(q[:, :, 13:], k[:, :, 13:], v[:, :, 13:], cos=cos[13:], sin=sin[13:], initial_state=state)
+    torch.testing.assert_close(rest, full[:, :, 13:], rtol=1e-10, atol=1e-12)
+    ref_kv = np.einsum("bhtd,bhte->bhde", _rot(_phi(k.numpy()), cos, sin, "interleaved"), v.numpy())
+    np.testing.assert_allclose(state_full.kv.numpy(), ref_kv, rtol=1e-10)
+    np.testing.assert_allclose(state_full.k_sum.numpy(), _phi(k.numpy()).sum(2), rtol=1e-10)
+
+
+def test_key_mask_equals_dropping_the_keys():
+    q, k, v = (_t(x) for x in _data(B=1, T=12))
+    keep = torch.ones(1, 12, dtype=torch.bool)
+    keep[0, [2, 5, 6]] = False
+    got = linear_attention(q, k, v, causal=False, key_mask=keep)
+    kept = keep[0].numpy()
+    scores = np.einsum("bhid,bhjd->bhij", _phi(q.numpy()), _phi(k.numpy()[:, :, kept]))
+    ref = scores @ v.numpy()[:, :, kept] / (scores.sum(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10)
+
+
+def test_layer_equals_functional_form():
+    torch.manual_seed(0)
+    layer = LinearAttention(32, 4, num_kv_heads=2, rope=ropelab.RopeConfig(8, layout="half"))
+    x = torch.randn(2, 10, 32, dtype=torch.float64)
+    layer = layer.double()
+    q = layer.q_proj(x).view(2, 10, 4, 8).transpose(1, 2)
+    k = layer.k_proj(x).view(2, 10, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
+    v = layer.v_proj(x).view(2, 10, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
+    cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8, layout="half"), np.arange(10))
+    y = linear_attention(q, k, v, cos=cos, sin=sin, layout="half")
+    ref = layer.o_proj(y.transpose(1, 2).reshape(2, 10, 32))
+    torch.testing.assert_close(layer(x), ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("rope", [None, ropelab.RopeConfig(8)])
+def test_layer_cached_decoding_equals_full_forward(rope):
+    torch.manual_seed(1)
+    layer = LinearAttention(32, 4, num_kv_heads=2, rope=rope, block_size=4)
+    x = torch.randn(2, 12, 32)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, :3] = 0  # left padding
+    full = layer(x, attention_mask=mask)
+    cache = KVCache(2, 2, 16, 8)
+    steps = [layer(x[:, :5], cache=cache, attention_mask=mask[:, :5])]
+    for start, stop in ((5, 6), (6, 9), (9, 10), (10, 12)):
+        steps.append(layer(x[:, start:stop], cache=cache, attention_mask=mask[:, :stop]))
+    rows = mask.bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
+
+
+def test_layer_rejects_softmax_options_and_rope_modules():
+    with pytest.raises(ValueError, match="no window option"):
+        LinearAttention(32, 4, window=8)
+    with pytest.raises(TypeError, match="None or a RopeConfig"):
+        LinearAttention(32, 4, rope=torch.nn.Identity())
+
+
+def test_key_mask_of_wrong_shape():
+    q, k, v = (_t(x) for x in _data())
+    with pytest.raises(ValueError, match="key_mask"):
+        linear_attention(q, k, v, key_mask=torch.ones(3, 3))

@@ -25,14 +25,23 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .._optional import require
-from ..config import check_layout
+from ..config import RopeConfig, check_layout
 
 torch = require("torch", feature="ropelab.torch.linear_attention")
 F = torch.nn.functional
 
+from .attention import Attention, rms_norm  # noqa: E402
+from .cache import positions_from_mask  # noqa: E402
 from .rope_op import rotate  # noqa: E402
 
-__all__ = ["LinearAttentionState", "feature_map", "linear_attention", "linear_attention_step"]
+__all__ = [
+    "LinearAttention",
+    "LinearAttentionState",
+    "feature_map",
+    "linear_attention",
+    "linear_attention_state",
+    "linear_attention_step",
+]
 
 
 class LinearAttentionState(NamedTuple):
@@ -87,6 +96,9 @@ def linear_attention(
     causal: bool = True,
     eps: float = 1e-6,
     chunk_size: int = 64,
+    key_mask=None,
+    initial_state: LinearAttentionState | None = None,
+    return_state: bool = False,
 ):
     """Linear attention with elu+1 features and, given cos/sin, RoPE per RoFormer eq. 19.
 
@@ -98,23 +110,70 @@ def linear_attention(
         causal: token i sees keys j <= i (chunked, linear in T) or all keys.
         eps: added to the denominator.
         chunk_size: C, the causal form's chunk length.
+        key_mask: ``(B, T)``, 0/False for keys no query may see (padding), or None.
+        initial_state: sums over earlier tokens (a prefix already processed), or None.
+        return_state: also return the state after these tokens.
 
-    Returns: ``(B, H, T, E)`` in v's dtype (computed in float32 at least).
+    Returns: ``(B, H, T, E)`` in v's dtype (computed in float32 at least), and the new
+    :class:`LinearAttentionState` if ``return_state``.
     """
     _check(q, k, v, cos, sin, layout, eps)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     fq, fk, rq, rk = _features(q, k, cos, sin, layout)
+    fk, rk = _mask_keys(fk, rk, key_mask)
     vv = v.to(fq.dtype)
-    if not causal:
-        kv = rk.transpose(-2, -1) @ vv  # (B, H, D, E)
-        num = rq @ kv  # (B, H, T, E)
+    kv0 = k0 = None
+    if initial_state is not None:
+        kv0, k0 = initial_state.kv.to(fq.dtype), initial_state.k_sum.to(fq.dtype)
+        if kv0.shape != (*q.shape[:2], q.shape[-1], v.shape[-1]) or k0.shape != (*q.shape[:2], q.shape[-1]):
+            raise ValueError(
+                f"state shapes {tuple(kv0.shape)}, {tuple(k0.shape)} do not match these tokens' "
+                f"{(*q.shape[:2], q.shape[-1], v.shape[-1])}, {(*q.shape[:2], q.shape[-1])}"
+            )
+    if causal:
+        num, den = _causal_chunked(fq, fk, rq, rk, vv, chunk_size)
+    else:
+        num = rq @ (rk.transpose(-2, -1) @ vv)  # (B, H, T, E)
         den = fq @ fk.sum(dim=-2).unsqueeze(-1)  # (B, H, T, 1)
-        return (num / (den + eps)).to(v.dtype)
-    return _causal_chunked(fq, fk, rq, rk, vv, eps, chunk_size).to(v.dtype)
+    if initial_state is not None:
+        num = num + rq @ kv0
+        den = den + fq @ k0.unsqueeze(-1)
+    out = (num / (den + eps)).to(v.dtype)
+    if not return_state:
+        return out
+    kv, k_sum = rk.transpose(-2, -1) @ vv, fk.sum(dim=-2)  # (B, H, D, E), (B, H, D)
+    if initial_state is not None:
+        kv, k_sum = kv + kv0, k_sum + k0
+    return out, LinearAttentionState(kv, k_sum)
 
 
-def _causal_chunked(fq, fk, rq, rk, v, eps, chunk):
+def linear_attention_state(k, v, *, cos=None, sin=None, layout: str = "interleaved", key_mask=None):
+    """The state after keys ``k`` (B, H, T, D) and values ``v`` (B, H, T, E): a prefill.
+
+    Equals the state :func:`linear_attention` returns for the same tokens, without
+    computing their outputs.
+    """
+    _check(k, k, v, cos, sin, layout, 0.0)
+    _, fk, _, rk = _features(k, k, cos, sin, layout)
+    fk, rk = _mask_keys(fk, rk, key_mask)
+    return LinearAttentionState(rk.transpose(-2, -1) @ v.to(fk.dtype), fk.sum(dim=-2))
+
+
+def _mask_keys(fk, rk, key_mask):
+    """Zero the features of masked keys, so they add nothing to any sum."""
+    if key_mask is None:
+        return fk, rk
+    if tuple(key_mask.shape) != (fk.shape[0], fk.shape[2]):
+        raise ValueError(
+            f"key_mask must be shaped (B, T) = {(fk.shape[0], fk.shape[2])}, got {tuple(key_mask.shape)}"
+        )
+    keep = key_mask.to(fk.dtype)[:, None, :, None]  # (B, 1, T, 1)
+    return fk * keep, rk * keep
+
+
+def _causal_chunked(fq, fk, rq, rk, v, chunk):
+    """Numerator (B, H, T, E) and denominator (B, H, T, 1) of the causal form."""
     B, H, T, D = fq.shape
     E = v.shape[-1]
     # the denominator needs no chunks: phi(q_i) . (running sum of phi(k_j)), O(T D)
@@ -132,7 +191,7 @@ def _causal_chunked(fq, fk, rq, rk, v, eps, chunk):
         kv = rk.transpose(-2, -1) @ v  # (B, H, N, D, E)
         kv_before = torch.cumsum(kv[:, :, :-1], dim=2)  # (B, H, N-1, D, E)
         num[:, :, 1:] += rq[:, :, 1:] @ kv_before
-    return num.reshape(B, H, n * chunk, E)[:, :, :T] / (den + eps)
+    return num.reshape(B, H, n * chunk, E)[:, :, :T], den
 
 
 def linear_attention_step(
@@ -154,23 +213,106 @@ def linear_attention_step(
         cos, sin: the new token's RoPE tables, broadcastable to ``(B, H, 1, R/2)``.
 
     Returns: ``(out (B, H, 1, E), new_state)``; the output equals row t of the causal
-    parallel form over the same tokens.
+    parallel form over the same tokens. Time and memory per step are O(D E), whatever t.
     """
     _check(q_t, k_t, v_t, cos, sin, layout, eps)
     if q_t.shape[2] != 1:
         raise ValueError(f"a step takes one token (T = 1), got q_t of shape {tuple(q_t.shape)}")
-    fq, fk, rq, rk = _features(q_t, k_t, cos, sin, layout)
-    vv = v_t.to(fq.dtype)
-    kv = rk.transpose(-2, -1) @ vv  # (B, H, D, E)
-    k_sum = fk[:, :, 0]  # (B, H, D)
-    if state is not None:
-        if state.kv.shape != kv.shape or state.k_sum.shape != k_sum.shape:
-            raise ValueError(
-                f"state shapes {tuple(state.kv.shape)}, {tuple(state.k_sum.shape)} do not match "
-                f"this token's {tuple(kv.shape)}, {tuple(k_sum.shape)}"
+    return linear_attention(
+        q_t, k_t, v_t, cos=cos, sin=sin, layout=layout, eps=eps, initial_state=state, return_state=True
+    )
+
+
+class LinearAttention(Attention):
+    """Causal linear attention with RoPE (RoFormer eq. 19) as an attention layer.
+
+    Same constructor, projections (``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``),
+    positions, padding mask and KV cache as :class:`ropelab.torch.Attention`; ``rope`` is
+    None or a :class:`ropelab.RopeConfig` (the rotation acts on the features, after the
+    feature map, so it must be a plain rotary schedule). ``block_size`` is the chunk C
+    of the causal form. Chunked/windowed attention, score biases and temperature tuning
+    are softmax options and are refused.
+
+    With a KV cache the layer keeps raw keys and values like the softmax layers and
+    rebuilds the state of the cached prefix on each call (O(S) per step, as softmax
+    decoding is); :func:`linear_attention_step` is the O(1) recurrent form.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, *, block_size: int = 64, eps: float = 1e-6, **kwargs):
+        for name in ("chunk_size", "window", "score_bias", "temperature_tuning"):
+            if kwargs.get(name) is not None:
+                raise ValueError(f"LinearAttention has no {name} option (it belongs to softmax attention)")
+        rope = kwargs.get("rope")
+        if rope is not None and not isinstance(rope, RopeConfig):
+            raise TypeError(
+                f"LinearAttention's rope must be None or a RopeConfig (rotation after the feature "
+                f"map), got {type(rope).__name__}"
             )
-        kv = state.kv + kv
-        k_sum = state.k_sum + k_sum
-    num = rq @ kv  # (B, H, 1, E)
-    den = fq @ k_sum.unsqueeze(-1)  # (B, H, 1, 1)
-    return (num / (den + eps)).to(v_t.dtype), LinearAttentionState(kv, k_sum)
+        super().__init__(d_model, num_heads, **kwargs)
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        if not (eps >= 0):
+            raise ValueError(f"eps must be >= 0, got {eps!r}")
+        self.block_size, self.eps = block_size, float(eps)
+
+    def _tables(self, positions):
+        if self.rope is None:
+            return None, None
+        cos, sin = self.rope.tables_for(positions)  # (B, T, R/2)
+        return cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, R/2)
+
+    def forward(self, x, positions=None, cache=None, attention_mask=None):
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be shaped (B, T, d_model={self.d_model}), got {shape}")
+        batch, length, _ = x.shape
+        layer_cache = self._layer_cache(cache)
+        past = 0 if layer_cache is None else layer_cache.length
+        total = past + length
+        if layer_cache is not None:
+            if not self.causal:
+                raise ValueError("a KV cache needs causal attention; this LinearAttention is bidirectional")
+            if layer_cache.batch != batch:
+                raise ValueError(f"cache batch {layer_cache.batch} does not match x's batch {batch}")
+            layer_cache.check_room(length)
+        if attention_mask is not None:
+            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (batch, total):
+                raise ValueError(f"attention_mask must be shaped (B, S) = ({batch}, {total})")
+            if positions is None:
+                positions = positions_from_mask(attention_mask)[:, past:]
+        if positions is None:
+            positions = torch.arange(past, total, device=x.device)
+        q_pos = self._check_positions(positions, batch, length).expand(batch, length)  # (B, T)
+
+        heads, kv, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        q = self.q_proj(x).view(batch, length, heads, dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(batch, length, kv, dim).transpose(1, 2)  # (B, K, T, D)
+        v = self.v_proj(x).view(batch, length, kv, dim).transpose(1, 2)
+        if self.qk_norm:
+            q, k = rms_norm(q, self.qk_norm_eps), rms_norm(k, self.qk_norm_eps)
+        state = None
+        if layer_cache is not None:
+            k_all, v_all, k_pos = layer_cache.update(k, v, q_pos)  # (B, K, S, D), (B, S)
+            if past:  # the prefix's sums, rebuilt from the cached raw keys
+                k0, v0 = _repeat(k_all[:, :, :past], heads), _repeat(v_all[:, :, :past], heads)
+                cos0, sin0 = self._tables(k_pos[:, :past])
+                mask0 = None if attention_mask is None else attention_mask[:, :past]
+                state = linear_attention_state(k0, v0, cos=cos0, sin=sin0, layout=self._layout(), key_mask=mask0)
+        cos, sin = self._tables(q_pos)
+        y = linear_attention(
+            q, _repeat(k, heads), _repeat(v, heads), cos=cos, sin=sin, layout=self._layout(),
+            causal=self.causal, eps=self.eps, chunk_size=self.block_size,
+            key_mask=None if attention_mask is None else attention_mask[:, past:], initial_state=state,
+        )  # (B, H, T, D)
+        return self.o_proj(y.transpose(1, 2).reshape(batch, length, heads * dim))
+
+    def _layout(self) -> str:
+        return "interleaved" if self.rope is None else self.rope.config.layout
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", linear (elu+1), block_size={self.block_size}"
+
+
+def _repeat(t, heads: int):
+    """(B, K, S, .) -> (B, H, S, .): each kv head serves H / K query heads."""
+    return t if t.shape[1] == heads else t.repeat_interleave(heads // t.shape[1], dim=1)
