@@ -364,3 +364,21 @@ def test_original_max_position_must_be_positive():
 def test_ntk_needs_rotary_dim_above_two():
     with pytest.raises(ValueError, match=r"rotary_dim=2"):
         RopeConfig(2, scaling=NTK(2.0))
+
+
+def test_numpy_scalars_accepted():
+    # e.g. factors read from a numpy array or computed with numpy
+    assert Linear(np.float32(2.0)) == Linear(2.0)
+    assert YaRN(np.float32(4.0), np.int64(2048), beta_fast=np.float32(16), mscale=np.float32(1.0)) == YaRN(
+        4.0, 2048, beta_fast=16, mscale=1.0
+    )
+
+
+def test_bool_factor_rejected():
+    with pytest.raises(TypeError, match=r"factor.*True"):
+        Linear(True)
+
+
+def test_yarn_mscale_nan_rejected():
+    with pytest.raises(ValueError, match=r"mscale.*nan"):
+        YaRN(4.0, 2048, mscale=float("nan"))

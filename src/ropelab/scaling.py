@@ -25,6 +25,7 @@ Formulas follow the papers and, where they differ in details, the behaviour of
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -52,7 +53,7 @@ def default_inv_freq(theta: float, rotary_dim: int) -> np.ndarray:
 
 
 def _check_factor(name: str, factor: Any, *, minimum: float = 1.0) -> float:
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
         raise TypeError(f"{name} factor must be a number, got {factor!r}")
     if not math.isfinite(factor) or factor < minimum:
         raise ValueError(f"{name} factor must be a finite number >= {minimum}, got {factor!r}")
@@ -66,7 +67,7 @@ def _check_length(name: str, value: Any) -> int:
 
 
 def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -267,7 +268,7 @@ class YaRN(Scheme):
                 f"ramp), got beta_fast={beta_fast!r}, beta_slow={beta_slow!r}"
             )
         for label, value in (("mscale", mscale), ("mscale_all_dim", mscale_all_dim)):
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            if value is not None and (not isinstance(value, numbers.Real) or not value >= 0):
                 raise ValueError(f"YaRN {label} must be a number >= 0 or None, got {value!r}")
         set_(self, "mscale", None if mscale is None else float(mscale))
         set_(self, "mscale_all_dim", None if mscale_all_dim is None else float(mscale_all_dim))
