@@ -208,6 +208,8 @@ def test_errors():
     q, k = _qk()
     with pytest.raises(TypeError, match="integer tensor"):
         rope(q, k, torch.arange(7.0))
+    with pytest.raises(TypeError, match="torch tensor"):
+        rope(q, k, list(range(7)))
     with pytest.raises(ValueError, match="T=7"):
         rope(q, k, torch.arange(6))
     with pytest.raises(ValueError, match="batch"):

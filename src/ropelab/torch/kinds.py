@@ -13,7 +13,6 @@ the others (ALiBi, T5 bias, xPos, ...).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -65,8 +64,4 @@ def nope_layer(config, index: int) -> dict[str, Any]:
     return {"rope": None, "temperature_tuning": config.temperature_tuning, **_options(config, "nope")}
 
 
-try:
-    importlib.import_module(f"{__package__}.positional")  # registers its kinds
-except ModuleNotFoundError as err:  # the file may not exist yet; other import errors propagate
-    if err.name != f"{__package__}.positional":
-        raise
+from . import positional  # noqa: E402, F401  (registers its kinds)

@@ -209,6 +209,8 @@ class RotaryEmbedding(nn.Module):
         length = q.shape[-2]
         if k.shape[-2] != length:
             raise ValueError(f"q and k must have the same T, got {q.shape[-2]} and {k.shape[-2]}")
+        if positions is not None and not isinstance(positions, torch.Tensor):
+            raise TypeError(f"positions must be a torch tensor or None, got {type(positions).__name__}")
         if positions is not None and positions.shape[-1] != length:
             raise ValueError(
                 f"positions of shape {tuple(positions.shape)} do not match T={length} of q"
