@@ -233,3 +233,15 @@ def test_dynamic_default_seq_len(capsys, tmp_path):
     np.testing.assert_allclose([float(r[1]) for r in _table(out)], expect, rtol=1e-4)
     words = [r[-1] for r in _table(out)]
     assert words[0] == "kept" and words[-1] == "interpolated" and set(words[1:-1]) == {"blended"}
+
+
+def test_python_m_ropelab_inspect(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ropelab", "inspect", "gpt-neox-20b", "--plain", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "rotary_dim       : 24 (12 pairs)" in proc.stdout
+    assert (tmp_path / "inspect-gpt-neox-20b.png").read_bytes()[:8] == PNG_MAGIC
+    bad = subprocess.run([sys.executable, "-m", "ropelab", "inspect", "no-such-model"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "'no-such-model'" in bad.stderr
