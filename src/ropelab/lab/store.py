@@ -74,6 +74,7 @@ def read_json(path: str, default: Any = None) -> Any:
 
 def _save_tensors(path: str, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = _temp(folder, ".safetensors")
     os.close(fd)
     try:
