@@ -286,3 +286,13 @@ def test_errors():
         attn(x, cache={})
     with pytest.raises(ValueError, match="capacity"):
         KVCache(2, 4, 0, 16)
+
+
+def test_compiles_fullgraph_with_padding_chunk_and_window():
+    torch.manual_seed(6)
+    attn = Attention(64, 4, num_kv_heads=2, rope=RopeConfig(16), chunk_size=4, window=6, qk_norm=True)
+    compiled = torch.compile(attn, fullgraph=True, backend="eager")
+    x = _x(t=9)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[0, :3] = 0
+    torch.testing.assert_close(compiled(x, attention_mask=mask), attn(x, attention_mask=mask))

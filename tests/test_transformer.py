@@ -211,3 +211,14 @@ def test_forward_errors():
     cache = model.new_cache(2, 8)
     with pytest.raises(ValueError, match="capacity 8"):
         model(_tokens(), cache=cache)
+
+
+def test_compiles_fullgraph():
+    model = _model(**MODELS["irope"])
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    tokens = _tokens(t=9)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, :2] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(tokens, attention_mask=mask), model(tokens, attention_mask=mask))
+        torch.testing.assert_close(compiled(tokens), model(tokens))
