@@ -256,3 +256,16 @@ def test_key_mask_of_wrong_shape():
     q, k, v = (_t(x) for x in _data())
     with pytest.raises(ValueError, match="key_mask"):
         linear_attention(q, k, v, key_mask=torch.ones(3, 3))
+
+
+def test_long_inputs_go_by_segments_with_the_same_result(monkeypatch):
+    import ropelab.torch.linear_attention as la
+
+    q, k, v = _data(T=40)
+    cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(40))
+    ref = _recurrence(q, k, v, cos, sin, "interleaved", 1e-6)
+    monkeypatch.setattr(la, "_SEGMENT", 7)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    got, state = linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin, chunk_size=3, key_mask=mask, return_state=True)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(state.k_sum.numpy(), _phi(k).sum(2), rtol=1e-10)

@@ -120,6 +120,22 @@ def linear_attention(
     _check(q, k, v, cos, sin, layout, eps)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    length = q.shape[2]
+    if causal and length > _SEGMENT:
+        # long inputs go segment by segment, carrying the state: the temporaries stay
+        # the size of one segment, so time and memory stay linear beyond the CPU caches
+        outs, state = [], initial_state
+        for start in range(0, length, _SEGMENT):
+            part = slice(start, min(start + _SEGMENT, length))
+            out, state = linear_attention(
+                q[:, :, part], k[:, :, part], v[:, :, part],
+                cos=_rows(cos, part, length), sin=_rows(sin, part, length), layout=layout, eps=eps,
+                chunk_size=chunk_size, key_mask=None if key_mask is None else key_mask[:, part],
+                initial_state=state, return_state=True,
+            )
+            outs.append(out)
+        out = torch.cat(outs, dim=2)
+        return (out, state) if return_state else out
     fq, fk, rq, rk = _features(q, k, cos, sin, layout)
     fk, rk = _mask_keys(fk, rk, key_mask)
     vv = v.to(fq.dtype)
@@ -170,6 +186,19 @@ def _mask_keys(fk, rk, key_mask):
         )
     keep = key_mask.to(fk.dtype)[:, None, :, None]  # (B, 1, T, 1)
     return fk * keep, rk * keep
+
+
+#: tokens per segment of a long causal input (see linear_attention)
+_SEGMENT = 8192
+
+
+def _rows(table, part: slice, length: int):
+    """Rows ``part`` of a (..., T, R/2) table; tables broadcast along T are kept whole."""
+    if table is None or table.shape[-2] == 1:
+        return table
+    if table.shape[-2] != length:
+        raise ValueError(f"cos/sin have {table.shape[-2]} rows for {length} tokens")
+    return table[..., part, :]
 
 
 def _causal_chunked(fq, fk, rq, rk, v, chunk):
