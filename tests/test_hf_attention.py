@@ -105,6 +105,11 @@ def test_llama4_rope_layer_chunked_qk_norm():
         ours = attention_from_hf(hf)
         assert (ours.chunk_size, ours.qk_norm, ours.rope.config.layout) == (8, True, "interleaved")
         _assert_close(ours(x, attention_mask=mask), ref, mask)
+        # each option matters at this size: dropping one moves the output
+        ours.chunk_size = None
+        assert (ours(x, attention_mask=mask) - ref)[mask.bool()].abs().max() > 1e-3
+        ours.chunk_size, ours.qk_norm = 8, False
+        assert (ours(x, attention_mask=mask) - ref)[mask.bool()].abs().max() > 1e-3
 
 
 def test_llama4_nope_layer_temperature_tuning():

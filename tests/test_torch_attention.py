@@ -145,6 +145,24 @@ def test_score_bias_module_is_added():
     _close(attn(x), reference_attention(attn, x, pos, bias=bias))
 
 
+def test_score_bias_with_cache_equals_full_forward():
+    class Distance(torch.nn.Module):
+        def forward(self, q_pos, k_pos):
+            return -0.5 * (q_pos[:, None, :, None] - k_pos[:, None, None, :]).abs().float()
+
+    torch.manual_seed(3)
+    attn = Attention(64, 4, score_bias=Distance())
+    x = _x(t=8)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, :2] = 0
+    full = attn(x, attention_mask=mask)
+    cache = KVCache(2, 4, 8, 16)
+    parts = [attn(x[:, :3], cache=cache, attention_mask=mask[:, :3])]
+    parts += [attn(x[:, t : t + 1], cache=cache, attention_mask=mask[:, : t + 1]) for t in range(3, 8)]
+    rows = mask.bool()
+    torch.testing.assert_close(torch.cat(parts, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
+
+
 def test_custom_rope_module_gets_batch_positions():
     seen = {}
 
