@@ -259,7 +259,10 @@ def test_key_mask_of_wrong_shape():
 
 
 def test_long_inputs_go_by_segments_with_the_same_result(monkeypatch):
-    import ropelab.torch.linear_attention as la
+    import importlib
+
+    # the module (ropelab.torch may export a function of the same name)
+    la = importlib.import_module("ropelab.torch.linear_attention")
 
     q, k, v = _data(T=40)
     cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(40))
