@@ -48,7 +48,11 @@ def _variant(name: str, T: int, device: str, repeats: int) -> dict:
 
     torch.manual_seed(0)
     head_dim = D_MODEL // HEADS
-    attn = Attention(D_MODEL, HEADS, rope=ropelab.RopeConfig(head_dim, layout="half")).to(device).eval()
+    attn = (
+        Attention(D_MODEL, HEADS, rope=ropelab.RopeConfig(head_dim, layout="half"))
+        .to(device)
+        .eval()
+    )
     x = torch.randn(1, T, D_MODEL, device=device)
 
     def plain(x):
@@ -56,7 +60,9 @@ def _variant(name: str, T: int, device: str, repeats: int) -> dict:
         q = attn.q_proj(x).view(b, t, HEADS, head_dim).transpose(1, 2)  # (B, H, T, D)
         k = attn.k_proj(x).view(b, t, HEADS, head_dim).transpose(1, 2)
         v = attn.v_proj(x).view(b, t, HEADS, head_dim).transpose(1, 2)
-        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, device=x.device).float() / head_dim))
+        inv_freq = 1.0 / (
+            10000.0 ** (torch.arange(0, head_dim, 2, device=x.device).float() / head_dim)
+        )
         angles = torch.arange(t, device=x.device).float()[:, None] * inv_freq  # (T, D/2)
         emb = torch.cat((angles, angles), dim=-1)
         cos, sin = emb.cos(), emb.sin()
@@ -110,14 +116,31 @@ def _variant(name: str, T: int, device: str, repeats: int) -> dict:
             fn(x)
             sync()
             times.append(time.perf_counter() - start)
-    return {"variant": name, "T": T, "device": device, "seconds": statistics.median(times),
-            "times": times, "peak_mib": peak, "mean_square": check,
-            "threads": torch.get_num_threads()}
+    return {
+        "variant": name,
+        "T": T,
+        "device": device,
+        "seconds": statistics.median(times),
+        "times": times,
+        "peak_mib": peak,
+        "mean_square": check,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _run_child(name, T, device, repeats) -> dict:
-    cmd = [sys.executable, __file__, "--child", name, "--T", str(T), "--device", device,
-           "--repeats", str(repeats)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        name,
+        "--T",
+        str(T),
+        "--device",
+        device,
+        "--repeats",
+        str(repeats),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -125,7 +148,9 @@ def _run_child(name, T, device, repeats) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--T", type=int, default=16384, help="sequence length for ropelab vs plain")
-    p.add_argument("--full-T", type=int, default=4096, help="sequence length for all three (0: skip)")
+    p.add_argument(
+        "--full-T", type=int, default=4096, help="sequence length for all three (0: skip)"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per subprocess")
     p.add_argument("--rounds", type=int, default=3, help="subprocesses per variant, interleaved")
@@ -147,8 +172,12 @@ def main(argv=None) -> int:
         results = {}
         for n, rs in runs.items():
             times = [t for r in rs for t in r["times"]]
-            results[n] = dict(rs[0], times=times, seconds=statistics.median(times),
-                              peak_mib=statistics.median(r["peak_mib"] for r in rs))
+            results[n] = dict(
+                rs[0],
+                times=times,
+                seconds=statistics.median(times),
+                peak_mib=statistics.median(r["peak_mib"] for r in rs),
+            )
         base = results["plain"]
         for n, r in results.items():
             rows.append(r)

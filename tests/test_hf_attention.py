@@ -52,13 +52,26 @@ def _assert_close(ours, ref, mask):
 
 
 def _mask(config, x, mask, pos, make=create_causal_mask):
-    return make(config=config, inputs_embeds=x, attention_mask=mask, past_key_values=None, position_ids=pos)
+    return make(
+        config=config, inputs_embeds=x, attention_mask=mask, past_key_values=None, position_ids=pos
+    )
 
 
 LLAMA_SCALINGS = {
-    "llama3": {"rope_type": "llama3", "rope_theta": 50000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
-    "yarn": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16},
+    "llama3": {
+        "rope_type": "llama3",
+        "rope_theta": 50000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+    },
+    "yarn": {
+        "rope_type": "yarn",
+        "rope_theta": 10000.0,
+        "factor": 4.0,
+        "original_max_position_embeddings": 16,
+    },
     "default": {"rope_type": "default", "rope_theta": 10000.0},
 }
 
@@ -69,8 +82,15 @@ def test_llama(name, kv_heads):
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRotaryEmbedding
 
-    config = _eager(LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=kv_heads,
-                                max_position_embeddings=64, rope_parameters=dict(LLAMA_SCALINGS[name])))
+    config = _eager(
+        LlamaConfig(
+            hidden_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=kv_heads,
+            max_position_embeddings=64,
+            rope_parameters=dict(LLAMA_SCALINGS[name]),
+        )
+    )
     hf = _randomize(LlamaAttention(config, 0))
     x, mask, pos = _inputs()
     with torch.no_grad():
@@ -87,15 +107,34 @@ def test_llama(name, kv_heads):
 
 def test_llama4_rope_layer_chunked_qk_norm():
     from transformers import Llama4TextConfig
-    from transformers.models.llama4.modeling_llama4 import Llama4TextAttention, Llama4TextRotaryEmbedding
+    from transformers.models.llama4.modeling_llama4 import (
+        Llama4TextAttention,
+        Llama4TextRotaryEmbedding,
+    )
 
-    config = _eager(Llama4TextConfig(
-        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_hidden_layers=2,
-        no_rope_layers=[1, 0], attention_chunk_size=8, intermediate_size=32, intermediate_size_mlp=32,
-        use_qk_norm=True, max_position_embeddings=64,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
-    ))
+    config = _eager(
+        Llama4TextConfig(
+            hidden_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            num_hidden_layers=2,
+            no_rope_layers=[1, 0],
+            attention_chunk_size=8,
+            intermediate_size=32,
+            intermediate_size_mlp=32,
+            use_qk_norm=True,
+            max_position_embeddings=64,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        )
+    )
     hf = _randomize(Llama4TextAttention(config, 0))
     assert hf.use_rope and hasattr(hf, "qk_norm")
     x, mask, pos = _inputs(t=30, pad=(0, 5))
@@ -116,11 +155,22 @@ def test_llama4_nope_layer_temperature_tuning():
     from transformers import Llama4TextConfig
     from transformers.models.llama4.modeling_llama4 import Llama4TextAttention
 
-    config = _eager(Llama4TextConfig(
-        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_hidden_layers=2,
-        no_rope_layers=[1, 0], attention_chunk_size=8, intermediate_size=32, intermediate_size_mlp=32,
-        floor_scale=4, attn_scale=0.5, attn_temperature_tuning=True,
-    ))
+    config = _eager(
+        Llama4TextConfig(
+            hidden_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            num_hidden_layers=2,
+            no_rope_layers=[1, 0],
+            attention_chunk_size=8,
+            intermediate_size=32,
+            intermediate_size_mlp=32,
+            floor_scale=4,
+            attn_scale=0.5,
+            attn_temperature_tuning=True,
+        )
+    )
     hf = _randomize(Llama4TextAttention(config, 1))
     assert not hf.use_rope
     # transformers counts slots for the temperature, so compare without padding
@@ -128,7 +178,9 @@ def test_llama4_nope_layer_temperature_tuning():
     with torch.no_grad():
         ref, _ = hf(x, None, _mask(config, x, mask, pos))
         ours = attention_from_hf(hf)
-        assert ours.rope is None and ours.temperature_tuning == (0.5, 4.0) and ours.chunk_size is None
+        assert (
+            ours.rope is None and ours.temperature_tuning == (0.5, 4.0) and ours.chunk_size is None
+        )
         _assert_close(ours(x), ref, mask)
         # the temperature matters here: without it the outputs differ
         ours.temperature_tuning = None
@@ -145,21 +197,39 @@ def test_gptj_interleaved_partial_rotary():
     with torch.no_grad():
         ref, _ = hf(x, attention_mask=_mask(config, x, mask, pos), position_ids=pos)
         ours = attention_from_hf(hf)
-        assert (ours.rope.config.layout, ours.rope.config.rotary_dim, ours.head_dim) == ("interleaved", 8, 16)
+        assert (ours.rope.config.layout, ours.rope.config.rotary_dim, ours.head_dim) == (
+            "interleaved",
+            8,
+            16,
+        )
         _assert_close(ours(x, attention_mask=mask), ref, mask)
 
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_gpt_neox_half_rotary_pct_fused_qkv(bias):
     from transformers import GPTNeoXConfig
-    from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXAttention, GPTNeoXRotaryEmbedding
+    from transformers.models.gpt_neox.modeling_gpt_neox import (
+        GPTNeoXAttention,
+        GPTNeoXRotaryEmbedding,
+    )
 
-    config = _eager(GPTNeoXConfig(hidden_size=64, num_attention_heads=4, rotary_pct=0.25,
-                                  attention_bias=bias, max_position_embeddings=64))
+    config = _eager(
+        GPTNeoXConfig(
+            hidden_size=64,
+            num_attention_heads=4,
+            rotary_pct=0.25,
+            attention_bias=bias,
+            max_position_embeddings=64,
+        )
+    )
     hf = _randomize(GPTNeoXAttention(config, 0))
     x, mask, pos = _inputs()
     with torch.no_grad():
-        ref, _ = hf(x, _mask(config, x, mask, pos), position_embeddings=GPTNeoXRotaryEmbedding(config)(x, pos))
+        ref, _ = hf(
+            x,
+            _mask(config, x, mask, pos),
+            position_embeddings=GPTNeoXRotaryEmbedding(config)(x, pos),
+        )
         ours = attention_from_hf(hf)
         assert (ours.rope.config.layout, ours.rope.config.rotary_dim) == ("half", 4)
         _assert_close(ours(x, attention_mask=mask), ref, mask)
@@ -167,10 +237,21 @@ def test_gpt_neox_half_rotary_pct_fused_qkv(bias):
 
 def test_mistral_sliding_window():
     from transformers import MistralConfig
-    from transformers.models.mistral.modeling_mistral import MistralAttention, MistralRotaryEmbedding
+    from transformers.models.mistral.modeling_mistral import (
+        MistralAttention,
+        MistralRotaryEmbedding,
+    )
 
-    config = _eager(MistralConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                                  sliding_window=6, max_position_embeddings=64))
+    config = _eager(
+        MistralConfig(
+            hidden_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            sliding_window=6,
+            max_position_embeddings=64,
+        )
+    )
     hf = _randomize(MistralAttention(config, 0))
     x, mask, pos = _inputs(t=20)
     with torch.no_grad():
@@ -185,8 +266,15 @@ def test_qwen2_biases_on_qkv_only():
     from transformers import Qwen2Config
     from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, Qwen2RotaryEmbedding
 
-    config = _eager(Qwen2Config(hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
-                                max_position_embeddings=64, num_hidden_layers=1))
+    config = _eager(
+        Qwen2Config(
+            hidden_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            num_hidden_layers=1,
+        )
+    )
     hf = _randomize(Qwen2Attention(config, 0))
     assert hf.q_proj.bias is not None and hf.o_proj.bias is None
     x, mask, pos = _inputs(t=20)

@@ -158,7 +158,9 @@ def test_score_bias_with_cache_equals_full_forward():
     full = attn(x, attention_mask=mask)
     cache = KVCache(2, 4, 8, 16)
     parts = [attn(x[:, :3], cache=cache, attention_mask=mask[:, :3])]
-    parts += [attn(x[:, t : t + 1], cache=cache, attention_mask=mask[:, : t + 1]) for t in range(3, 8)]
+    parts += [
+        attn(x[:, t : t + 1], cache=cache, attention_mask=mask[:, : t + 1]) for t in range(3, 8)
+    ]
     rows = mask.bool()
     torch.testing.assert_close(torch.cat(parts, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
 
@@ -198,7 +200,9 @@ def test_plain_causal_builds_no_mask(monkeypatch):
     assert calls[-1][0].shape[-2:] == (3, 9)
 
 
-@pytest.mark.parametrize("name", ["rope-gqa-half", "chunked-qknorm", "window", "temperature", "nope"])
+@pytest.mark.parametrize(
+    "name", ["rope-gqa-half", "chunked-qknorm", "window", "temperature", "nope"]
+)
 def test_cached_decoding_equals_full_forward(name):
     torch.manual_seed(4)
     attn = Attention(64, 4, **CASES[name])
@@ -237,14 +241,18 @@ def test_cache_capacity_error():
 
 def test_positions_from_mask():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    torch.testing.assert_close(positions_from_mask(mask), torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]))
+    torch.testing.assert_close(
+        positions_from_mask(mask), torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
+    )
     with pytest.raises(ValueError, match=r"\(B, S\)"):
         positions_from_mask(torch.ones(5))
 
 
 def test_compiles_fullgraph_and_gradients_reach_all_weights():
     torch.manual_seed(5)
-    attn = Attention(64, 4, num_kv_heads=2, rope=RopeConfig(16, layout="half"), bias=True, qk_norm=True)
+    attn = Attention(
+        64, 4, num_kv_heads=2, rope=RopeConfig(16, layout="half"), bias=True, qk_norm=True
+    )
     compiled = torch.compile(attn, fullgraph=True, backend="eager")
     x = _x(t=8)
     pos = torch.arange(3, 11).expand(2, 8)
@@ -308,7 +316,9 @@ def test_errors():
 
 def test_compiles_fullgraph_with_padding_chunk_and_window():
     torch.manual_seed(6)
-    attn = Attention(64, 4, num_kv_heads=2, rope=RopeConfig(16), chunk_size=4, window=6, qk_norm=True)
+    attn = Attention(
+        64, 4, num_kv_heads=2, rope=RopeConfig(16), chunk_size=4, window=6, qk_norm=True
+    )
     compiled = torch.compile(attn, fullgraph=True, backend="eager")
     x = _x(t=9)
     mask = torch.ones(2, 9, dtype=torch.long)

@@ -118,14 +118,19 @@ def test_attention_factor_in_tables():
     rope = RotaryEmbedding(yarn)
     q, k = _qk()
     q2, _ = rope(q, k)
-    ref = reference_rope(q.numpy(), np.arange(7), yarn.inv_freq(), "interleaved", yarn.attention_factor)
+    ref = reference_rope(
+        q.numpy(), np.arange(7), yarn.inv_freq(), "interleaved", yarn.attention_factor
+    )
     assert yarn.attention_factor > 1.0
     np.testing.assert_allclose(q2.numpy(), ref, atol=5e-6)
 
 
 @pytest.mark.parametrize(
     "scheme",
-    [scaling.DynamicNTK(4.0, 16), scaling.LongRoPE([1.0, 1.5, 2.0, 3.0], [2.0, 3.0, 4.0, 8.0], 16, factor=4.0)],
+    [
+        scaling.DynamicNTK(4.0, 16),
+        scaling.LongRoPE([1.0, 1.5, 2.0, 3.0], [2.0, 3.0, 4.0, 8.0], 16, factor=4.0),
+    ],
 )
 def test_dynamic_schemes_pick_frequencies_from_max_position(scheme):
     config = RopeConfig(8, scaling=scheme)
@@ -134,12 +139,19 @@ def test_dynamic_schemes_pick_frequencies_from_max_position(scheme):
     for positions in ([0, 1, 2, 3], [10, 11, 12, 13], [30, 31, 32, 40], [50, 51, 52, 53]):
         seq_len = max(positions) + 1
         q2, _ = rope(q, k, torch.tensor(positions))
-        ref = reference_rope(q.numpy(), np.array(positions), config.inv_freq(seq_len), "interleaved",
-                             config.attention_factor)
+        ref = reference_rope(
+            q.numpy(),
+            np.array(positions),
+            config.inv_freq(seq_len),
+            "interleaved",
+            config.attention_factor,
+        )
         np.testing.assert_allclose(q2.numpy(), ref, atol=5e-6, err_msg=str(positions))
     # positions=None: seq_len = offset + T
     q3, _ = rope(q, k, offset=20)
-    ref = reference_rope(q.numpy(), np.arange(20, 24), config.inv_freq(24), "interleaved", config.attention_factor)
+    ref = reference_rope(
+        q.numpy(), np.arange(20, 24), config.inv_freq(24), "interleaved", config.attention_factor
+    )
     np.testing.assert_allclose(q3.numpy(), ref, atol=5e-6)
 
 
@@ -164,7 +176,9 @@ def test_dtype_cast_keeps_float32_tables_and_input_dtype():
     q, k = _qk()
     q2, k2 = rope(q.bfloat16(), k.bfloat16(), offset=2)
     assert q2.dtype == torch.bfloat16
-    ref = reference_rope(q.bfloat16().float().numpy(), np.arange(2, 9), RopeConfig(16).inv_freq(), "interleaved")
+    ref = reference_rope(
+        q.bfloat16().float().numpy(), np.arange(2, 9), RopeConfig(16).inv_freq(), "interleaved"
+    )
     np.testing.assert_allclose(q2.float().numpy(), ref, atol=2e-2)
 
 

@@ -35,7 +35,9 @@ def _tokens(b=2, t=12, seed=0):
 MODELS = {
     "rope": dict(layers=pattern("rope", 2), num_kv_heads=2),
     "nope": dict(layers=pattern("nope", 2)),
-    "irope": dict(layers=pattern("irope", 4), chunk_size=4, temperature_tuning=(0.5, 3.0), qk_norm=True),
+    "irope": dict(
+        layers=pattern("irope", 4), chunk_size=4, temperature_tuning=(0.5, 3.0), qk_norm=True
+    ),
     "rope-learned": dict(layers=("rope",), absolute="learned", max_positions=32),
     "nope-sinusoidal": dict(layers=("nope",), absolute="sinusoidal", max_positions=4),
 }
@@ -115,7 +117,9 @@ def test_default_rope_is_half_layout_theta_1e4():
 def test_set_rope_equals_a_model_built_with_it():
     yarn = RopeConfig(8, layout="half", scaling=scaling.YaRN(4.0, 8))
     model = _model(("rope", "nope"))
-    other = Transformer(TransformerConfig(V, d_model=32, num_heads=4, layers=("rope", "nope"), rope=yarn)).eval()
+    other = Transformer(
+        TransformerConfig(V, d_model=32, num_heads=4, layers=("rope", "nope"), rope=yarn)
+    ).eval()
     other.load_state_dict(model.state_dict())
     tokens = _tokens(t=20)
     with torch.no_grad():
@@ -132,7 +136,9 @@ def test_set_rope_equals_a_model_built_with_it():
 def test_sinusoidal_absolute_positions_are_added():
     model = _model(("nope",), absolute="sinusoidal", max_positions=4)
     seen = {}
-    model.blocks[0].attn_norm.register_forward_hook(lambda m, args, out: seen.setdefault("x", args[0]))
+    model.blocks[0].attn_norm.register_forward_hook(
+        lambda m, args, out: seen.setdefault("x", args[0])
+    )
     tokens = _tokens(b=1, t=10)  # past max_positions: the table grows
     with torch.no_grad():
         model(tokens)
@@ -147,7 +153,9 @@ def test_learned_positions_past_table_raise():
 
 
 def test_tied_embeddings_and_gradients():
-    model = _model(pattern("irope", 4), chunk_size=4, temperature_tuning=(0.5, 3.0), qk_norm=True).train()
+    model = _model(
+        pattern("irope", 4), chunk_size=4, temperature_tuning=(0.5, 3.0), qk_norm=True
+    ).train()
     assert model.lm_head.weight is model.embed.weight
     logits = model(_tokens())
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), _tokens(seed=1).flatten()).backward()
@@ -178,7 +186,9 @@ def test_register_layer_kind_plugs_in():
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match=r"unknown layer kind\(s\) \['ropee'\]; known kinds: .*'nope'"):
+    with pytest.raises(
+        ValueError, match=r"unknown layer kind\(s\) \['ropee'\]; known kinds: .*'nope'"
+    ):
         TransformerConfig(V, layers=("rope", "ropee"))
     with pytest.raises(ValueError, match="d_model=30 is not divisible by num_heads=4"):
         TransformerConfig(V, d_model=30)
@@ -220,5 +230,7 @@ def test_compiles_fullgraph():
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[1, :2] = 0
     with torch.no_grad():
-        torch.testing.assert_close(compiled(tokens, attention_mask=mask), model(tokens, attention_mask=mask))
+        torch.testing.assert_close(
+            compiled(tokens, attention_mask=mask), model(tokens, attention_mask=mask)
+        )
         torch.testing.assert_close(compiled(tokens), model(tokens))

@@ -37,7 +37,13 @@ def _new_attention(config, *, heads, kv_heads, head_dim, rope, bias, **options):
     from .torch import Attention
 
     return Attention(
-        config.hidden_size, heads, num_kv_heads=kv_heads, head_dim=head_dim, rope=rope, bias=bias, **options
+        config.hidden_size,
+        heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        rope=rope,
+        bias=bias,
+        **options,
     )
 
 
@@ -127,14 +133,21 @@ def _gpt_neox(module):
     fused = module.query_key_value
     has_bias = fused.bias is not None
     attn = _new_attention(
-        config, heads=heads, kv_heads=heads, head_dim=dim, rope=RopeConfig.from_hf(config), bias=has_bias
+        config,
+        heads=heads,
+        kv_heads=heads,
+        head_dim=dim,
+        rope=RopeConfig.from_hf(config),
+        bias=has_bias,
     )
     w = fused.weight.detach().view(heads, 3, dim, -1)  # (H, q/k/v, D, d_model)
     b = fused.bias.detach().view(heads, 3, dim) if has_bias else None
     parts = {}
     for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
         lin = torch.nn.Linear(fused.in_features, heads * dim, bias=has_bias)
-        _copy_linear(lin, w[:, i].reshape(heads * dim, -1), None if b is None else b[:, i].reshape(-1))
+        _copy_linear(
+            lin, w[:, i].reshape(heads * dim, -1), None if b is None else b[:, i].reshape(-1)
+        )
         parts[name] = lin
     return _finish(attn, module, parts["q_proj"], parts["k_proj"], parts["v_proj"], module.dense)
 

@@ -69,7 +69,9 @@ def _check_count(name, value, *, allow_none=False):
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}"
+        )
     return value
 
 
@@ -173,9 +175,16 @@ class Attention(nn.Module):
                 f"rope must be None, a RopeConfig or an nn.Module, got {type(rope).__name__}"
             )
         if score_bias is not None and not isinstance(score_bias, nn.Module):
-            raise TypeError(f"score_bias must be None or an nn.Module, got {type(score_bias).__name__}")
+            raise TypeError(
+                f"score_bias must be None or an nn.Module, got {type(score_bias).__name__}"
+            )
 
-        self.d_model, self.num_heads, self.num_kv_heads, self.head_dim = d_model, num_heads, num_kv_heads, head_dim
+        self.d_model, self.num_heads, self.num_kv_heads, self.head_dim = (
+            d_model,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+        )
         self.causal = bool(causal)
         self.qk_norm = bool(qk_norm)
         self.qk_norm_eps = float(qk_norm_eps)
@@ -201,12 +210,18 @@ class Attention(nn.Module):
                     f"an Attention layer takes one layer's cache (cache[i]); got a Cache of {len(cache)} layers"
                 )
             return cache[0]
-        raise TypeError(f"cache must be a KVCache, a one-layer Cache or None, got {type(cache).__name__}")
+        raise TypeError(
+            f"cache must be a KVCache, a one-layer Cache or None, got {type(cache).__name__}"
+        )
 
     def _check_positions(self, positions, batch, length):
         if not isinstance(positions, torch.Tensor):
             raise TypeError(f"positions must be a torch tensor, got {type(positions).__name__}")
-        if positions.dtype.is_floating_point or positions.dtype == torch.bool or positions.is_complex():
+        if (
+            positions.dtype.is_floating_point
+            or positions.dtype == torch.bool
+            or positions.is_complex()
+        ):
             raise TypeError(f"positions must be an integer tensor, got dtype {positions.dtype}")
         shape = tuple(positions.shape)
         if shape == (length,):
@@ -264,11 +279,20 @@ class Attention(nn.Module):
         total = past + length
         if layer_cache is not None:
             if layer_cache.batch != batch:
-                raise ValueError(f"cache batch {layer_cache.batch} does not match x's batch {batch}")
+                raise ValueError(
+                    f"cache batch {layer_cache.batch} does not match x's batch {batch}"
+                )
             layer_cache.check_room(length)
         if attention_mask is not None:
-            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (batch, total):
-                shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (
+                batch,
+                total,
+            ):
+                shape = (
+                    tuple(attention_mask.shape)
+                    if isinstance(attention_mask, torch.Tensor)
+                    else type(attention_mask).__name__
+                )
                 raise ValueError(
                     f"attention_mask must be shaped (B, S) = ({batch}, {total}) (cached {past} + new "
                     f"{length} keys), got {shape}"
@@ -289,7 +313,9 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(batch, length, kv, dim).transpose(1, 2)  # (B, K, T, D)
 
         if isinstance(self.rope, RotaryEmbedding):
-            q, k = self.rope(q, k, positions, offset=past)  # slices the tables when positions is None
+            q, k = self.rope(
+                q, k, positions, offset=past
+            )  # slices the tables when positions is None
         elif self.rope is not None:
             q, k = self.rope(q, k, pos_tensor().expand(batch, length))
         if self.qk_norm:
@@ -297,11 +323,18 @@ class Attention(nn.Module):
         if self.temperature_tuning is not None:
             attn_scale, floor_scale = self.temperature_tuning
             # the form of transformers' Llama4TextAttention, in float32
-            scale = torch.log1p(torch.floor((pos_tensor().float() + 1.0) / floor_scale)) * attn_scale + 1.0
+            scale = (
+                torch.log1p(torch.floor((pos_tensor().float() + 1.0) / floor_scale)) * attn_scale
+                + 1.0
+            )
             q = (q * scale[:, None, :, None]).to(q.dtype)  # (B or 1, 1, T, 1)
 
-        need_pos = self.chunk_size is not None or self.window is not None or self.score_bias is not None
-        q_pos = pos_tensor().expand(batch, length) if (need_pos or layer_cache is not None) else None
+        need_pos = (
+            self.chunk_size is not None or self.window is not None or self.score_bias is not None
+        )
+        q_pos = (
+            pos_tensor().expand(batch, length) if (need_pos or layer_cache is not None) else None
+        )
         k_pos = q_pos
         if layer_cache is not None:
             k, v, k_pos = layer_cache.update(k, v, q_pos)  # (B, K, S, D), (B, S)
@@ -320,14 +353,25 @@ class Attention(nn.Module):
             y = eager_attention(q, k, v, attn_mask, is_causal, enable_gqa=gqa)
         else:
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=gqa
+                q,
+                k,
+                v,
+                attn_mask=attn_mask,
+                dropout_p=dropout_p,
+                is_causal=is_causal,
+                enable_gqa=gqa,
             )  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(batch, length, heads * dim)
         return self.o_proj(y)
 
     def extra_repr(self) -> str:
-        opts = [f"d_model={self.d_model}", f"heads={self.num_heads}", f"kv_heads={self.num_kv_heads}",
-                f"head_dim={self.head_dim}", f"causal={self.causal}"]
+        opts = [
+            f"d_model={self.d_model}",
+            f"heads={self.num_heads}",
+            f"kv_heads={self.num_kv_heads}",
+            f"head_dim={self.head_dim}",
+            f"causal={self.causal}",
+        ]
         for name in ("chunk_size", "window", "temperature_tuning"):
             if getattr(self, name) is not None:
                 opts.append(f"{name}={getattr(self, name)}")

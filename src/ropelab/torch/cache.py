@@ -77,7 +77,9 @@ class KVCache:
     def update(self, k, v, positions):
         """Append k, v ``(B, K, T, D)`` at positions ``(B, T)``; return all filled slots."""
         if k.shape != v.shape or k.dim() != 4:
-            raise ValueError(f"k and v must both be (B, K, T, D), got {tuple(k.shape)} and {tuple(v.shape)}")
+            raise ValueError(
+                f"k and v must both be (B, K, T, D), got {tuple(k.shape)} and {tuple(v.shape)}"
+            )
         b, heads, new, dim = k.shape
         if (b, heads, dim) != (self.batch, self.keys.shape[1], self.keys.shape[3]):
             raise ValueError(

@@ -33,7 +33,10 @@ def register_layer_kind(name: str):
     def decorate(fn):
         old = LAYER_KINDS.get(name)
         # a module imported twice re-registers the same function; anything else is a clash
-        if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
+        if old is not None and (old.__module__, old.__qualname__) != (
+            fn.__module__,
+            fn.__qualname__,
+        ):
             raise ValueError(
                 f"layer kind {name!r} is already registered by {old.__module__}.{old.__qualname__}"
             )
@@ -61,7 +64,11 @@ def rope_layer(config, index: int) -> dict[str, Any]:
 @register_layer_kind("nope")
 def nope_layer(config, index: int) -> dict[str, Any]:
     """No positional encoding (the causal mask alone); temperature tuning applies here."""
-    return {"rope": None, "temperature_tuning": config.temperature_tuning, **_options(config, "nope")}
+    return {
+        "rope": None,
+        "temperature_tuning": config.temperature_tuning,
+        **_options(config, "nope"),
+    }
 
 
 from . import positional  # noqa: E402, F401  (registers its kinds)

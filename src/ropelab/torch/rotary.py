@@ -66,7 +66,11 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         if not isinstance(config, RopeConfig):
             raise TypeError(f"config must be a ropelab.RopeConfig, got {type(config).__name__}")
-        if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 1:
+        if (
+            isinstance(max_positions, bool)
+            or not isinstance(max_positions, int)
+            or max_positions < 1
+        ):
             raise ValueError(f"max_positions must be a positive integer, got {max_positions!r}")
         self.config = config
         self._initial = max_positions
@@ -157,9 +161,7 @@ class RotaryEmbedding(nn.Module):
         if self.cos.dtype != torch.float32:
             self._build(self.max_positions)
         else:
-            self._regimes = OrderedDict(
-                (k, (fn(c), fn(s))) for k, (c, s) in self._regimes.items()
-            )
+            self._regimes = OrderedDict((k, (fn(c), fn(s))) for k, (c, s) in self._regimes.items())
         return out
 
     # -- forward ------------------------------------------------------------------
@@ -178,7 +180,11 @@ class RotaryEmbedding(nn.Module):
             return cos[offset:end], sin[offset:end]
         if not isinstance(positions, torch.Tensor):
             raise TypeError(f"positions must be a torch tensor, got {type(positions).__name__}")
-        if positions.dtype.is_floating_point or positions.dtype == torch.bool or positions.is_complex():
+        if (
+            positions.dtype.is_floating_point
+            or positions.dtype == torch.bool
+            or positions.is_complex()
+        ):
             raise TypeError(f"positions must be an integer tensor, got dtype {positions.dtype}")
         if positions.dim() not in (1, 2):
             raise ValueError(
@@ -210,12 +216,18 @@ class RotaryEmbedding(nn.Module):
         if k.shape[-2] != length:
             raise ValueError(f"q and k must have the same T, got {q.shape[-2]} and {k.shape[-2]}")
         if positions is not None and not isinstance(positions, torch.Tensor):
-            raise TypeError(f"positions must be a torch tensor or None, got {type(positions).__name__}")
+            raise TypeError(
+                f"positions must be a torch tensor or None, got {type(positions).__name__}"
+            )
         if positions is not None and positions.shape[-1] != length:
             raise ValueError(
                 f"positions of shape {tuple(positions.shape)} do not match T={length} of q"
             )
-        if positions is not None and positions.dim() == 2 and positions.shape[0] not in (1, q.shape[0]):
+        if (
+            positions is not None
+            and positions.dim() == 2
+            and positions.shape[0] not in (1, q.shape[0])
+        ):
             raise ValueError(
                 f"positions of shape {tuple(positions.shape)} do not match the batch B={q.shape[0]}"
             )

@@ -120,15 +120,15 @@ class TransformerConfig:
             raise ValueError("layers must name at least one layer kind")
         unknown = [kind for kind in layers if kind not in LAYER_KINDS]
         if unknown:
-            raise ValueError(
-                f"unknown layer kind(s) {unknown}; known kinds: {sorted(LAYER_KINDS)}"
-            )
+            raise ValueError(f"unknown layer kind(s) {unknown}; known kinds: {sorted(LAYER_KINDS)}")
         set_(self, "layers", layers)
         head_dim = self.d_model // self.num_heads
         if self.rope is None:
             set_(self, "rope", RopeConfig(head_dim, theta=10000.0, layout="half"))
         elif not isinstance(self.rope, RopeConfig):
-            raise TypeError(f"rope must be a ropelab.RopeConfig or None, got {type(self.rope).__name__}")
+            raise TypeError(
+                f"rope must be a ropelab.RopeConfig or None, got {type(self.rope).__name__}"
+            )
         elif self.rope.head_dim != head_dim:
             raise ValueError(
                 f"rope.head_dim={self.rope.head_dim} does not match d_model // num_heads = {head_dim}"
@@ -161,7 +161,9 @@ class TransformerConfig:
                     f"kind_options names unknown layer kind {kind!r}; known kinds: {sorted(LAYER_KINDS)}"
                 )
             if not isinstance(options, dict):
-                raise TypeError(f"kind_options[{kind!r}] must be a dict, got {type(options).__name__}")
+                raise TypeError(
+                    f"kind_options[{kind!r}] must be a dict, got {type(options).__name__}"
+                )
 
     @property
     def head_dim(self) -> int:
@@ -256,11 +258,17 @@ class Transformer(nn.Module):
         from ..positional import sinusoidal
 
         table = sinusoidal(np.arange(n), self.config.d_model)
-        self.sinusoid = torch.from_numpy(table).to(device=self.embed.weight.device, dtype=torch.float32)
+        self.sinusoid = torch.from_numpy(table).to(
+            device=self.embed.weight.device, dtype=torch.float32
+        )
 
     def _absolute(self, positions, length, past):
         """(B or 1, T, d_model) absolute position embeddings."""
-        pos = positions if positions is not None else torch.arange(past, past + length, device=self.embed.weight.device)[None]
+        pos = (
+            positions
+            if positions is not None
+            else torch.arange(past, past + length, device=self.embed.weight.device)[None]
+        )
         compiling = torch.compiler.is_compiling()
         top = None if compiling else int(pos.max()) + 1
         if self.config.absolute == "learned":
@@ -281,7 +289,9 @@ class Transformer(nn.Module):
         """An empty :class:`Cache` for this model: ``batch`` rows of ``capacity`` tokens."""
         c = self.config
         w = self.embed.weight
-        return Cache(c.num_layers, batch, c.num_kv_heads, capacity, c.head_dim, w.dtype, device=w.device)
+        return Cache(
+            c.num_layers, batch, c.num_kv_heads, capacity, c.head_dim, w.dtype, device=w.device
+        )
 
     def set_rope(self, rope: RopeConfig) -> None:
         """Give every "rope" layer a new schedule (e.g. YaRN extension at inference)."""
@@ -298,7 +308,9 @@ class Transformer(nn.Module):
 
     def forward(self, tokens, *, positions=None, attention_mask=None, cache=None):
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-            shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            shape = (
+                tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            )
             raise ValueError(f"tokens must be shaped (B, T), got {shape}")
         if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
             raise TypeError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
@@ -310,8 +322,15 @@ class Transformer(nn.Module):
                 raise ValueError(f"cache has {len(cache)} layers, the model {len(self.blocks)}")
         past = 0 if cache is None else cache.length
         if positions is None and attention_mask is not None:
-            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (batch, past + length):
-                shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (
+                batch,
+                past + length,
+            ):
+                shape = (
+                    tuple(attention_mask.shape)
+                    if isinstance(attention_mask, torch.Tensor)
+                    else type(attention_mask).__name__
+                )
                 raise ValueError(
                     f"attention_mask must be shaped (B, S) = ({batch}, {past + length}) (cached {past} + "
                     f"new {length} tokens), got {shape}"
