@@ -14,6 +14,7 @@ from ropelab.positional import PRoPE, alibi_slopes, xpos_scales  # noqa: E402
 from ropelab.torch import Attention, KVCache, Transformer, TransformerConfig  # noqa: E402
 from ropelab.torch.positional import (  # noqa: E402
     ALiBiBias,
+    AxialRoPE,
     LearnedAbsolute,
     MRoPE,
     ShawAttention,
@@ -301,6 +302,7 @@ ATTENTIONS = {
     "prope": lambda: Attention(32, 4, num_kv_heads=2, rope=RopeConfig(8, scaling=PRoPE(0.5))),
     "mrope": lambda: Attention(32, 4, rope=MRoPE(RopeConfig(8, layout="half"), (2, 1, 1))),
     "shaw": lambda: ShawAttention(32, 4, num_kv_heads=2, clip=3),
+    "axial": lambda: Attention(32, 4, rope=AxialRoPE(RopeConfig(8), 3)),
 }
 
 
@@ -371,3 +373,24 @@ def test_rope_modules_reject_non_config():
         XPos(16)
     with pytest.raises(TypeError, match="RopeConfig"):
         MRoPE(16)
+
+
+# --- axial 2-D -------------------------------------------------------------------------
+
+
+def test_axial_module_equals_numpy_tables():
+    from ropelab.positional import axial_rope_tables
+
+    cfg = RopeConfig(16, layout="half")
+    q, k = _qk(b=1, h=2, t=12, d=16)
+    cos, sin = axial_rope_tables(cfg, 3, 4)
+    got_q, got_k = AxialRoPE(cfg, 4)(q, k, torch.arange(12)[None])
+    np.testing.assert_allclose(got_q.numpy(), ropelab.apply_rope(q.numpy(), cos, sin, layout="half"), atol=1e-6)
+    np.testing.assert_allclose(got_k.numpy(), ropelab.apply_rope(k.numpy(), cos, sin, layout="half"), atol=1e-6)
+
+
+def test_axial_kind_needs_cols():
+    with pytest.raises(ValueError, match="cols"):
+        Transformer(TransformerConfig(40, d_model=32, num_heads=4, layers=("axial",)))
+    model = Transformer(TransformerConfig(40, d_model=32, num_heads=4, layers=("axial",), kind_options={"axial": {"cols": 5}}))
+    assert model.blocks[0].attn.rope.cols == 5

@@ -23,6 +23,7 @@ from .scaling import Scheme, default_inv_freq
 __all__ = [
     "PRoPE",
     "alibi_slopes",
+    "axial_axis_config",
     "axial_rope_tables",
     "mrope_axis_of_pair",
     "mrope_tables",
@@ -213,6 +214,19 @@ class PRoPE(Scheme):
         return f"p-RoPE: only the fastest {self.p:.0%} of the pairs rotate, the rest are NoPE"
 
 
+def axial_axis_config(config: RopeConfig) -> RopeConfig:
+    """The schedule of one axis of 2-D axial RoPE: ``config`` at rotary dimension R/2."""
+    if not isinstance(config, RopeConfig):
+        raise TypeError(f"config must be a RopeConfig, got {type(config).__name__}")
+    if config.rotary_dim % 4:
+        raise ValueError(
+            f"axial 2-D RoPE splits the pairs between rows and columns, so rotary_dim must be "
+            f"divisible by 4, got {config.rotary_dim}"
+        )
+    half = config.rotary_dim // 2
+    return dataclasses.replace(config, head_dim=half, rotary_dim=half)
+
+
 def axial_rope_tables(config: RopeConfig, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
     """2-D axial RoPE for a grid of image patches, float64 ``(rows * cols, R/2)`` each.
 
@@ -222,18 +236,11 @@ def axial_rope_tables(config: RopeConfig, rows: int, cols: int) -> tuple[np.ndar
     tower uses). Patches are numbered row-major: patch ``r * cols + c`` is at (r, c).
     Needs R divisible by 4.
     """
-    if not isinstance(config, RopeConfig):
-        raise TypeError(f"config must be a RopeConfig, got {type(config).__name__}")
     rows = _check_int("rows", rows, 1)
     cols = _check_int("cols", cols, 1)
-    if config.rotary_dim % 4:
-        raise ValueError(
-            f"axial 2-D RoPE splits the pairs between rows and columns, so rotary_dim must be "
-            f"divisible by 4, got {config.rotary_dim}"
-        )
+    half = axial_axis_config(config)
     from .tables import rope_tables
 
-    half = dataclasses.replace(config, head_dim=config.rotary_dim // 2, rotary_dim=config.rotary_dim // 2)
     r, c = np.divmod(np.arange(rows * cols), cols)
     cos_r, sin_r = rope_tables(half, r)
     cos_c, sin_c = rope_tables(half, c)

@@ -34,6 +34,7 @@ from ..config import RopeConfig
 from ..positional import (
     PRoPE,
     alibi_slopes,
+    axial_axis_config,
     mrope_axis_of_pair,
     shaw_relative_index,
     t5_relative_buckets,
@@ -51,6 +52,7 @@ from .rotary import RotaryEmbedding  # noqa: E402
 
 __all__ = [
     "ALiBiBias",
+    "AxialRoPE",
     "LearnedAbsolute",
     "MRoPE",
     "ShawAttention",
@@ -310,6 +312,38 @@ class MRoPE(nn.Module):
         return f"mrope_section={self.mrope_section}"
 
 
+class AxialRoPE(nn.Module):
+    """2-D axial RoPE for image patches in the ``rope=`` interface.
+
+    A patch's position p is its row-major index on a grid ``cols`` wide: row
+    ``p // cols``, column ``p % cols``. The first R/4 pairs turn with the row, the last
+    R/4 with the column, each with the frequencies of a RoPE of dimension R/2
+    (:func:`ropelab.positional.axial_rope_tables`), so scores depend on the 2-D offset.
+
+    ``forward(q, k, positions=None) -> (q, k)``; positions ``(T,)`` or ``(B, T)``.
+    """
+
+    def __init__(self, config: RopeConfig, cols: int, *, max_positions: int = 4096):
+        super().__init__()
+        self.config, self.cols = config, _check_int("cols", cols)
+        self.axis = RotaryEmbedding(axial_axis_config(config), max_positions)  # one axis' tables
+
+    def forward(self, q, k, positions=None):
+        if positions is None:
+            positions = torch.arange(q.shape[-2], device=q.device)
+        row, col = positions // self.cols, positions % self.cols
+        cos_r, sin_r = self.axis.tables_for(row)
+        cos_c, sin_c = self.axis.tables_for(col)
+        cos, sin = torch.cat([cos_r, cos_c], dim=-1), torch.cat([sin_r, sin_c], dim=-1)  # (., T, R/2)
+        if cos.dim() == 3:
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, R/2)
+        layout = self.config.layout
+        return rope_op.rotate(q, cos, sin, layout), rope_op.rotate(k, cos, sin, layout)
+
+    def extra_repr(self) -> str:
+        return f"cols={self.cols}"
+
+
 # ---------------------------------------------------------------------------------------
 # Shaw et al.: relative key and value vectors (own score path)
 # ---------------------------------------------------------------------------------------
@@ -439,6 +473,15 @@ def prope_layer(config, index: int) -> dict[str, Any]:
     own, extra = _split(config, "prope", ("p",))
     rope = dataclasses.replace(config.rope, scaling=PRoPE(own.get("p", 0.75)))
     return {"rope": rope, **extra}
+
+
+@register_layer_kind("axial")
+def axial_layer(config, index: int) -> dict[str, Any]:
+    """2-D axial RoPE on ``config.rope`` for patches on a grid (option cols, required)."""
+    own, extra = _split(config, "axial", ("cols",))
+    if "cols" not in own:
+        raise ValueError('the "axial" layer kind needs kind_options={"axial": {"cols": GRID_WIDTH}}')
+    return {"rope": AxialRoPE(config.rope, own["cols"], max_positions=config.max_positions), **extra}
 
 
 @register_layer_kind("mrope")
