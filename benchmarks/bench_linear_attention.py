@@ -50,7 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,9 +70,14 @@ def main(argv=None) -> int:
     for T in args.lengths:
         g = torch.Generator(device="cpu").manual_seed(T)
         q, k, v = (
-            torch.randn(args.batch, args.heads, T, args.head_dim, generator=g).to(device, dtype) for _ in range(3)
+            torch.randn(args.batch, args.heads, T, args.head_dim, generator=g).to(device, dtype)
+            for _ in range(3)
         )
-        cos, sin = (torch.as_tensor(t, dtype=torch.float32, device=device) for t in ropelab.rope_tables(cfg, np.arange(T)))
+        cos, sin = (
+            torch.as_tensor(t, dtype=torch.float32, device=device)
+            for t in ropelab.rope_tables(cfg, np.arange(T))
+        )
+
         def call(q=q, k=k, v=v, cos=cos, sin=sin):
             with torch.no_grad():
                 return linear_attention(q, k, v, cos=cos, sin=sin, chunk_size=args.chunk_size)
@@ -83,7 +90,9 @@ def main(argv=None) -> int:
     worst = [times[T] / times[T // 4] for T in times if T // 4 in times]
     if worst:
         verdict = "PASS" if max(worst) < 6 else "FAIL"
-        print(f"4x length costs at most {max(worst):.2f}x the {measure} time (bar: < 6x): {verdict}")
+        print(
+            f"4x length costs at most {max(worst):.2f}x the {measure} time (bar: < 6x): {verdict}"
+        )
     return 0
 
 

@@ -63,7 +63,9 @@ def test_pi_numbers_equal_independent_evaluation(pi):
     hi = np.minimum(lo + 1, L - 1)
     lin = (1 - (fine - lo)) * a[lo] + (fine - lo) * a[hi]
     assert pi.max_interpolation_error == pytest.approx(np.abs(_a(pi.h, fine) - lin).max(), rel=1e-6)
-    assert pi.interpolation_bound == pytest.approx(128 * np.abs(pi.h).max() / (32 * math.log(10000.0)))
+    assert pi.interpolation_bound == pytest.approx(
+        128 * np.abs(pi.h).max() / (32 * math.log(10000.0))
+    )
     theta = 10000.0 ** (-2.0 * np.arange(64) / 128)
     b = np.abs(np.cumsum(np.exp(1j * np.outer(s, theta)), axis=1)).sum(axis=1)
     assert pi.min_b_over_d == pytest.approx(b.min() / 128, rel=1e-9)
@@ -123,8 +125,14 @@ def test_min_base_rejects_bad_length():
 def test_command_writes_pngs_and_prints_numbers(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     args = types.SimpleNamespace(
-        out=str(tmp_path), head_dim=32, theta=10000.0, decay_distance=64, pi_length=256, seed=1,
-        pi_rcond=1e-7, lengths=[64, 128],
+        out=str(tmp_path),
+        head_dim=32,
+        theta=10000.0,
+        decay_distance=64,
+        pi_length=256,
+        seed=1,
+        pi_rcond=1e-7,
+        lengths=[64, 128],
     )
     assert figures.run(args) == 0
     for name in ("roformer_decay.png", "pi_bounds.png", "base_bound.png"):

@@ -42,7 +42,11 @@ def _recurrence(q, k, v, cos, sin, layout, eps):
 
 def _data(B=2, H=3, T=37, D=8, E=5, seed=0):
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(B, H, T, D)), rng.normal(size=(B, H, T, D)), rng.normal(size=(B, H, T, E))
+    return (
+        rng.normal(size=(B, H, T, D)),
+        rng.normal(size=(B, H, T, D)),
+        rng.normal(size=(B, H, T, E)),
+    )
 
 
 def _t(x):
@@ -55,7 +59,9 @@ def test_causal_with_rope_equals_recurrence(layout, chunk_size):
     q, k, v = _data()
     cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8, theta=100.0), np.arange(q.shape[2]))
     ref = _recurrence(q, k, v, cos, sin, layout, 1e-6)
-    got = linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin, layout=layout, chunk_size=chunk_size)
+    got = linear_attention(
+        _t(q), _t(k), _t(v), cos=cos, sin=sin, layout=layout, chunk_size=chunk_size
+    )
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
 
 
@@ -115,9 +121,17 @@ def test_step_equals_parallel(with_rope):
         c = None if cos is None else cos[t : t + 1]
         s = None if sin is None else sin[t : t + 1]
         out, state = linear_attention_step(
-            state, _t(q[:, :, t : t + 1]), _t(k[:, :, t : t + 1]), _t(v[:, :, t : t + 1]), cos=c, sin=s, layout="half"
+            state,
+            _t(q[:, :, t : t + 1]),
+            _t(k[:, :, t : t + 1]),
+            _t(v[:, :, t : t + 1]),
+            cos=c,
+            sin=s,
+            layout="half",
         )
-        np.testing.assert_allclose(out.numpy(), full[:, :, t : t + 1].numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            out.numpy(), full[:, :, t : t + 1].numpy(), rtol=1e-10, atol=1e-12
+        )
     assert isinstance(state, LinearAttentionState)
 
 
@@ -135,7 +149,9 @@ def test_gradients_match_float64_reference():
     cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(9))
 
     def f(q, k, v):
-        return linear_attention(q, k, v, cos=torch.as_tensor(cos), sin=torch.as_tensor(sin), chunk_size=4)
+        return linear_attention(
+            q, k, v, cos=torch.as_tensor(cos), sin=torch.as_tensor(sin), chunk_size=4
+        )
 
     assert torch.autograd.gradcheck(f, (q, k, v))
 
@@ -197,7 +213,9 @@ def test_prefill_state_then_continue_equals_full():
     cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(30))
     full, state_full = linear_attention(q, k, v, cos=cos, sin=sin, chunk_size=8, return_state=True)
     state = linear_attention_state(k[:, :, :13], v[:, :, :13], cos=cos[:13], sin=sin[:13])
-    rest = linear_attention(q[:, :, 13:], k[:, :, 13:], v[:, :, 13:], cos=cos[13:], sin=sin[13:], initial_state=state)
+    rest = linear_attention(
+        q[:, :, 13:], k[:, :, 13:], v[:, :, 13:], cos=cos[13:], sin=sin[13:], initial_state=state
+    )
     torch.testing.assert_close(rest, full[:, :, 13:], rtol=1e-10, atol=1e-12)
     ref_kv = np.einsum("bhtd,bhte->bhde", _rot(_phi(k.numpy()), cos, sin, "interleaved"), v.numpy())
     np.testing.assert_allclose(state_full.kv.numpy(), ref_kv, rtol=1e-10)
@@ -269,6 +287,8 @@ def test_long_inputs_go_by_segments_with_the_same_result(monkeypatch):
     ref = _recurrence(q, k, v, cos, sin, "interleaved", 1e-6)
     monkeypatch.setattr(la, "_SEGMENT", 7)
     mask = torch.ones(2, 40, dtype=torch.bool)
-    got, state = linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin, chunk_size=3, key_mask=mask, return_state=True)
+    got, state = linear_attention(
+        _t(q), _t(k), _t(v), cos=cos, sin=sin, chunk_size=3, key_mask=mask, return_state=True
+    )
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(state.k_sum.numpy(), _phi(k).sum(2), rtol=1e-10)

@@ -66,7 +66,9 @@ def test_alibi_slopes_rejects_bad_head_counts(num_heads):
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
-@pytest.mark.parametrize("num_buckets,max_distance", [(32, 128), (16, 64), (8, 20), (64, 1000), (4, 9)])
+@pytest.mark.parametrize(
+    "num_buckets,max_distance", [(32, 128), (16, 64), (8, 20), (64, 1000), (4, 9)]
+)
 def test_t5_buckets_equal_transformers(bidirectional, num_buckets, max_distance):
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -80,7 +82,9 @@ def test_t5_buckets_equal_transformers(bidirectional, num_buckets, max_distance)
         max_distance=max_distance,
     ).numpy()
     np.testing.assert_array_equal(
-        t5_relative_buckets(rel, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance),
+        t5_relative_buckets(
+            rel, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance
+        ),
         ref,
     )
 
@@ -172,7 +176,9 @@ def test_xpos_rejects_bad_scale_base():
 
 def test_prope_one_is_rope_and_zero_is_nope():
     plain = ropelab.RopeConfig(32, theta=500.0)
-    np.testing.assert_array_equal(ropelab.RopeConfig(32, theta=500.0, scaling=PRoPE(1.0)).inv_freq(), plain.inv_freq())
+    np.testing.assert_array_equal(
+        ropelab.RopeConfig(32, theta=500.0, scaling=PRoPE(1.0)).inv_freq(), plain.inv_freq()
+    )
     cos, sin = ropelab.rope_tables(ropelab.RopeConfig(32, scaling=PRoPE(0)), np.arange(50))
     np.testing.assert_array_equal(cos, 1.0)
     np.testing.assert_array_equal(sin, 0.0)
@@ -212,7 +218,9 @@ def test_axial_equals_qwen2_vl_vision_rotary():
     ids = torch.as_tensor(np.stack([r, c], axis=-1))  # (N, 2): row, column
     cos_ref, sin_ref = hf(torch.zeros(1), ids)
     theta = cfg.rope_parameters["rope_theta"]
-    cos, sin = axial_rope_tables(ropelab.RopeConfig(head_dim, theta=theta, layout="half"), rows, cols)
+    cos, sin = axial_rope_tables(
+        ropelab.RopeConfig(head_dim, theta=theta, layout="half"), rows, cols
+    )
     np.testing.assert_allclose(cos, cos_ref[:, : head_dim // 2].double().numpy(), atol=1e-6)
     np.testing.assert_allclose(sin, sin_ref[:, : head_dim // 2].double().numpy(), atol=1e-6)
 
@@ -250,9 +258,15 @@ def _hf_mrope(head_dim, theta, section, positions):
         hidden_size=head_dim * 2,
         num_attention_heads=2,
         num_key_value_heads=2,
-        rope_parameters={"rope_type": "default", "rope_theta": theta, "mrope_section": list(section)},
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": theta,
+            "mrope_section": list(section),
+        },
     )
-    cos, sin = Qwen2VLRotaryEmbedding(cfg)(torch.zeros(1, dtype=torch.float32), torch.as_tensor(positions))
+    cos, sin = Qwen2VLRotaryEmbedding(cfg)(
+        torch.zeros(1, dtype=torch.float32), torch.as_tensor(positions)
+    )
     return cos.double().numpy(), sin.double().numpy()
 
 

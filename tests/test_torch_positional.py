@@ -30,7 +30,9 @@ def _pos(*rows):
 
 def _qk(b=2, h=3, t=9, d=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, h, t, d, generator=g, dtype=torch.float64), torch.randn(b, h, t, d, generator=g, dtype=torch.float64)
+    return torch.randn(b, h, t, d, generator=g, dtype=torch.float64), torch.randn(
+        b, h, t, d, generator=g, dtype=torch.float64
+    )
 
 
 # --- learned absolute --------------------------------------------------------------------
@@ -40,7 +42,9 @@ def test_learned_absolute_rows_and_limit():
     emb = LearnedAbsolute(10, 4)
     pos = _pos([0, 3, 9])
     torch.testing.assert_close(emb(pos), emb.embedding.weight[[0, 3, 9]][None])
-    with pytest.raises(ValueError, match="position 10 is outside the learned table of max_positions=10"):
+    with pytest.raises(
+        ValueError, match="position 10 is outside the learned table of max_positions=10"
+    ):
         emb(_pos([8, 9, 10]))
 
 
@@ -84,8 +88,14 @@ def test_t5_bias_equals_transformers_compute_bias(is_decoder):
     from transformers import T5Config
     from transformers.models.t5.modeling_t5 import T5Attention
 
-    cfg = T5Config(d_model=32, d_kv=8, num_heads=4, relative_attention_num_buckets=16,
-                   relative_attention_max_distance=40, is_decoder=is_decoder)
+    cfg = T5Config(
+        d_model=32,
+        d_kv=8,
+        num_heads=4,
+        relative_attention_num_buckets=16,
+        relative_attention_max_distance=40,
+        is_decoder=is_decoder,
+    )
     hf = T5Attention(cfg, has_relative_attention_bias=True)
     ours = T5Bias(4, bidirectional=not is_decoder, num_buckets=16, max_distance=40)
     ours.relative_attention_bias.load_state_dict(hf.relative_attention_bias.state_dict())
@@ -109,8 +119,15 @@ def _xpos_reference(q, k, qp, kp, cfg, scale_base=512.0, gamma=0.4):
     ck, sk = ropelab.rope_tables(cfg, kp)
     qr = ropelab.apply_rope(q, cq, sq, layout=cfg.layout)
     kr = ropelab.apply_rope(k, ck, sk, layout=cfg.layout)
-    zq, zk = xpos_scales(qp, cfg.rotary_dim, scale_base=scale_base, gamma=gamma), xpos_scales(kp, cfg.rotary_dim, scale_base=scale_base, gamma=gamma)
-    rep = (lambda z: np.repeat(z, 2, -1)) if cfg.layout == "interleaved" else (lambda z: np.concatenate([z, z], -1))
+    zq, zk = (
+        xpos_scales(qp, cfg.rotary_dim, scale_base=scale_base, gamma=gamma),
+        xpos_scales(kp, cfg.rotary_dim, scale_base=scale_base, gamma=gamma),
+    )
+    rep = (
+        (lambda z: np.repeat(z, 2, -1))
+        if cfg.layout == "interleaved"
+        else (lambda z: np.concatenate([z, z], -1))
+    )
     r = cfg.rotary_dim
     qr[..., :r] *= rep(zq)
     kr[..., :r] /= rep(zk)
@@ -126,7 +143,9 @@ def test_xpos_equals_formula(layout):
     got_q, got_k = xpos(q.float(), k.float(), torch.as_tensor(pos)[None])
     ref_q, ref_k = _xpos_reference(q.numpy(), k.numpy(), pos, pos, cfg, scale_base=128.0)
     np.testing.assert_allclose(got_q.double().numpy(), ref_q, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got_k.double().numpy(), ref_k, rtol=1e-5, atol=1e-6 * np.abs(ref_k).max())
+    np.testing.assert_allclose(
+        got_k.double().numpy(), ref_k, rtol=1e-5, atol=1e-6 * np.abs(ref_k).max()
+    )
 
 
 def test_xpos_scores_depend_only_on_relative_position():
@@ -196,8 +215,12 @@ def test_mrope_equals_qwen2_vl():
     )
 
     head_dim, section = 32, [4, 6, 6]
-    hf_cfg = Qwen2VLTextConfig(hidden_size=64, num_attention_heads=2, num_key_value_heads=2,
-                               rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section})
+    hf_cfg = Qwen2VLTextConfig(
+        hidden_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
+    )
     rng = np.random.default_rng(3)
     positions = torch.as_tensor(rng.integers(0, 40, size=(3, 2, 7)))
     q, k = _qk(b=2, h=2, t=7, d=head_dim)
@@ -279,7 +302,14 @@ def test_shaw_equals_loop_reference():
 
 def test_shaw_state_dict_has_attention_projection_names():
     keys = set(ShawAttention(32, 4, clip=2).state_dict())
-    assert {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "rel_k.weight", "rel_v.weight"} == keys
+    assert {
+        "q_proj.weight",
+        "k_proj.weight",
+        "v_proj.weight",
+        "o_proj.weight",
+        "rel_k.weight",
+        "rel_v.weight",
+    } == keys
 
 
 def test_shaw_rejects_rope():
@@ -328,18 +358,27 @@ def test_cached_decoding_equals_full_forward(name):
 def test_transformer_layer_kinds_decode_equals_full(kind):
     torch.manual_seed(6)
     options = {"prope": {"p": 0.5}, "t5": {"num_buckets": 8, "max_distance": 6}}
-    cfg = TransformerConfig(40, d_model=32, num_heads=4, layers=(kind, "rope"),
-                            kind_options={kind: options[kind]} if kind in options else {})
+    cfg = TransformerConfig(
+        40,
+        d_model=32,
+        num_heads=4,
+        layers=(kind, "rope"),
+        kind_options={kind: options[kind]} if kind in options else {},
+    )
     model = Transformer(cfg).eval()
     tokens = torch.randint(0, 40, (2, 10))
     full = model(tokens)
     cache = model.new_cache(2, 12)
-    steps = [model(tokens[:, :4], cache=cache)] + [model(tokens[:, t : t + 1], cache=cache) for t in range(4, 10)]
+    steps = [model(tokens[:, :4], cache=cache)] + [
+        model(tokens[:, t : t + 1], cache=cache) for t in range(4, 10)
+    ]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
 def test_prope_kind_uses_p_option():
-    cfg = TransformerConfig(40, d_model=32, num_heads=4, layers=("prope",), kind_options={"prope": {"p": 0.25}})
+    cfg = TransformerConfig(
+        40, d_model=32, num_heads=4, layers=("prope",), kind_options={"prope": {"p": 0.25}}
+    )
     rope = Transformer(cfg).blocks[0].attn.rope.config
     assert rope.scaling == PRoPE(0.25)
 
@@ -347,12 +386,16 @@ def test_prope_kind_uses_p_option():
 @pytest.mark.parametrize("absolute", ["learned", "sinusoidal"])
 def test_absolute_positions_in_transformer_decode_equals_full(absolute):
     torch.manual_seed(7)
-    cfg = TransformerConfig(40, d_model=32, num_heads=4, layers=("nope", "nope"), absolute=absolute, max_positions=16)
+    cfg = TransformerConfig(
+        40, d_model=32, num_heads=4, layers=("nope", "nope"), absolute=absolute, max_positions=16
+    )
     model = Transformer(cfg).eval()
     tokens = torch.randint(0, 40, (2, 10))
     full = model(tokens)
     cache = model.new_cache(2, 12)
-    steps = [model(tokens[:, :6], cache=cache)] + [model(tokens[:, t : t + 1], cache=cache) for t in range(6, 10)]
+    steps = [model(tokens[:, :6], cache=cache)] + [
+        model(tokens[:, t : t + 1], cache=cache) for t in range(6, 10)
+    ]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
@@ -385,12 +428,20 @@ def test_axial_module_equals_numpy_tables():
     q, k = _qk(b=1, h=2, t=12, d=16)
     cos, sin = axial_rope_tables(cfg, 3, 4)
     got_q, got_k = AxialRoPE(cfg, 4)(q, k, torch.arange(12)[None])
-    np.testing.assert_allclose(got_q.numpy(), ropelab.apply_rope(q.numpy(), cos, sin, layout="half"), atol=1e-6)
-    np.testing.assert_allclose(got_k.numpy(), ropelab.apply_rope(k.numpy(), cos, sin, layout="half"), atol=1e-6)
+    np.testing.assert_allclose(
+        got_q.numpy(), ropelab.apply_rope(q.numpy(), cos, sin, layout="half"), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        got_k.numpy(), ropelab.apply_rope(k.numpy(), cos, sin, layout="half"), atol=1e-6
+    )
 
 
 def test_axial_kind_needs_cols():
     with pytest.raises(ValueError, match="cols"):
         Transformer(TransformerConfig(40, d_model=32, num_heads=4, layers=("axial",)))
-    model = Transformer(TransformerConfig(40, d_model=32, num_heads=4, layers=("axial",), kind_options={"axial": {"cols": 5}}))
+    model = Transformer(
+        TransformerConfig(
+            40, d_model=32, num_heads=4, layers=("axial",), kind_options={"axial": {"cols": 5}}
+        )
+    )
     assert model.blocks[0].attn.rope.cols == 5

@@ -56,7 +56,9 @@ class DecayCurve:
     bound: np.ndarray  # (N,): (1/(d/2)) sum_j |S_j(m)|
 
 
-def roformer_decay(head_dim: int = 128, theta: float = 10000.0, max_distance: int = 256) -> DecayCurve:
+def roformer_decay(
+    head_dim: int = 128, theta: float = 10000.0, max_distance: int = 256
+) -> DecayCurve:
     """RoFormer's relative upper bound at distances ``0 .. max_distance`` (sec. 3.4.3)."""
     if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 1:
         raise ValueError(f"max_distance must be a positive integer, got {max_distance!r}")
@@ -93,7 +95,11 @@ def _score(h: np.ndarray, config: RopeConfig, s: np.ndarray) -> np.ndarray:
 
 
 def pi_bounds(
-    head_dim: int = 128, theta: float = 10000.0, length: int = 2048, seed: int = 0, rcond: float = 1e-7
+    head_dim: int = 128,
+    theta: float = 10000.0,
+    length: int = 2048,
+    seed: int = 0,
+    rcond: float = 1e-7,
 ) -> InterpolationBound:
     """Chen et al.'s Fig. 2 experiment and the two bounds of their sec. 2.3.
 
@@ -210,7 +216,9 @@ class BaseBound:
     bases: list[float]
 
 
-def base_bound(head_dim: int = 128, lengths=(1024, 2048, 4096, 8192, 16384, 32768, 65536)) -> BaseBound:
+def base_bound(
+    head_dim: int = 128, lengths=(1024, 2048, 4096, 8192, 16384, 32768, 65536)
+) -> BaseBound:
     """The smallest base per context length; each search starts from the previous answer."""
     lengths = sorted(int(n) for n in lengths)
     bases, start = [], 2.0
@@ -239,8 +247,17 @@ def _pyplot():
 
 
 def _note(ax, lines):
-    ax.text(0.98, 0.97, "\n".join(lines), transform=ax.transAxes, ha="right", va="top", fontsize=8,
-            family="monospace", bbox=dict(boxstyle="round", facecolor="white", alpha=0.85))
+    ax.text(
+        0.98,
+        0.97,
+        "\n".join(lines),
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+        family="monospace",
+        bbox=dict(boxstyle="round", facecolor="white", alpha=0.85),
+    )
 
 
 def plot_decay(curve: DecayCurve, path: str) -> list[str]:
@@ -297,14 +314,25 @@ def plot_pi(result: InterpolationBound, path: str) -> list[str]:
 
 def plot_base(result: BaseBound, path: str) -> list[str]:
     plt = _pyplot()
-    lines = [f"L={n:>8}: base >= {b:9.3g}" for n, b in zip(result.lengths, result.bases, strict=True)]
+    lines = [
+        f"L={n:>8}: base >= {b:9.3g}" for n, b in zip(result.lengths, result.bases, strict=True)
+    ]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.loglog(result.lengths, result.bases, "o-")
     ax.set_xlabel("context length L")
     ax.set_ylabel("smallest base with sum_i cos(m theta_i) >= 0, m <= L")
     ax.set_title(f"Base of RoPE bounds context length (d={result.head_dim})")
-    ax.text(0.02, 0.97, "\n".join(lines), transform=ax.transAxes, ha="left", va="top", fontsize=8,
-            family="monospace", bbox=dict(boxstyle="round", facecolor="white", alpha=0.85))
+    ax.text(
+        0.02,
+        0.97,
+        "\n".join(lines),
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=8,
+        family="monospace",
+        bbox=dict(boxstyle="round", facecolor="white", alpha=0.85),
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -312,15 +340,30 @@ def plot_base(result: BaseBound, path: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="figures", help="folder for the PNGs and numbers.json (default: figures)")
-    parser.add_argument("--head-dim", type=int, default=128, help="d, the rotary head dimension (default 128)")
-    parser.add_argument("--theta", type=float, default=10000.0, help="RoPE base for figures 1 and 2")
-    parser.add_argument("--decay-distance", type=int, default=256, help="largest distance in figure 1")
-    parser.add_argument("--pi-length", type=int, default=2048, help="L, the fitted range in figure 2")
-    parser.add_argument("--seed", type=int, default=0, help="seed of figure 2's random targets")
-    parser.add_argument("--pi-rcond", type=float, default=1e-7, help="singular-value cut of figure 2's fit")
     parser.add_argument(
-        "--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384, 32768, 65536],
+        "--out", default="figures", help="folder for the PNGs and numbers.json (default: figures)"
+    )
+    parser.add_argument(
+        "--head-dim", type=int, default=128, help="d, the rotary head dimension (default 128)"
+    )
+    parser.add_argument(
+        "--theta", type=float, default=10000.0, help="RoPE base for figures 1 and 2"
+    )
+    parser.add_argument(
+        "--decay-distance", type=int, default=256, help="largest distance in figure 1"
+    )
+    parser.add_argument(
+        "--pi-length", type=int, default=2048, help="L, the fitted range in figure 2"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of figure 2's random targets")
+    parser.add_argument(
+        "--pi-rcond", type=float, default=1e-7, help="singular-value cut of figure 2's fit"
+    )
+    parser.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=[1024, 2048, 4096, 8192, 16384, 32768, 65536],
         help="context lengths of figure 3 (the search costs ~O(L) per base tried)",
     )
 
@@ -331,16 +374,32 @@ def run(args) -> int:
     pi = pi_bounds(args.head_dim, args.theta, args.pi_length, args.seed, args.pi_rcond)
     base = base_bound(args.head_dim, args.lengths)
     sections = [
-        ("roformer_decay.png", "RoFormer long-term decay of the relative upper bound", plot_decay(decay, os.path.join(args.out, "roformer_decay.png"))),
-        ("pi_bounds.png", "Position Interpolation: interpolation vs extrapolation", plot_pi(pi, os.path.join(args.out, "pi_bounds.png"))),
-        ("base_bound.png", "Smallest RoPE base per context length", plot_base(base, os.path.join(args.out, "base_bound.png"))),
+        (
+            "roformer_decay.png",
+            "RoFormer long-term decay of the relative upper bound",
+            plot_decay(decay, os.path.join(args.out, "roformer_decay.png")),
+        ),
+        (
+            "pi_bounds.png",
+            "Position Interpolation: interpolation vs extrapolation",
+            plot_pi(pi, os.path.join(args.out, "pi_bounds.png")),
+        ),
+        (
+            "base_bound.png",
+            "Smallest RoPE base per context length",
+            plot_base(base, os.path.join(args.out, "base_bound.png")),
+        ),
     ]
     for name, title, lines in sections:
         print(f"{title}  ->  {os.path.join(args.out, name)}")
         for line in lines:
             print(f"  {line}")
     numbers = {
-        "roformer_decay": {"head_dim": decay.head_dim, "theta": decay.theta, "bound": decay.bound.tolist()},
+        "roformer_decay": {
+            "head_dim": decay.head_dim,
+            "theta": decay.theta,
+            "bound": decay.bound.tolist(),
+        },
         "pi_bounds": {k: v for k, v in asdict(pi).items() if k != "h"},
         "base_bound": asdict(base),
     }

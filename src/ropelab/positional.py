@@ -46,7 +46,12 @@ def sinusoidal(positions, d_model: int, *, base: float = 10000.0) -> np.ndarray:
     ``PE[p, 2i] = sin(p / base ** (2i / d_model))``, ``PE[p, 2i+1] = cos(...)``: sin on
     even features, cos on odd ones.
     """
-    if isinstance(d_model, bool) or not isinstance(d_model, (int, np.integer)) or d_model < 2 or d_model % 2:
+    if (
+        isinstance(d_model, bool)
+        or not isinstance(d_model, (int, np.integer))
+        or d_model < 2
+        or d_model % 2
+    ):
         raise ValueError(f"d_model must be an even integer >= 2, got {d_model!r}")
     if not math.isfinite(base) or base <= 0:
         raise ValueError(f"base must be a finite number > 0, got {base!r}")
@@ -157,7 +162,9 @@ def shaw_relative_index(q_pos, k_pos, clip: int):
 # ---------------------------------------------------------------------------------------
 
 
-def xpos_scales(positions, rotary_dim: int, *, scale_base: float = 512.0, gamma: float = 0.4) -> np.ndarray:
+def xpos_scales(
+    positions, rotary_dim: int, *, scale_base: float = 512.0, gamma: float = 0.4
+) -> np.ndarray:
     """xPos's per-pair scale ``zeta_i ** (n / scale_base)`` (Sun et al. 2022, arXiv:2212.10554).
 
     ``zeta_i = (2i / R + gamma) / (1 + gamma)`` for pair i. Queries are multiplied by the
@@ -169,7 +176,12 @@ def xpos_scales(positions, rotary_dim: int, *, scale_base: float = 512.0, gamma:
     defaults: a factor of 10 every ~940 positions), so the float32 front end centres
     positions before calling this (any shift cancels in the scores).
     """
-    if isinstance(rotary_dim, bool) or not isinstance(rotary_dim, (int, np.integer)) or rotary_dim < 2 or rotary_dim % 2:
+    if (
+        isinstance(rotary_dim, bool)
+        or not isinstance(rotary_dim, (int, np.integer))
+        or rotary_dim < 2
+        or rotary_dim % 2
+    ):
         raise ValueError(f"rotary_dim must be an even integer >= 2, got {rotary_dim!r}")
     if not (isinstance(scale_base, (int, float)) and math.isfinite(scale_base) and scale_base > 0):
         raise ValueError(f"scale_base must be a finite number > 0, got {scale_base!r}")
@@ -207,7 +219,7 @@ class PRoPE(Scheme):
 
     def inv_freq(self, theta, rotary_dim, seq_len=None):
         out = default_inv_freq(theta, rotary_dim)
-        out[self.rotated_pairs(rotary_dim):] = 0.0
+        out[self.rotated_pairs(rotary_dim) :] = 0.0
         return out
 
     def describe(self):
@@ -257,7 +269,9 @@ def mrope_axis_of_pair(mrope_section, num_pairs: int) -> np.ndarray:
     if not section or not all(
         not isinstance(s, bool) and isinstance(s, (int, np.integer)) and s >= 0 for s in section
     ):
-        raise ValueError(f"mrope_section must be a non-empty list of non-negative integers, got {section!r}")
+        raise ValueError(
+            f"mrope_section must be a non-empty list of non-negative integers, got {section!r}"
+        )
     if sum(section) != num_pairs:
         raise ValueError(
             f"mrope_section {section!r} sums to {sum(section)}, but it must sum to "

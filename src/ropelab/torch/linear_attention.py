@@ -67,9 +67,13 @@ def _check(q, k, v, cos, sin, layout, eps):
         if not t.dtype.is_floating_point:
             raise TypeError(f"{name} must be floating point, got dtype {t.dtype}")
     if q.shape != k.shape:
-        raise ValueError(f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+        raise ValueError(
+            f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}"
+        )
     if v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"v must be shaped (B, H, T, E) with q's (B, H, T) = {tuple(q.shape[:3])}, got {tuple(v.shape)}")
+        raise ValueError(
+            f"v must be shaped (B, H, T, E) with q's (B, H, T) = {tuple(q.shape[:3])}, got {tuple(v.shape)}"
+        )
     if (cos is None) != (sin is None):
         raise ValueError("give both cos and sin, or neither (no rotation)")
     if not (eps >= 0):
@@ -128,10 +132,17 @@ def linear_attention(
         for start in range(0, length, _SEGMENT):
             part = slice(start, min(start + _SEGMENT, length))
             out, state = linear_attention(
-                q[:, :, part], k[:, :, part], v[:, :, part],
-                cos=_rows(cos, part, length), sin=_rows(sin, part, length), layout=layout, eps=eps,
-                chunk_size=chunk_size, key_mask=None if key_mask is None else key_mask[:, part],
-                initial_state=state, return_state=True,
+                q[:, :, part],
+                k[:, :, part],
+                v[:, :, part],
+                cos=_rows(cos, part, length),
+                sin=_rows(sin, part, length),
+                layout=layout,
+                eps=eps,
+                chunk_size=chunk_size,
+                key_mask=None if key_mask is None else key_mask[:, part],
+                initial_state=state,
+                return_state=True,
             )
             outs.append(out)
         out = torch.cat(outs, dim=2)
@@ -142,7 +153,10 @@ def linear_attention(
     kv0 = k0 = None
     if initial_state is not None:
         kv0, k0 = initial_state.kv.to(fq.dtype), initial_state.k_sum.to(fq.dtype)
-        if kv0.shape != (*q.shape[:2], q.shape[-1], v.shape[-1]) or k0.shape != (*q.shape[:2], q.shape[-1]):
+        if kv0.shape != (*q.shape[:2], q.shape[-1], v.shape[-1]) or k0.shape != (
+            *q.shape[:2],
+            q.shape[-1],
+        ):
             raise ValueError(
                 f"state shapes {tuple(kv0.shape)}, {tuple(k0.shape)} do not match these tokens' "
                 f"{(*q.shape[:2], q.shape[-1], v.shape[-1])}, {(*q.shape[:2], q.shape[-1])}"
@@ -248,7 +262,15 @@ def linear_attention_step(
     if q_t.shape[2] != 1:
         raise ValueError(f"a step takes one token (T = 1), got q_t of shape {tuple(q_t.shape)}")
     return linear_attention(
-        q_t, k_t, v_t, cos=cos, sin=sin, layout=layout, eps=eps, initial_state=state, return_state=True
+        q_t,
+        k_t,
+        v_t,
+        cos=cos,
+        sin=sin,
+        layout=layout,
+        eps=eps,
+        initial_state=state,
+        return_state=True,
     )
 
 
@@ -267,10 +289,14 @@ class LinearAttention(Attention):
     decoding is); :func:`linear_attention_step` is the O(1) recurrent form.
     """
 
-    def __init__(self, d_model: int, num_heads: int, *, block_size: int = 64, eps: float = 1e-6, **kwargs):
+    def __init__(
+        self, d_model: int, num_heads: int, *, block_size: int = 64, eps: float = 1e-6, **kwargs
+    ):
         for name in ("chunk_size", "window", "score_bias", "temperature_tuning"):
             if kwargs.get(name) is not None:
-                raise ValueError(f"LinearAttention has no {name} option (it belongs to softmax attention)")
+                raise ValueError(
+                    f"LinearAttention has no {name} option (it belongs to softmax attention)"
+                )
         rope = kwargs.get("rope")
         if rope is not None and not isinstance(rope, RopeConfig):
             raise TypeError(
@@ -300,12 +326,19 @@ class LinearAttention(Attention):
         total = past + length
         if layer_cache is not None:
             if not self.causal:
-                raise ValueError("a KV cache needs causal attention; this LinearAttention is bidirectional")
+                raise ValueError(
+                    "a KV cache needs causal attention; this LinearAttention is bidirectional"
+                )
             if layer_cache.batch != batch:
-                raise ValueError(f"cache batch {layer_cache.batch} does not match x's batch {batch}")
+                raise ValueError(
+                    f"cache batch {layer_cache.batch} does not match x's batch {batch}"
+                )
             layer_cache.check_room(length)
         if attention_mask is not None:
-            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (batch, total):
+            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (
+                batch,
+                total,
+            ):
                 raise ValueError(f"attention_mask must be shaped (B, S) = ({batch}, {total})")
             if positions is None:
                 positions = positions_from_mask(attention_mask)[:, past:]
@@ -326,12 +359,22 @@ class LinearAttention(Attention):
                 k0, v0 = _repeat(k_all[:, :, :past], heads), _repeat(v_all[:, :, :past], heads)
                 cos0, sin0 = self._tables(k_pos[:, :past])
                 mask0 = None if attention_mask is None else attention_mask[:, :past]
-                state = linear_attention_state(k0, v0, cos=cos0, sin=sin0, layout=self._layout(), key_mask=mask0)
+                state = linear_attention_state(
+                    k0, v0, cos=cos0, sin=sin0, layout=self._layout(), key_mask=mask0
+                )
         cos, sin = self._tables(q_pos)
         y = linear_attention(
-            q, _repeat(k, heads), _repeat(v, heads), cos=cos, sin=sin, layout=self._layout(),
-            causal=self.causal, eps=self.eps, chunk_size=self.block_size,
-            key_mask=None if attention_mask is None else attention_mask[:, past:], initial_state=state,
+            q,
+            _repeat(k, heads),
+            _repeat(v, heads),
+            cos=cos,
+            sin=sin,
+            layout=self._layout(),
+            causal=self.causal,
+            eps=self.eps,
+            chunk_size=self.block_size,
+            key_mask=None if attention_mask is None else attention_mask[:, past:],
+            initial_state=state,
         )  # (B, H, T, D)
         return self.o_proj(y.transpose(1, 2).reshape(batch, length, heads * dim))
 

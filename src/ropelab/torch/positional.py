@@ -150,7 +150,12 @@ class T5Bias(nn.Module):
     """
 
     def __init__(
-        self, num_heads: int, *, bidirectional: bool = False, num_buckets: int = 32, max_distance: int = 128
+        self,
+        num_heads: int,
+        *,
+        bidirectional: bool = False,
+        num_buckets: int = 32,
+        max_distance: int = 128,
     ):
         super().__init__()
         self.num_heads = _check_int("num_heads", num_heads)
@@ -220,7 +225,12 @@ class XPos(nn.Module):
         self._build(_check_int("max_positions", max_positions))
 
     def _build(self, n: int) -> None:
-        s = xpos_scales(np.arange(n) - self.center, self.config.rotary_dim, scale_base=self.scale_base, gamma=self.gamma)
+        s = xpos_scales(
+            np.arange(n) - self.center,
+            self.config.rotary_dim,
+            scale_base=self.scale_base,
+            gamma=self.gamma,
+        )
         device = self.rotary.cos.device
         # both directions from float64, so neither is a rounded reciprocal of the other
         self.scale = torch.from_numpy(s).to(device=device, dtype=torch.float32)
@@ -287,7 +297,11 @@ class MRoPE(nn.Module):
         super().__init__()
         if not isinstance(config, RopeConfig):
             raise TypeError(f"config must be a ropelab.RopeConfig, got {type(config).__name__}")
-        section = default_mrope_section(config.num_pairs) if mrope_section is None else tuple(mrope_section)
+        section = (
+            default_mrope_section(config.num_pairs)
+            if mrope_section is None
+            else tuple(mrope_section)
+        )
         axis = mrope_axis_of_pair(section, config.num_pairs)
         self.config, self.mrope_section = config, section
         self.rotary = RotaryEmbedding(config, max_positions)
@@ -334,7 +348,10 @@ class AxialRoPE(nn.Module):
         row, col = positions // self.cols, positions % self.cols
         cos_r, sin_r = self.axis.tables_for(row)
         cos_c, sin_c = self.axis.tables_for(col)
-        cos, sin = torch.cat([cos_r, cos_c], dim=-1), torch.cat([sin_r, sin_c], dim=-1)  # (., T, R/2)
+        cos, sin = (
+            torch.cat([cos_r, cos_c], dim=-1),
+            torch.cat([sin_r, sin_c], dim=-1),
+        )  # (., T, R/2)
         if cos.dim() == 3:
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, R/2)
         layout = self.config.layout
@@ -367,7 +384,9 @@ class ShawAttention(Attention):
     def __init__(self, d_model: int, num_heads: int, *, clip: int = 16, **kwargs):
         for name in ("rope", "score_bias"):
             if kwargs.get(name) is not None:
-                raise ValueError(f"ShawAttention takes no {name}: its relative vectors are the positions")
+                raise ValueError(
+                    f"ShawAttention takes no {name}: its relative vectors are the positions"
+                )
         super().__init__(d_model, num_heads, **kwargs)
         self.clip = _check_int("clip", clip)
         self.rel_k = nn.Embedding(2 * self.clip + 1, self.head_dim)
@@ -385,7 +404,9 @@ class ShawAttention(Attention):
         total = past + length
         if layer_cache is not None:
             if layer_cache.batch != batch:
-                raise ValueError(f"cache batch {layer_cache.batch} does not match x's batch {batch}")
+                raise ValueError(
+                    f"cache batch {layer_cache.batch} does not match x's batch {batch}"
+                )
             layer_cache.check_room(length)
         if attention_mask is not None and positions is None:
             from .cache import positions_from_mask
@@ -423,9 +444,13 @@ class ShawAttention(Attention):
         p = torch.softmax(scores.float(), dim=-1).to(v.dtype)  # (B, H, T, S)
         if self.training and self.dropout:
             p = F.dropout(p, self.dropout)
-        per_distance = torch.zeros(batch, heads, length, 2 * self.clip + 1, dtype=p.dtype, device=p.device)
+        per_distance = torch.zeros(
+            batch, heads, length, 2 * self.clip + 1, dtype=p.dtype, device=p.device
+        )
         per_distance.scatter_add_(-1, index, p)  # attention mass per clipped distance
-        y = torch.matmul(p, v) + torch.matmul(per_distance, self.rel_v.weight.to(p.dtype))  # (B, H, T, D)
+        y = torch.matmul(p, v) + torch.matmul(
+            per_distance, self.rel_v.weight.to(p.dtype)
+        )  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(batch, length, heads * dim)
         return self.o_proj(y)
 
@@ -438,7 +463,9 @@ class ShawAttention(Attention):
 # ---------------------------------------------------------------------------------------
 
 
-def _split(config, name: str, module_keys: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _split(
+    config, name: str, module_keys: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """kind_options[name] split into the module's own options and extra Attention ones."""
     options = dict(config.kind_options.get(name, {}))
     own = {key: options.pop(key) for key in module_keys if key in options}
@@ -480,12 +507,20 @@ def axial_layer(config, index: int) -> dict[str, Any]:
     """2-D axial RoPE on ``config.rope`` for patches on a grid (option cols, required)."""
     own, extra = _split(config, "axial", ("cols",))
     if "cols" not in own:
-        raise ValueError('the "axial" layer kind needs kind_options={"axial": {"cols": GRID_WIDTH}}')
-    return {"rope": AxialRoPE(config.rope, own["cols"], max_positions=config.max_positions), **extra}
+        raise ValueError(
+            'the "axial" layer kind needs kind_options={"axial": {"cols": GRID_WIDTH}}'
+        )
+    return {
+        "rope": AxialRoPE(config.rope, own["cols"], max_positions=config.max_positions),
+        **extra,
+    }
 
 
 @register_layer_kind("mrope")
 def mrope_layer(config, index: int) -> dict[str, Any]:
     """M-RoPE on ``config.rope`` (option mrope_section); text positions make it RoPE."""
     own, extra = _split(config, "mrope", ("mrope_section",))
-    return {"rope": MRoPE(config.rope, own.get("mrope_section"), max_positions=config.max_positions), **extra}
+    return {
+        "rope": MRoPE(config.rope, own.get("mrope_section"), max_positions=config.max_positions),
+        **extra,
+    }
