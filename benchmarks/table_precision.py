@@ -25,7 +25,9 @@ TARGETS = [10**3, 10**6, 10**7, 2**31 - 1]
 
 def exact_tables(positions, theta, rotary_dim):
     with mpmath.workdps(50):
-        inv = [mpmath.mpf(theta) ** (mpmath.mpf(-2 * i) / rotary_dim) for i in range(rotary_dim // 2)]
+        inv = [
+            mpmath.mpf(theta) ** (mpmath.mpf(-2 * i) / rotary_dim) for i in range(rotary_dim // 2)
+        ]
         cos = np.array([[float(mpmath.cos(int(p) * f)) for f in inv] for p in positions])
         sin = np.array([[float(mpmath.sin(int(p) * f)) for f in inv] for p in positions])
     return cos, sin
@@ -64,8 +66,10 @@ def main(argv=None):
         have_hf = True
     except ImportError:
         have_hf = False
-    print(f"max |error| of cos/sin tables vs 50-digit reference, head_dim={args.head_dim}, "
-          f"16 positions up to each N, all {args.head_dim // 2} pairs")
+    print(
+        f"max |error| of cos/sin tables vs 50-digit reference, head_dim={args.head_dim}, "
+        f"16 positions up to each N, all {args.head_dim // 2} pairs"
+    )
     print(f"{'theta':>9} {'N':>12} {'ropelab (float64)':>18} {'transformers (float32)':>23}")
     for theta in args.theta:
         for target in TARGETS:

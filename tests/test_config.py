@@ -14,7 +14,13 @@ from ropelab.scaling import Linear, LongRoPE, YaRN
 
 def test_defaults():
     cfg = RopeConfig(64)
-    assert (cfg.head_dim, cfg.rotary_dim, cfg.theta, cfg.layout, cfg.scaling) == (64, 64, 1e4, "interleaved", None)
+    assert (cfg.head_dim, cfg.rotary_dim, cfg.theta, cfg.layout, cfg.scaling) == (
+        64,
+        64,
+        1e4,
+        "interleaved",
+        None,
+    )
     assert cfg.attention_factor == 1.0 and not cfg.dynamic
     np.testing.assert_allclose(cfg.inv_freq(), reference_inv_freq(1e4, 64), rtol=1e-15)
     assert cfg.inv_freq().dtype == np.float64 and cfg.inv_freq().shape == (32,)
@@ -87,13 +93,19 @@ def test_bad_seq_len():
 def test_unknown_rope_type_in_config():
     with pytest.raises(ValueError, match=r"unknown rope_type 'wobble'"):
         RopeConfig.from_hf(
-            {"hidden_size": 256, "num_attention_heads": 4, "rope_scaling": {"rope_type": "wobble", "factor": 2.0}}
+            {
+                "hidden_size": 256,
+                "num_attention_heads": 4,
+                "rope_scaling": {"rope_type": "wobble", "factor": 2.0},
+            }
         )
 
 
 def test_missing_scheme_key_in_config():
     with pytest.raises(ValueError, match=r"'linear' needs the key 'factor'"):
-        RopeConfig.from_hf({"hidden_size": 256, "num_attention_heads": 4, "rope_scaling": {"type": "linear"}})
+        RopeConfig.from_hf(
+            {"hidden_size": 256, "num_attention_heads": 4, "rope_scaling": {"type": "linear"}}
+        )
 
 
 def test_config_without_head_dim():
@@ -107,10 +119,14 @@ def test_from_hf_wrong_type():
 
 
 def test_per_layer_rope_parameters_rejected():
-    params = {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
-              "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}
+    params = {
+        "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+    }
     with pytest.raises(ValueError, match=r"per-layer-type.*full_attention"):
-        RopeConfig.from_hf({"hidden_size": 256, "num_attention_heads": 4, "rope_parameters": params})
+        RopeConfig.from_hf(
+            {"hidden_size": 256, "num_attention_heads": 4, "rope_parameters": params}
+        )
 
 
 # ---------------------------------------------------------------- from_hf
@@ -118,11 +134,20 @@ def test_per_layer_rope_parameters_rejected():
 
 @pytest.mark.parametrize(
     "model_type,layout",
-    [("llama", "half"), ("mistral", "half"), ("qwen2", "half"), ("gpt_neox", "half"), ("phi3", "half"),
-     ("gptj", "interleaved"), ("llama4_text", "interleaved")],
+    [
+        ("llama", "half"),
+        ("mistral", "half"),
+        ("qwen2", "half"),
+        ("gpt_neox", "half"),
+        ("phi3", "half"),
+        ("gptj", "interleaved"),
+        ("llama4_text", "interleaved"),
+    ],
 )
 def test_layout_from_model_type(model_type, layout):
-    cfg = RopeConfig.from_hf({"model_type": model_type, "hidden_size": 256, "num_attention_heads": 4})
+    cfg = RopeConfig.from_hf(
+        {"model_type": model_type, "hidden_size": 256, "num_attention_heads": 4}
+    )
     assert cfg.layout == layout
 
 
@@ -130,53 +155,117 @@ def test_layout_override_and_rope_interleave_flag():
     base = {"model_type": "llama", "hidden_size": 256, "num_attention_heads": 4}
     assert RopeConfig.from_hf(base, layout="interleaved").layout == "interleaved"
     assert RopeConfig.from_hf({**base, "rope_interleave": True}).layout == "interleaved"
-    assert RopeConfig.from_hf({**base, "model_type": "deepseek_v3", "rope_interleave": False}).layout == "half"
+    assert (
+        RopeConfig.from_hf({**base, "model_type": "deepseek_v3", "rope_interleave": False}).layout
+        == "half"
+    )
 
 
 def test_from_hf_keys():
     # head_dim given explicitly wins over hidden_size // heads
-    cfg = RopeConfig.from_hf({"hidden_size": 256, "num_attention_heads": 4, "head_dim": 32, "rope_theta": 5e5})
+    cfg = RopeConfig.from_hf(
+        {"hidden_size": 256, "num_attention_heads": 4, "head_dim": 32, "rope_theta": 5e5}
+    )
     assert (cfg.head_dim, cfg.rotary_dim, cfg.theta) == (32, 32, 5e5)
     # GPT-J: n_embd / n_head and an absolute rotary_dim
-    gptj = RopeConfig.from_hf({"model_type": "gptj", "n_embd": 4096, "n_head": 16, "rotary_dim": 64})
+    gptj = RopeConfig.from_hf(
+        {"model_type": "gptj", "n_embd": 4096, "n_head": 16, "rotary_dim": 64}
+    )
     assert (gptj.head_dim, gptj.rotary_dim, gptj.layout) == (256, 64, "interleaved")
     # GPT-NeoX: rotary_pct and rotary_emb_base
-    neox = RopeConfig.from_hf({"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 4,
-                               "rotary_pct": 0.25, "rotary_emb_base": 5000})
+    neox = RopeConfig.from_hf(
+        {
+            "model_type": "gpt_neox",
+            "hidden_size": 512,
+            "num_attention_heads": 4,
+            "rotary_pct": 0.25,
+            "rotary_emb_base": 5000,
+        }
+    )
     assert (neox.rotary_dim, neox.theta) == (32, 5000.0)
     # partial_rotary_factor inside the newer rope_parameters
-    newer = RopeConfig.from_hf({"hidden_size": 512, "num_attention_heads": 4,
-                                "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "partial_rotary_factor": 0.5}})
+    newer = RopeConfig.from_hf(
+        {
+            "hidden_size": 512,
+            "num_attention_heads": 4,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1e6,
+                "partial_rotary_factor": 0.5,
+            },
+        }
+    )
     assert (newer.rotary_dim, newer.theta, newer.scaling) == (64, 1e6, None)
 
 
 def test_from_hf_text_config():
-    outer = {"model_type": "llama4", "text_config": {"model_type": "llama4_text", "hidden_size": 512,
-             "num_attention_heads": 4, "head_dim": 128, "rope_theta": 5e5}}
+    outer = {
+        "model_type": "llama4",
+        "text_config": {
+            "model_type": "llama4_text",
+            "hidden_size": 512,
+            "num_attention_heads": 4,
+            "head_dim": 128,
+            "rope_theta": 5e5,
+        },
+    }
     cfg = RopeConfig.from_hf(outer)
     assert (cfg.head_dim, cfg.theta, cfg.layout) == (128, 5e5, "interleaved")
 
 
 def test_from_hf_schemes():
-    lin = RopeConfig.from_hf({"hidden_size": 256, "num_attention_heads": 4, "rope_scaling": {"type": "linear", "factor": 2}})
+    lin = RopeConfig.from_hf(
+        {
+            "hidden_size": 256,
+            "num_attention_heads": 4,
+            "rope_scaling": {"type": "linear", "factor": 2},
+        }
+    )
     assert lin.scaling == Linear(2.0)
-    yarn = RopeConfig.from_hf({"hidden_size": 256, "num_attention_heads": 4, "max_position_embeddings": 8192,
-                               "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048}})
+    yarn = RopeConfig.from_hf(
+        {
+            "hidden_size": 256,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 8192,
+            "rope_scaling": {
+                "type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 2048,
+            },
+        }
+    )
     assert yarn.scaling == YaRN(4.0, 2048)
     # "su" is the name early Phi-3 configs used for LongRoPE
-    su = RopeConfig.from_hf({"hidden_size": 16, "num_attention_heads": 4, "max_position_embeddings": 400,
-                             "original_max_position_embeddings": 100,
-                             "rope_scaling": {"type": "su", "short_factor": [1, 1], "long_factor": [2, 2]}})
+    su = RopeConfig.from_hf(
+        {
+            "hidden_size": 16,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 400,
+            "original_max_position_embeddings": 100,
+            "rope_scaling": {"type": "su", "short_factor": [1, 1], "long_factor": [2, 2]},
+        }
+    )
     assert isinstance(su.scaling, LongRoPE) and su.scaling.factor == 4.0
-    assert RopeConfig.from_hf({"hidden_size": 256, "num_attention_heads": 4,
-                               "rope_scaling": {"rope_type": "default"}}).scaling is None
+    assert (
+        RopeConfig.from_hf(
+            {"hidden_size": 256, "num_attention_heads": 4, "rope_scaling": {"rope_type": "default"}}
+        ).scaling
+        is None
+    )
 
 
 def test_from_hf_model_type_rotary_defaults():
     # what transformers assumes when the key is absent: GPT-NeoX rotary_pct 0.25, GPT-J rotary_dim 64
-    neox = RopeConfig.from_hf({"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 4})
+    neox = RopeConfig.from_hf(
+        {"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 4}
+    )
     assert (neox.head_dim, neox.rotary_dim) == (128, 32)
     gptj = RopeConfig.from_hf({"model_type": "gptj", "n_embd": 4096, "n_head": 16})
     assert (gptj.head_dim, gptj.rotary_dim) == (256, 64)
     # other model types rotate the whole head
-    assert RopeConfig.from_hf({"model_type": "llama", "hidden_size": 512, "num_attention_heads": 4}).rotary_dim == 128
+    assert (
+        RopeConfig.from_hf(
+            {"model_type": "llama", "hidden_size": 512, "num_attention_heads": 4}
+        ).rotary_dim
+        == 128
+    )

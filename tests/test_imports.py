@@ -56,24 +56,34 @@ def test_import_ropelab_loads_no_framework():
 
 
 def test_core_works_with_frameworks_blocked():
-    code = f"BLOCKED = {FRAMEWORKS!r}\n" + BLOCKER + textwrap.dedent(
-        """
+    code = (
+        f"BLOCKED = {FRAMEWORKS!r}\n"
+        + BLOCKER
+        + textwrap.dedent(
+            """
         import numpy as np
         import ropelab
         cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8, layout="half"), np.arange(4))
         out = ropelab.apply_rope(np.ones((4, 8)), cos, sin, layout="half")
         print(out.shape)
         """
+        )
     )
     proc = _run(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(4, 8)"
 
 
-@pytest.mark.parametrize("module,extra", [("torch", "torch"), ("jax", "jax"), ("transformers", "hf"), ("matplotlib", "plot")])
+@pytest.mark.parametrize(
+    "module,extra",
+    [("torch", "torch"), ("jax", "jax"), ("transformers", "hf"), ("matplotlib", "plot")],
+)
 def test_require_names_the_extra(module, extra):
-    code = f"BLOCKED = [{module!r}]\n" + BLOCKER + textwrap.dedent(
-        f"""
+    code = (
+        f"BLOCKED = [{module!r}]\n"
+        + BLOCKER
+        + textwrap.dedent(
+            f"""
         from ropelab._optional import require
         try:
             require({module!r}, feature="this test")
@@ -82,6 +92,7 @@ def test_require_names_the_extra(module, extra):
         else:
             print("no error")
         """
+        )
     )
     proc = _run(code)
     assert proc.returncode == 0, proc.stderr
@@ -94,12 +105,18 @@ def _is_regular_package(name: str) -> bool:
     return spec is not None and spec.origin not in (None, "namespace")
 
 
-@pytest.mark.parametrize("front_end,blocked,extra", [("ropelab.torch", ["torch"], "torch"), ("ropelab.nnx", ["jax", "flax"], "jax")])
+@pytest.mark.parametrize(
+    "front_end,blocked,extra",
+    [("ropelab.torch", ["torch"], "torch"), ("ropelab.nnx", ["jax", "flax"], "jax")],
+)
 def test_front_end_without_its_framework(front_end, blocked, extra):
     if not _is_regular_package(front_end):
         pytest.skip(f"{front_end} is not written yet (no __init__.py)")
-    code = f"BLOCKED = {blocked!r}\n" + BLOCKER + textwrap.dedent(
-        f"""
+    code = (
+        f"BLOCKED = {blocked!r}\n"
+        + BLOCKER
+        + textwrap.dedent(
+            f"""
         try:
             import {front_end}
         except ImportError as err:
@@ -107,6 +124,7 @@ def test_front_end_without_its_framework(front_end, blocked, extra):
         else:
             print("imported")
         """
+        )
     )
     proc = _run(code)
     assert proc.returncode == 0, proc.stderr

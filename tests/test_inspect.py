@@ -48,11 +48,15 @@ def test_every_preset(capsys, tmp_path, name):
     assert len(rows) == cfg.rotary_dim // 2
     assert [int(r[0]) for r in rows] == list(range(cfg.rotary_dim // 2))
     # the unscaled column is RoFormer's theta ** (-2i/R), computed here independently
-    np.testing.assert_allclose([float(r[4]) for r in rows], reference_inv_freq(cfg.theta, cfg.rotary_dim), rtol=1e-4)
+    np.testing.assert_allclose(
+        [float(r[4]) for r in rows], reference_inv_freq(cfg.theta, cfg.rotary_dim), rtol=1e-4
+    )
     # wavelength = 2 pi / frequency, ratio = frequency / unscaled, as printed (4 significant digits)
     freq = np.array([float(r[1]) for r in rows])
     np.testing.assert_allclose([float(r[2]) for r in rows], 2 * np.pi / freq, rtol=1e-3)
-    np.testing.assert_allclose([float(r[5]) for r in rows], freq / [float(r[4]) for r in rows], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        [float(r[5]) for r in rows], freq / [float(r[4]) for r in rows], rtol=1e-3, atol=1e-4
+    )
     assert {r[-1] for r in rows} <= {"kept", "interpolated", "blended", "raised"}
     png = out.strip().splitlines()[-1].removeprefix("plot: ")
     with open(png, "rb") as fh:
@@ -73,7 +77,9 @@ def test_llama3_words_follow_wavelength_bands(capsys, tmp_path):
     _, out, _ = _inspect(capsys, "llama-3.1-8b", "--no-plot", "--plain")
     rows = _table(out)
     wavelength = 2 * np.pi / reference_inv_freq(5e5, 128)
-    expect = np.where(wavelength < 8192 / 4, "kept", np.where(wavelength > 8192, "interpolated", "blended"))
+    expect = np.where(
+        wavelength < 8192 / 4, "kept", np.where(wavelength > 8192, "interpolated", "blended")
+    )
     assert [r[-1] for r in rows] == list(expect)
     # rotations completed within the original context: L0 / scaled wavelength
     freq = np.array([float(r[1]) for r in rows])
@@ -88,9 +94,18 @@ def _write_config(tmp_path, data, name="config.json"):
 
 
 YARN_JSON = {
-    "model_type": "qwen2", "hidden_size": 1024, "num_attention_heads": 16, "max_position_embeddings": 32768,
+    "model_type": "qwen2",
+    "hidden_size": 1024,
+    "num_attention_heads": 16,
+    "max_position_embeddings": 32768,
     "rope_theta": 10000.0,
-    "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192, "beta_fast": 16, "beta_slow": 2},
+    "rope_scaling": {
+        "type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "beta_fast": 16,
+        "beta_slow": 2,
+    },
 }
 
 
@@ -119,9 +134,13 @@ def test_config_json(capsys, tmp_path):
 def test_seq_len_selects_longrope_factors(capsys):
     cfg = ropelab.preset("phi-3-mini-128k")
     for seq_len in (4096, 4097):
-        code, out, _ = _inspect(capsys, "phi-3-mini-128k", "--no-plot", "--plain", "--seq-len", str(seq_len))
+        code, out, _ = _inspect(
+            capsys, "phi-3-mini-128k", "--no-plot", "--plain", "--seq-len", str(seq_len)
+        )
         assert code == 0
-        np.testing.assert_allclose([float(r[1]) for r in _table(out)], cfg.inv_freq(seq_len), rtol=1e-4)
+        np.testing.assert_allclose(
+            [float(r[1]) for r in _table(out)], cfg.inv_freq(seq_len), rtol=1e-4
+        )
         assert f"seq_len          : {seq_len}" in out
 
 
@@ -149,7 +168,14 @@ def test_json_not_an_object(capsys, tmp_path):
 
 
 def test_invalid_rope_config(capsys, tmp_path):
-    path = _write_config(tmp_path, {"hidden_size": 256, "num_attention_heads": 4, "rope_scaling": {"type": "wobble", "factor": 2}})
+    path = _write_config(
+        tmp_path,
+        {
+            "hidden_size": 256,
+            "num_attention_heads": 4,
+            "rope_scaling": {"type": "wobble", "factor": 2},
+        },
+    )
     code, _, err = _inspect(capsys, str(path), "--no-plot")
     assert code == 2 and "'wobble'" in err
 
@@ -176,8 +202,11 @@ BLOCKER = textwrap.dedent(
 
 
 def test_missing_matplotlib_names_the_extra(tmp_path):
-    code = "BLOCKED = {'matplotlib'}\n" + BLOCKER + textwrap.dedent(
-        f"""
+    code = (
+        "BLOCKED = {'matplotlib'}\n"
+        + BLOCKER
+        + textwrap.dedent(
+            f"""
         from ropelab.cli import main
         from ropelab.inspect import plot_schedule, schedule
         try:
@@ -186,6 +215,7 @@ def test_missing_matplotlib_names_the_extra(tmp_path):
             print("ImportError:", err)
         print("rc", main(["inspect", "llama-2-7b", "--plain", "--out", {str(tmp_path)!r}]))
         """
+        )
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -210,9 +240,17 @@ def test_inspect_imports_no_framework(tmp_path):
 
 def test_change_words(capsys, tmp_path):
     # per-pair divisors 1, 0.5, 2, 4: kept, raised (frequency up), blended, interpolated (the strongest)
-    data = {"hidden_size": 32, "num_attention_heads": 4, "max_position_embeddings": 400,
-            "original_max_position_embeddings": 100,
-            "rope_scaling": {"type": "longrope", "short_factor": [1, 0.5, 2, 4], "long_factor": [1, 1, 1, 1]}}
+    data = {
+        "hidden_size": 32,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 400,
+        "original_max_position_embeddings": 100,
+        "rope_scaling": {
+            "type": "longrope",
+            "short_factor": [1, 0.5, 2, 4],
+            "long_factor": [1, 1, 1, 1],
+        },
+    }
     path = _write_config(tmp_path, data)
     code, out, _ = _inspect(capsys, str(path), "--no-plot", "--plain", "--seq-len", "50")
     assert code == 0
@@ -223,8 +261,14 @@ def test_change_words(capsys, tmp_path):
 
 def test_dynamic_default_seq_len(capsys, tmp_path):
     # dynamic NTK is shown at factor x the original length unless --seq-len says otherwise
-    data = {"model_type": "llama", "hidden_size": 256, "num_attention_heads": 4, "max_position_embeddings": 2048,
-            "rope_theta": 10000.0, "rope_scaling": {"type": "dynamic", "factor": 2.0}}
+    data = {
+        "model_type": "llama",
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 2048,
+        "rope_theta": 10000.0,
+        "rope_scaling": {"type": "dynamic", "factor": 2.0},
+    }
     path = _write_config(tmp_path, data)
     code, out, _ = _inspect(capsys, str(path), "--no-plot", "--plain")
     assert code == 0 and "seq_len          : 4096" in out
@@ -237,11 +281,27 @@ def test_dynamic_default_seq_len(capsys, tmp_path):
 
 def test_python_m_ropelab_inspect(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "ropelab", "inspect", "gpt-neox-20b", "--plain", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "ropelab",
+            "inspect",
+            "gpt-neox-20b",
+            "--plain",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "rotary_dim       : 24 (12 pairs)" in proc.stdout
     assert (tmp_path / "inspect-gpt-neox-20b.png").read_bytes()[:8] == PNG_MAGIC
-    bad = subprocess.run([sys.executable, "-m", "ropelab", "inspect", "no-such-model"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "ropelab", "inspect", "no-such-model"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "'no-such-model'" in bad.stderr

@@ -51,11 +51,19 @@ def test_scores_identical_after_permutation(rng, rotary_dim, src, dst):
 def test_interleaved_to_half_order():
     # one head of D=4: interleaved rows (a0, b0, a1, b1) become half rows (a0, a1, b0, b1)
     w = np.arange(4.0)[:, None]
-    np.testing.assert_array_equal(permute_for_layout(w, 1, src="interleaved", dst="half")[:, 0], [0, 2, 1, 3])
-    np.testing.assert_array_equal(permute_for_layout(w, 1, src="half", dst="interleaved")[:, 0], [0, 2, 1, 3])
+    np.testing.assert_array_equal(
+        permute_for_layout(w, 1, src="interleaved", dst="half")[:, 0], [0, 2, 1, 3]
+    )
+    np.testing.assert_array_equal(
+        permute_for_layout(w, 1, src="half", dst="interleaved")[:, 0], [0, 2, 1, 3]
+    )
     w6 = np.arange(6.0)
-    np.testing.assert_array_equal(permute_for_layout(w6, 1, src="interleaved", dst="half"), [0, 2, 4, 1, 3, 5])
-    np.testing.assert_array_equal(permute_for_layout(w6, 1, src="half", dst="interleaved"), [0, 3, 1, 4, 2, 5])
+    np.testing.assert_array_equal(
+        permute_for_layout(w6, 1, src="interleaved", dst="half"), [0, 2, 4, 1, 3, 5]
+    )
+    np.testing.assert_array_equal(
+        permute_for_layout(w6, 1, src="half", dst="interleaved"), [0, 3, 1, 4, 2, 5]
+    )
 
 
 def test_same_layout_is_identity(rng):
@@ -68,7 +76,9 @@ def test_torch_tensor(rng):
     w = rng.standard_normal((2 * 8, 5))
     got = permute_for_layout(torch.from_numpy(w), 2, src="interleaved", dst="half")
     assert isinstance(got, torch.Tensor)
-    np.testing.assert_array_equal(got.numpy(), permute_for_layout(w, 2, src="interleaved", dst="half"))
+    np.testing.assert_array_equal(
+        got.numpy(), permute_for_layout(w, 2, src="interleaved", dst="half")
+    )
 
 
 # ---------------------------------------------------------------- errors

@@ -14,9 +14,17 @@ NAMES = sorted(ropelab.PRESETS)
 
 # pairing each family's reference code uses (RoFormer/GPT-J/Meta interleaved; NeoX/HF Llama half)
 KNOWN_LAYOUTS = {
-    "llama-2-7b": "half", "llama-3.1-8b": "half", "codellama-7b": "half", "mistral-7b-v0.1": "half",
-    "qwen2.5-7b": "half", "qwen2.5-7b-yarn": "half", "gpt-neox-20b": "half", "phi-3-mini-128k": "half",
-    "gpt-j-6b": "interleaved", "llama-4-scout": "interleaved", "deepseek-v3": "interleaved",
+    "llama-2-7b": "half",
+    "llama-3.1-8b": "half",
+    "codellama-7b": "half",
+    "mistral-7b-v0.1": "half",
+    "qwen2.5-7b": "half",
+    "qwen2.5-7b-yarn": "half",
+    "gpt-neox-20b": "half",
+    "phi-3-mini-128k": "half",
+    "gpt-j-6b": "interleaved",
+    "llama-4-scout": "interleaved",
+    "deepseek-v3": "interleaved",
 }
 
 
@@ -61,10 +69,25 @@ def _default_rope_fn(model_type):
 
 
 ROPE_KEYS = {
-    "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
-    "original_max_position_embeddings", "rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor",
-    "rotary_pct", "rotary_emb_base", "qk_rope_head_dim", "qk_nope_head_dim", "n_embd", "n_head", "rotary_dim",
-    "n_positions", "rope_interleave",
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "original_max_position_embeddings",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "partial_rotary_factor",
+    "rotary_pct",
+    "rotary_emb_base",
+    "qk_rope_head_dim",
+    "qk_nope_head_dim",
+    "n_embd",
+    "n_head",
+    "rotary_dim",
+    "n_positions",
+    "rope_interleave",
 }
 
 
@@ -99,5 +122,7 @@ def test_preset_matches_transformers(name):
     seq_lens = [None, cfg.scaling.original_max_position + 1] if cfg.dynamic else [None]
     for seq_len in seq_lens:
         inv_freq, factor = _hf(data, seq_len)
-        np.testing.assert_allclose(cfg.inv_freq(seq_len), inv_freq, rtol=1e-6, err_msg=f"seq_len={seq_len}")
+        np.testing.assert_allclose(
+            cfg.inv_freq(seq_len), inv_freq, rtol=1e-6, err_msg=f"seq_len={seq_len}"
+        )
         assert cfg.attention_factor == pytest.approx(factor, rel=1e-12)

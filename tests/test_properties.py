@@ -32,9 +32,13 @@ def configs(draw):
     head_dim = rotary_dim + draw(st.integers(0, 6))
     theta = draw(st.sampled_from([100.0, 1e4, 5e5, 1e6]))
     scheme = draw(
-        st.sampled_from([None, Linear(4.0), YaRN(8.0, 256, attention_factor=1.0), Llama3(8.0, 1.0, 4.0, 512)])
+        st.sampled_from(
+            [None, Linear(4.0), YaRN(8.0, 256, attention_factor=1.0), Llama3(8.0, 1.0, 4.0, 512)]
+        )
     )
-    return RopeConfig(head_dim, theta=theta, rotary_dim=rotary_dim, layout=draw(layouts), scaling=scheme)
+    return RopeConfig(
+        head_dim, theta=theta, rotary_dim=rotary_dim, layout=draw(layouts), scaling=scheme
+    )
 
 
 def _vec(draw, n):
@@ -46,8 +50,13 @@ def _rope(cfg, x, positions):
     return apply_rope(np.asarray(x, dtype=np.float64), cos, sin, layout=cfg.layout)
 
 
-@given(data=st.data(), cfg=configs(), m=st.integers(0, 2**31 - 10**6), shift=st.integers(-(10**6), 10**6),
-       delta=st.integers(-5000, 5000))
+@given(
+    data=st.data(),
+    cfg=configs(),
+    m=st.integers(0, 2**31 - 10**6),
+    shift=st.integers(-(10**6), 10**6),
+    delta=st.integers(-5000, 5000),
+)
 def test_score_depends_only_on_offset(data, cfg, m, shift, delta):
     q = _vec(data.draw, cfg.head_dim)
     k = _vec(data.draw, cfg.head_dim)
@@ -62,11 +71,17 @@ def test_score_depends_only_on_offset(data, cfg, m, shift, delta):
     assert abs(float(rq @ rk) - float(sq @ sk)) <= 1e-6 * scale
 
 
-@given(data=st.data(), cfg=configs(), positions=st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=4))
+@given(
+    data=st.data(),
+    cfg=configs(),
+    positions=st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=4),
+)
 def test_norm_preserved(data, cfg, positions):
     x = data.draw(arrays(np.float64, (len(positions), cfg.head_dim), elements=finite))
     out = _rope(cfg, x, positions)
-    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        np.linalg.norm(out, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-12, atol=1e-12
+    )
     # and each pair separately keeps its length
     np.testing.assert_array_equal(out[:, cfg.rotary_dim :], x[:, cfg.rotary_dim :])
 
@@ -77,7 +92,11 @@ def test_position_zero_is_identity(data, cfg):
     np.testing.assert_array_equal(_rope(cfg, x, [0]), x)
 
 
-@given(data=st.data(), cfg=configs(), positions=st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=4))
+@given(
+    data=st.data(),
+    cfg=configs(),
+    positions=st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=4),
+)
 def test_inverse_rotation_undoes(data, cfg, positions):
     x = data.draw(arrays(np.float64, (len(positions), cfg.head_dim), elements=finite))
     cos, sin = rope_tables(cfg, np.asarray(positions))
@@ -108,10 +127,16 @@ def test_permute_interleaved_to_half_keeps_scores(data, num_heads, half_rot, ext
         q, k = apply_rope(q, cos, sin, layout=layout), apply_rope(k, cos, sin, layout=layout)
         return q @ k.transpose(0, 2, 1)  # (H, T, T)
 
-    perm = [permute_for_layout(wi, num_heads, src="interleaved", dst="half", rotary_dim=rotary_dim) for wi in w]
+    perm = [
+        permute_for_layout(wi, num_heads, src="interleaved", dst="half", rotary_dim=rotary_dim)
+        for wi in w
+    ]
     ref = scores(w[0], w[1], "interleaved")
-    np.testing.assert_allclose(scores(*perm, "half"), ref, rtol=1e-9, atol=1e-9 * (1 + np.abs(ref).max()))
+    np.testing.assert_allclose(
+        scores(*perm, "half"), ref, rtol=1e-9, atol=1e-9 * (1 + np.abs(ref).max())
+    )
     for wi, pi in zip(w, perm, strict=True):
         np.testing.assert_array_equal(
-            permute_for_layout(pi, num_heads, src="half", dst="interleaved", rotary_dim=rotary_dim), wi
+            permute_for_layout(pi, num_heads, src="half", dst="interleaved", rotary_dim=rotary_dim),
+            wi,
         )

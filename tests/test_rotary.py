@@ -63,7 +63,9 @@ def test_attention_factor_scales_output(rng):
     cfg = RopeConfig(8, scaling=ropelab.scaling.YaRN(4.0, 64))
     x = rng.standard_normal((3, 8))
     cos, sin = rope_tables(cfg, np.arange(3))
-    ref = reference_rope(x, np.arange(3), cfg.inv_freq(), layout="interleaved", scale=cfg.attention_factor)
+    ref = reference_rope(
+        x, np.arange(3), cfg.inv_freq(), layout="interleaved", scale=cfg.attention_factor
+    )
     np.testing.assert_allclose(apply_rope(x, cos, sin), ref, atol=1e-12)
 
 
@@ -80,7 +82,9 @@ def _jax():
 def test_numpy_torch_jax_agree_float32(rng, layout, rotary_dim, per_token):
     jax = _jax()
     jnp = jax.numpy
-    cfg, x64, positions, cos, sin = _setup(rng, head_dim=16, rotary_dim=rotary_dim, per_token=per_token)
+    cfg, x64, positions, cos, sin = _setup(
+        rng, head_dim=16, rotary_dim=rotary_dim, per_token=per_token
+    )
     x32 = x64.astype(np.float32)
     ref = reference_rope(x32, positions, reference_inv_freq(1e4, cfg.rotary_dim), layout=layout)
     out_np = apply_rope(x32, cos, sin, layout=layout)
@@ -100,9 +104,15 @@ def test_framework_tables_accepted(rng):
     cfg, x, _, cos, sin = _setup(rng)
     x32 = x.astype(np.float32)
     expect = apply_rope(x32, cos, sin, layout="half")
-    got_t = apply_rope(torch.from_numpy(x32), torch.from_numpy(cos), torch.from_numpy(sin), layout="half")
-    got_j = apply_rope(jax.numpy.asarray(x32), jax.numpy.asarray(cos.astype(np.float32)),
-                       jax.numpy.asarray(sin.astype(np.float32)), layout="half")
+    got_t = apply_rope(
+        torch.from_numpy(x32), torch.from_numpy(cos), torch.from_numpy(sin), layout="half"
+    )
+    got_j = apply_rope(
+        jax.numpy.asarray(x32),
+        jax.numpy.asarray(cos.astype(np.float32)),
+        jax.numpy.asarray(sin.astype(np.float32)),
+        layout="half",
+    )
     np.testing.assert_allclose(got_t.numpy(), expect, atol=1e-6)
     np.testing.assert_allclose(np.asarray(got_j), expect, atol=1e-6)
 
@@ -113,7 +123,9 @@ def test_torch_half_precision_computed_in_float32(rng, dtype, eps, layout):
     """bf16/fp16 in: rotated in float32, rounded once (not rotated in bf16 with bf16 tables)."""
     tdtype = getattr(torch, dtype)
     cfg, x, positions, cos, sin = _setup(rng, head_dim=64, rotary_dim=48, shape=(2, 4, 33))
-    cos, sin = rope_tables(cfg, rng.integers(10**5, 10**6, size=33))  # large angles: bf16 tables would be poor
+    cos, sin = rope_tables(
+        cfg, rng.integers(10**5, 10**6, size=33)
+    )  # large angles: bf16 tables would be poor
     xh = torch.from_numpy(x).to(tdtype)
     out = apply_rope(xh, cos, sin, layout=layout)
     assert out.dtype == tdtype
@@ -124,7 +136,9 @@ def test_torch_half_precision_computed_in_float32(rng, dtype, eps, layout):
     assert bool((diff <= eps * expect.float().abs() + 1e-30).all())
     # and close to the exact float64 rotation of the rounded input
     exact = apply_rope(xh.double().numpy(), cos, sin, layout=layout)
-    np.testing.assert_allclose(out.double().numpy(), exact, rtol=eps, atol=eps * np.abs(exact).max())
+    np.testing.assert_allclose(
+        out.double().numpy(), exact, rtol=eps, atol=eps * np.abs(exact).max()
+    )
 
 
 def test_jax_bfloat16(rng):
@@ -157,7 +171,9 @@ def test_torch_gradcheck(rng, layout):
     xt = torch.from_numpy(x).requires_grad_(True)
     ct = torch.from_numpy(cos).requires_grad_(True)
     st = torch.from_numpy(sin).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, c, s: apply_rope(a, c, s, layout=layout), (xt, ct, st))
+    assert torch.autograd.gradcheck(
+        lambda a, c, s: apply_rope(a, c, s, layout=layout), (xt, ct, st)
+    )
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -166,7 +182,9 @@ def test_torch_grad_is_inverse_rotation(rng, layout):
     _, x, _, cos, sin = _setup(rng, rotary_dim=10)
     w = rng.standard_normal(x.shape)
     xt = torch.tensor(x, dtype=torch.float32, requires_grad=True)
-    (apply_rope(xt, cos, sin, layout=layout) * torch.tensor(w, dtype=torch.float32)).sum().backward()
+    (
+        apply_rope(xt, cos, sin, layout=layout) * torch.tensor(w, dtype=torch.float32)
+    ).sum().backward()
     np.testing.assert_allclose(xt.grad.numpy(), apply_rope(w, cos, -sin, layout=layout), atol=1e-5)
 
 
@@ -177,7 +195,9 @@ def test_jax_grad_is_inverse_rotation(rng, layout):
     _, x, _, cos, sin = _setup(rng, rotary_dim=10)
     w = rng.standard_normal(x.shape)
     wj = jnp.asarray(w, dtype=jnp.float32)
-    grad = jax.grad(lambda a: jnp.sum(wj * apply_rope(a, cos, sin, layout=layout)))(jnp.asarray(x, dtype=jnp.float32))
+    grad = jax.grad(lambda a: jnp.sum(wj * apply_rope(a, cos, sin, layout=layout)))(
+        jnp.asarray(x, dtype=jnp.float32)
+    )
     np.testing.assert_allclose(np.asarray(grad), apply_rope(w, cos, -sin, layout=layout), atol=1e-5)
 
 
@@ -330,14 +350,20 @@ def test_non_contiguous_views(rng, layout):
     for as_kind in (lambda a: a, lambda a: torch.from_numpy(a)):
         for dtype in (np.float64, np.float32):
             base = as_kind(store.astype(dtype))
-            view = base.transpose(1, 2) if isinstance(base, torch.Tensor) else base.transpose(0, 2, 1, 3)
+            view = (
+                base.transpose(1, 2)
+                if isinstance(base, torch.Tensor)
+                else base.transpose(0, 2, 1, 3)
+            )
             out = apply_rope(view, cos, sin, layout=layout)
             got = out.numpy() if isinstance(out, torch.Tensor) else out
             np.testing.assert_allclose(got, expect, atol=1e-5 if dtype == np.float32 else 1e-12)
             # in place on the view writes through to the (B, T, H, D) storage
             assert apply_rope_(view, cos, sin, layout=layout) is view
             stored = base.numpy() if isinstance(base, torch.Tensor) else base
-            np.testing.assert_allclose(stored.transpose(0, 2, 1, 3), expect, atol=1e-5 if dtype == np.float32 else 1e-12)
+            np.testing.assert_allclose(
+                stored.transpose(0, 2, 1, 3), expect, atol=1e-5 if dtype == np.float32 else 1e-12
+            )
 
 
 def test_numpy_float16_computed_in_float32(rng):
@@ -347,7 +373,9 @@ def test_numpy_float16_computed_in_float32(rng):
     assert out.dtype == np.float16
     expect = apply_rope(xh.astype(np.float32), cos, sin, layout="half").astype(np.float16)
     assert (out == expect).mean() >= 0.99
-    np.testing.assert_allclose(out.astype(np.float64), expect.astype(np.float64), rtol=2**-10, atol=1e-6)
+    np.testing.assert_allclose(
+        out.astype(np.float64), expect.astype(np.float64), rtol=2**-10, atol=1e-6
+    )
 
 
 def test_inplace_on_a_slice_leaves_the_rest(rng):
@@ -357,7 +385,9 @@ def test_inplace_on_a_slice_leaves_the_rest(rng):
     before = big.copy()
     apply_rope_(big[1], cos, sin, layout="interleaved")
     np.testing.assert_array_equal(big[[0, 2, 3]], before[[0, 2, 3]])
-    np.testing.assert_allclose(big[1], apply_rope(before[1], cos, sin, layout="interleaved"), atol=1e-12)
+    np.testing.assert_allclose(
+        big[1], apply_rope(before[1], cos, sin, layout="interleaved"), atol=1e-12
+    )
 
 
 # ---------------------------------------------------------------- the peers' rotation conventions
@@ -370,8 +400,16 @@ def test_half_layout_is_hf_llama_rotation(rng):
 
     transformers.logging.set_verbosity_error()
     hf_cfg = transformers.LlamaConfig(
-        hidden_size=128, num_attention_heads=2, head_dim=64, max_position_embeddings=8192,
-        rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048, "rope_theta": 1e4},
+        hidden_size=128,
+        num_attention_heads=2,
+        head_dim=64,
+        max_position_embeddings=8192,
+        rope_parameters={
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": 2048,
+            "rope_theta": 1e4,
+        },
     )
     B, H, T = 2, 2, 6
     # small positions: transformers' float32 angles are off by ~p * 6e-8 rad (see table_precision.py)
@@ -427,8 +465,13 @@ def _kinds():
 def test_positions_index_the_tables(request, rng, layout, kind, positions_kind):
     if kind == "jax" and positions_kind == "native":
         # known bug: `a or b if c else d` in rotary._check_positions calls .numel() on jax arrays
-        request.applymarker(pytest.mark.xfail(raises=AttributeError, strict=False,
-                                              reason="rotary._check_positions precedence bug (reported)"))
+        request.applymarker(
+            pytest.mark.xfail(
+                raises=AttributeError,
+                strict=False,
+                reason="rotary._check_positions precedence bug (reported)",
+            )
+        )
     to_x, to_p = {k: (a, b) for k, a, b in _kinds()}.get(kind, (None, None))
     if to_x is None:
         pytest.skip(f"{kind} not installed")

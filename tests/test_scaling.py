@@ -60,72 +60,222 @@ def _rng_factors(n, seed, low=1.0, high=6.0):
 
 # (id, transformers config builder, seq_lens to check)
 CASES = [
-    ("default-1e4", lambda: llama(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), [None]),
-    ("default-5e5-d128", lambda: llama(128, rope_parameters={"rope_type": "default", "rope_theta": 5e5}), [None]),
+    (
+        "default-1e4",
+        lambda: llama(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        [None],
+    ),
+    (
+        "default-5e5-d128",
+        lambda: llama(128, rope_parameters={"rope_type": "default", "rope_theta": 5e5}),
+        [None],
+    ),
     ("default-old-kw", lambda: llama(96, rope_theta=123456.0), [None]),
     # (Llama's own default ignores partial_rotary_factor, so partial default RoPE is checked on GPT-NeoX)
-    ("default-partial-neox", lambda: transformers.GPTNeoXConfig(hidden_size=512, num_attention_heads=4, rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}), [None]),
-    ("linear-2", lambda: llama(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}), [None]),
-    ("linear-8-old", lambda: llama(128, rope_theta=5e5, rope_scaling={"type": "linear", "factor": 8.0}), [None]),
-    ("linear-partial", lambda: llama(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 1e4, "partial_rotary_factor": 0.25}), [None]),
+    (
+        "default-partial-neox",
+        lambda: transformers.GPTNeoXConfig(
+            hidden_size=512,
+            num_attention_heads=4,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 1e4,
+                "partial_rotary_factor": 0.5,
+            },
+        ),
+        [None],
+    ),
+    (
+        "linear-2",
+        lambda: llama(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}),
+        [None],
+    ),
+    (
+        "linear-8-old",
+        lambda: llama(128, rope_theta=5e5, rope_scaling={"type": "linear", "factor": 8.0}),
+        [None],
+    ),
+    (
+        "linear-partial",
+        lambda: llama(
+            rope_parameters={
+                "rope_type": "linear",
+                "factor": 4.0,
+                "rope_theta": 1e4,
+                "partial_rotary_factor": 0.25,
+            }
+        ),
+        [None],
+    ),
     (
         "dynamic-2",
-        lambda: llama(max_pos=2048, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}),
+        lambda: llama(
+            max_pos=2048, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}
+        ),
         [None, 1, 1000, 2048, 2049, 4096, 10000],
     ),
     (
         "dynamic-old-partial",
-        lambda: llama(128, max_pos=4096, rope_theta=5e5, partial_rotary_factor=0.5, rope_scaling={"type": "dynamic", "factor": 4.0}),
+        lambda: llama(
+            128,
+            max_pos=4096,
+            rope_theta=5e5,
+            partial_rotary_factor=0.5,
+            rope_scaling={"type": "dynamic", "factor": 4.0},
+        ),
         [None, 100, 4096, 4097, 50000],
     ),
     (
         "yarn-4",
-        lambda: llama(max_pos=2048, rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512, "rope_theta": 1e4}),
+        lambda: llama(
+            max_pos=2048,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 512,
+                "rope_theta": 1e4,
+            },
+        ),
         [None],
     ),
     (
         "yarn-betas",
-        lambda: llama(128, max_pos=32768, rope_parameters={"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 4096, "beta_fast": 16.0, "beta_slow": 2.0, "rope_theta": 5e5}),
+        lambda: llama(
+            128,
+            max_pos=32768,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 8.0,
+                "original_max_position_embeddings": 4096,
+                "beta_fast": 16.0,
+                "beta_slow": 2.0,
+                "rope_theta": 5e5,
+            },
+        ),
         [None],
     ),
     (
         "yarn-mscale",
-        lambda: llama(64, max_pos=163840, rope_parameters={"rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096, "mscale": 1.0, "mscale_all_dim": 0.5, "beta_fast": 32, "beta_slow": 1, "rope_theta": 1e4}),
+        lambda: llama(
+            64,
+            max_pos=163840,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 40.0,
+                "original_max_position_embeddings": 4096,
+                "mscale": 1.0,
+                "mscale_all_dim": 0.5,
+                "beta_fast": 32,
+                "beta_slow": 1,
+                "rope_theta": 1e4,
+            },
+        ),
         [None],
     ),
     (
         "yarn-mscale-equal",  # DeepSeek-V3's 0.707 / 0.707: attention factor 1
-        lambda: llama(64, max_pos=163840, rope_parameters={"rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096, "mscale": 0.707, "mscale_all_dim": 0.707, "rope_theta": 1e4}),
+        lambda: llama(
+            64,
+            max_pos=163840,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 40.0,
+                "original_max_position_embeddings": 4096,
+                "mscale": 0.707,
+                "mscale_all_dim": 0.707,
+                "rope_theta": 1e4,
+            },
+        ),
         [None],
     ),
     (
         "yarn-attention-factor",
-        lambda: llama(max_pos=8192, rope_parameters={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 4096, "attention_factor": 1.5, "rope_theta": 1e4}),
+        lambda: llama(
+            max_pos=8192,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 2.0,
+                "original_max_position_embeddings": 4096,
+                "attention_factor": 1.5,
+                "rope_theta": 1e4,
+            },
+        ),
         [None],
     ),
     (
         "yarn-no-truncate",  # gpt-oss style
-        lambda: llama(64, max_pos=131072, rope_parameters={"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False, "rope_theta": 150000.0}),
+        lambda: llama(
+            64,
+            max_pos=131072,
+            rope_parameters={
+                "rope_type": "yarn",
+                "factor": 32.0,
+                "original_max_position_embeddings": 4096,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "truncate": False,
+                "rope_theta": 150000.0,
+            },
+        ),
         [None],
     ),
     (
         "yarn-partial-old",
-        lambda: llama(128, max_pos=16384, rope_theta=1e6, partial_rotary_factor=0.5, rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}),
+        lambda: llama(
+            128,
+            max_pos=16384,
+            rope_theta=1e6,
+            partial_rotary_factor=0.5,
+            rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096},
+        ),
         [None],
     ),
     (
         "llama3-8",
-        lambda: llama(128, max_pos=131072, rope_parameters={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "rope_theta": 5e5}),
+        lambda: llama(
+            128,
+            max_pos=131072,
+            rope_parameters={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192,
+                "rope_theta": 5e5,
+            },
+        ),
         [None],
     ),
     (
         "llama3-scout-equal",  # Llama 4 Scout ships low_freq_factor == high_freq_factor == 1.0
-        lambda: llama(128, max_pos=10485760, rope_parameters={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0, "original_max_position_embeddings": 8192, "rope_theta": 5e5}),
+        lambda: llama(
+            128,
+            max_pos=10485760,
+            rope_parameters={
+                "rope_type": "llama3",
+                "factor": 16.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 1.0,
+                "original_max_position_embeddings": 8192,
+                "rope_theta": 5e5,
+            },
+        ),
         [None],
     ),
     (
         "llama3-32-old",
-        lambda: llama(64, max_pos=131072, rope_theta=5e5, rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 2.0, "high_freq_factor": 8.0, "original_max_position_embeddings": 8192}),
+        lambda: llama(
+            64,
+            max_pos=131072,
+            rope_theta=5e5,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 32.0,
+                "low_freq_factor": 2.0,
+                "high_freq_factor": 8.0,
+                "original_max_position_embeddings": 8192,
+            },
+        ),
         [None],
     ),
 ]
@@ -141,7 +291,12 @@ def phi3_longrope(partial=None, **rope_extra):
         max_position_embeddings=131072,
         original_max_position_embeddings=4096,
         rope_theta=10000.0,
-        rope_scaling={"type": "longrope", "short_factor": _rng_factors(pairs, 1, 1.0, 1.2), "long_factor": _rng_factors(pairs, 2), **rope_extra},
+        rope_scaling={
+            "type": "longrope",
+            "short_factor": _rng_factors(pairs, 1, 1.0, 1.2),
+            "long_factor": _rng_factors(pairs, 2),
+            **rope_extra,
+        },
         **kwargs,
     )
 
@@ -152,7 +307,11 @@ CASES += [
     ("longrope-attention-factor", lambda: phi3_longrope(attention_factor=1.25), [None, 5000]),
     ("longrope-factor", lambda: phi3_longrope(factor=16.0), [None, 5000]),
     # Phi-3's top-level original_max_position_embeddings wins over one inside rope_scaling
-    ("longrope-top-level-wins", lambda: phi3_longrope(original_max_position_embeddings=2048), [None, 3000, 4096, 4097]),
+    (
+        "longrope-top-level-wins",
+        lambda: phi3_longrope(original_max_position_embeddings=2048),
+        [None, 3000, 4096, 4097],
+    ),
 ]
 
 
@@ -188,13 +347,92 @@ def test_from_hf_dict_matches_object(name, build, seq_lens):
 
 OLD_JSON = [
     # config.json dicts in the older keyword form, as released checkpoints ship them
-    ("llama", {"model_type": "llama", "hidden_size": 512, "num_attention_heads": 8, "max_position_embeddings": 4096, "rope_theta": 5e5, "rope_scaling": {"type": "linear", "factor": 4.0}}, "LlamaConfig"),
-    ("llama3", {"model_type": "llama", "hidden_size": 1024, "num_attention_heads": 8, "max_position_embeddings": 131072, "rope_theta": 5e5, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}, "LlamaConfig"),
-    ("gpt_neox", {"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 4, "rotary_pct": 0.25, "rotary_emb_base": 10000, "max_position_embeddings": 2048}, "GPTNeoXConfig"),
+    (
+        "llama",
+        {
+            "model_type": "llama",
+            "hidden_size": 512,
+            "num_attention_heads": 8,
+            "max_position_embeddings": 4096,
+            "rope_theta": 5e5,
+            "rope_scaling": {"type": "linear", "factor": 4.0},
+        },
+        "LlamaConfig",
+    ),
+    (
+        "llama3",
+        {
+            "model_type": "llama",
+            "hidden_size": 1024,
+            "num_attention_heads": 8,
+            "max_position_embeddings": 131072,
+            "rope_theta": 5e5,
+            "rope_scaling": {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192,
+            },
+        },
+        "LlamaConfig",
+    ),
+    (
+        "gpt_neox",
+        {
+            "model_type": "gpt_neox",
+            "hidden_size": 512,
+            "num_attention_heads": 4,
+            "rotary_pct": 0.25,
+            "rotary_emb_base": 10000,
+            "max_position_embeddings": 2048,
+        },
+        "GPTNeoXConfig",
+    ),
     # no rotary_pct: GPTNeoXConfig's default 0.25 applies
-    ("gpt_neox-default-pct", {"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 4, "max_position_embeddings": 2048}, "GPTNeoXConfig"),
-    ("phi3", {"model_type": "phi3", "hidden_size": 3072, "num_attention_heads": 32, "max_position_embeddings": 131072, "original_max_position_embeddings": 4096, "rope_theta": 10000.0, "rope_scaling": {"type": "longrope", "short_factor": [1.0 + i / 100 for i in range(48)], "long_factor": [1.0 + i / 10 for i in range(48)]}}, "Phi3Config"),
-    ("qwen2-yarn", {"model_type": "qwen2", "hidden_size": 896, "num_attention_heads": 14, "max_position_embeddings": 32768, "rope_theta": 1e6, "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}, "Qwen2Config"),
+    (
+        "gpt_neox-default-pct",
+        {
+            "model_type": "gpt_neox",
+            "hidden_size": 512,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 2048,
+        },
+        "GPTNeoXConfig",
+    ),
+    (
+        "phi3",
+        {
+            "model_type": "phi3",
+            "hidden_size": 3072,
+            "num_attention_heads": 32,
+            "max_position_embeddings": 131072,
+            "original_max_position_embeddings": 4096,
+            "rope_theta": 10000.0,
+            "rope_scaling": {
+                "type": "longrope",
+                "short_factor": [1.0 + i / 100 for i in range(48)],
+                "long_factor": [1.0 + i / 10 for i in range(48)],
+            },
+        },
+        "Phi3Config",
+    ),
+    (
+        "qwen2-yarn",
+        {
+            "model_type": "qwen2",
+            "hidden_size": 896,
+            "num_attention_heads": 14,
+            "max_position_embeddings": 32768,
+            "rope_theta": 1e6,
+            "rope_scaling": {
+                "type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 32768,
+            },
+        },
+        "Qwen2Config",
+    ),
 ]
 
 
@@ -220,7 +458,9 @@ def test_gpt_neox_rotary_pct_layout():
 # ---------------------------------------------------------------- NTK (no transformers rope_type)
 
 
-@pytest.mark.parametrize("theta,rotary_dim,factor", [(1e4, 64, 2.0), (5e5, 128, 8.0), (1e4, 96, 3.5)])
+@pytest.mark.parametrize(
+    "theta,rotary_dim,factor", [(1e4, 64, 2.0), (5e5, 128, 8.0), (1e4, 96, 3.5)]
+)
 def test_ntk_formula(theta, rotary_dim, factor):
     base = theta * factor ** (rotary_dim / (rotary_dim - 2))
     expected = reference_inv_freq(base, rotary_dim)
@@ -229,7 +469,10 @@ def test_ntk_formula(theta, rotary_dim, factor):
     # NTK-aware: the highest frequency is kept, the lowest divided by exactly `factor`
     plain = reference_inv_freq(theta, rotary_dim)
     assert got[0] == pytest.approx(plain[0], rel=1e-15)
-    assert got[-1] == pytest.approx(plain[-1] / factor ** ((rotary_dim - 2) / rotary_dim * rotary_dim / (rotary_dim - 2)), rel=1e-12)
+    assert got[-1] == pytest.approx(
+        plain[-1] / factor ** ((rotary_dim - 2) / rotary_dim * rotary_dim / (rotary_dim - 2)),
+        rel=1e-12,
+    )
 
 
 def test_ntk_equals_dynamic_where_they_coincide():
@@ -239,7 +482,11 @@ def test_ntk_equals_dynamic_where_they_coincide():
     ntk = RopeConfig(head_dim, theta=1e4, scaling=NTK(3.0)).inv_freq()
     dyn = RopeConfig(head_dim, theta=1e4, scaling=DynamicNTK(2.0, L0)).inv_freq(2000)
     np.testing.assert_allclose(ntk, dyn, rtol=1e-14)
-    cfg = llama(head_dim, max_pos=L0, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4})
+    cfg = llama(
+        head_dim,
+        max_pos=L0,
+        rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4},
+    )
     np.testing.assert_allclose(ntk, hf_reference(cfg, 2000)[0], rtol=RTOL)
 
 
@@ -259,7 +506,9 @@ def test_dynamic_is_default_up_to_original_length():
 
 def test_linear_is_default_over_factor():
     plain = reference_inv_freq(1e4, 64)
-    np.testing.assert_allclose(RopeConfig(64, scaling=Linear(4.0)).inv_freq(), plain / 4.0, rtol=1e-14)
+    np.testing.assert_allclose(
+        RopeConfig(64, scaling=Linear(4.0)).inv_freq(), plain / 4.0, rtol=1e-14
+    )
 
 
 def test_yarn_between_interpolation_and_default():
@@ -268,7 +517,9 @@ def test_yarn_between_interpolation_and_default():
     assert np.all(got <= plain * (1 + 1e-12)) and np.all(got >= plain / 8.0 * (1 - 1e-12))
     assert got[0] == pytest.approx(plain[0])  # fastest pair kept
     assert got[-1] == pytest.approx(plain[-1] / 8.0)  # slowest pair interpolated
-    assert RopeConfig(128, scaling=YaRN(8.0, 4096)).attention_factor == pytest.approx(0.1 * math.log(8.0) + 1)
+    assert RopeConfig(128, scaling=YaRN(8.0, 4096)).attention_factor == pytest.approx(
+        0.1 * math.log(8.0) + 1
+    )
 
 
 def test_llama3_keeps_short_and_divides_long_wavelengths():
@@ -344,9 +595,13 @@ def test_longrope_short_and_long_lists_must_agree():
 
 
 def test_longrope_list_length_from_config_json():
-    data = {"hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 400,
-            "original_max_position_embeddings": 100,
-            "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 7, "long_factor": [2.0] * 7}}
+    data = {
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 400,
+        "original_max_position_embeddings": 100,
+        "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 7, "long_factor": [2.0] * 7},
+    }
     with pytest.raises(ValueError, match=r"rotary_dim // 2 = 8\), got 7"):
         RopeConfig.from_hf(data)
 
@@ -369,9 +624,9 @@ def test_ntk_needs_rotary_dim_above_two():
 def test_numpy_scalars_accepted():
     # e.g. factors read from a numpy array or computed with numpy
     assert Linear(np.float32(2.0)) == Linear(2.0)
-    assert YaRN(np.float32(4.0), np.int64(2048), beta_fast=np.float32(16), mscale=np.float32(1.0)) == YaRN(
-        4.0, 2048, beta_fast=16, mscale=1.0
-    )
+    assert YaRN(
+        np.float32(4.0), np.int64(2048), beta_fast=np.float32(16), mscale=np.float32(1.0)
+    ) == YaRN(4.0, 2048, beta_fast=16, mscale=1.0)
 
 
 def test_bool_factor_rejected():

@@ -34,7 +34,9 @@ def test_exact_against_mpmath(rotary_dim, theta):
     """The true theta ** (-2i/R) at 50 digits: error <= 1e-6 for every position < 2**31."""
     positions = _positions(rotary_dim)
     with mpmath.workdps(50):
-        exact = [mpmath.mpf(theta) ** (mpmath.mpf(-2 * i) / rotary_dim) for i in range(rotary_dim // 2)]
+        exact = [
+            mpmath.mpf(theta) ** (mpmath.mpf(-2 * i) / rotary_dim) for i in range(rotary_dim // 2)
+        ]
     ref_cos, ref_sin = mp_tables(positions, exact)
     cos, sin = rope_tables(RopeConfig(rotary_dim, theta=theta), positions)
     assert cos.dtype == np.float64 and cos.shape == (len(positions), rotary_dim // 2)
@@ -89,11 +91,17 @@ def test_dynamic_schemes_read_seq_len_from_positions():
     expect = np.cos(positions[:, None] * cfg.inv_freq(300)[None, :])
     np.testing.assert_allclose(cos, expect, atol=1e-12)
     short_cos, _ = rope_tables(cfg, positions, seq_len=100)
-    np.testing.assert_allclose(short_cos, np.cos(positions[:, None] * cfg.inv_freq()[None, :]), atol=1e-12)
+    np.testing.assert_allclose(
+        short_cos, np.cos(positions[:, None] * cfg.inv_freq()[None, :]), atol=1e-12
+    )
     # LongRoPE switches to its long factors past the original length
     lr = RopeConfig(4, scaling=LongRoPE([1.0, 1.0], [2.0, 4.0], 10))
-    np.testing.assert_allclose(rope_tables(lr, np.arange(11))[0][3], np.cos(3 * lr.inv_freq(11)), atol=1e-15)
-    np.testing.assert_allclose(rope_tables(lr, np.arange(10))[0][3], np.cos(3 * lr.inv_freq(10)), atol=1e-15)
+    np.testing.assert_allclose(
+        rope_tables(lr, np.arange(11))[0][3], np.cos(3 * lr.inv_freq(11)), atol=1e-15
+    )
+    np.testing.assert_allclose(
+        rope_tables(lr, np.arange(10))[0][3], np.cos(3 * lr.inv_freq(10)), atol=1e-15
+    )
 
 
 # ---------------------------------------------------------------- errors

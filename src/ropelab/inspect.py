@@ -67,7 +67,10 @@ class Schedule:
         cfg = self.config
         scheme = cfg.scaling.describe() if cfg.scaling is not None else "none (plain RoPE)"
         lines = [
-            ("model", f"{self.name}" + (f" (model_type {self.model_type})" if self.model_type else "")),
+            (
+                "model",
+                f"{self.name}" + (f" (model_type {self.model_type})" if self.model_type else ""),
+            ),
             ("layout", cfg.layout),
             ("head_dim", str(cfg.head_dim)),
             ("rotary_dim", f"{cfg.rotary_dim} ({cfg.num_pairs} pairs)"),
@@ -77,7 +80,9 @@ class Schedule:
             ("original context", "unknown" if self.context is None else f"{self.context} tokens"),
         ]
         if cfg.dynamic:
-            lines.append(("seq_len", f"{self.seq_len} (the schedule depends on it; set with --seq-len)"))
+            lines.append(
+                ("seq_len", f"{self.seq_len} (the schedule depends on it; set with --seq-len)")
+            )
         return lines
 
 
@@ -97,13 +102,19 @@ def load(spec: str) -> tuple[str, dict]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InspectError(f"cannot read {str(path)!r} as a config.json: {err}") from None
     if not isinstance(data, dict):
-        raise InspectError(f"{str(path)!r} holds a JSON {type(data).__name__}, expected an object (config.json)")
+        raise InspectError(
+            f"{str(path)!r} holds a JSON {type(data).__name__}, expected an object (config.json)"
+        )
     name = path.parent.name if path.stem == "config" and path.parent.name else path.stem
     return name or str(path), data
 
 
 def _text_part(data: dict) -> dict:
-    if "text_config" in data and "hidden_size" not in data and isinstance(data["text_config"], dict):
+    if (
+        "text_config" in data
+        and "hidden_size" not in data
+        and isinstance(data["text_config"], dict)
+    ):
         return data["text_config"]
     return data
 
@@ -164,10 +175,20 @@ def schedule(spec: str, *, seq_len: int | None = None) -> Schedule:
     inv_freq = cfg.inv_freq(seq_len)
     unscaled = default_inv_freq(cfg.theta, cfg.rotary_dim)
     model_type = str(_text_part(data).get("model_type", data.get("model_type", "")))
-    return Schedule(name, model_type, cfg, seq_len, context, inv_freq, unscaled, _changes(inv_freq / unscaled))
+    return Schedule(
+        name, model_type, cfg, seq_len, context, inv_freq, unscaled, _changes(inv_freq / unscaled)
+    )
 
 
-_COLUMNS = ("pair", "freq (rad/tok)", "wavelength (tok)", "rotations in ctx", "unscaled freq", "ratio", "change")
+_COLUMNS = (
+    "pair",
+    "freq (rad/tok)",
+    "wavelength (tok)",
+    "rotations in ctx",
+    "unscaled freq",
+    "ratio",
+    "change",
+)
 
 
 def _rows(s: Schedule) -> list[tuple[str, ...]]:
@@ -196,8 +217,12 @@ def format_plain(s: Schedule) -> str:
     rows = _rows(s)
     widths = [max(len(c), *(len(r[j]) for r in rows)) for j, c in enumerate(_COLUMNS)]
     lines.append("")
+
     def line(values):  # numbers right-aligned, the change word left-aligned
-        return "  ".join(v.ljust(w) if j == len(widths) - 1 else v.rjust(w) for j, (v, w) in enumerate(zip(values, widths, strict=True)))
+        return "  ".join(
+            v.ljust(w) if j == len(widths) - 1 else v.rjust(w)
+            for j, (v, w) in enumerate(zip(values, widths, strict=True))
+        )
 
     lines.append(line(_COLUMNS).rstrip())
     lines.append("  ".join("-" * w for w in widths))
@@ -241,7 +266,9 @@ def plot_schedule(s: Schedule, out_dir: str | Path) -> Path:
     top.semilogy(pairs, 2 * np.pi / s.unscaled, "o-", ms=3, color="0.55", label="unscaled")
     top.semilogy(pairs, s.wavelength, "o-", ms=3, color="C0", label="scaled")
     if s.context is not None:
-        top.axhline(s.context, color="C3", ls="--", lw=1, label=f"original context ({s.context} tokens)")
+        top.axhline(
+            s.context, color="C3", ls="--", lw=1, label=f"original context ({s.context} tokens)"
+        )
     if s.seq_len is not None and s.seq_len != s.context:
         top.axhline(s.seq_len, color="C2", ls=":", lw=1, label=f"seq_len ({s.seq_len})")
     top.set_ylabel("wavelength (tokens)")
@@ -251,7 +278,9 @@ def plot_schedule(s: Schedule, out_dir: str | Path) -> Path:
     bottom.plot(pairs, s.ratio, "o-", ms=3, color="C0")
     bottom.axhline(1.0, color="0.55", lw=0.8)
     bottom.set_ylabel("scaled / unscaled\nfrequency")
-    bottom.set_xlabel(f"pair index i (of {len(pairs)}; theta={s.config.theta:g}, layout {s.config.layout})")
+    bottom.set_xlabel(
+        f"pair index i (of {len(pairs)}; theta={s.config.theta:g}, layout {s.config.layout})"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -269,13 +298,22 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", metavar="PRESET|config.json",
-                        help=f"a preset name ({', '.join(sorted(PRESETS))}) or a config.json path")
+    parser.add_argument(
+        "config",
+        metavar="PRESET|config.json",
+        help=f"a preset name ({', '.join(sorted(PRESETS))}) or a config.json path",
+    )
     parser.add_argument("--out", default="out", help="folder for the PNG plot (default: out)")
-    parser.add_argument("--seq-len", type=_positive_int, default=None,
-                        help="current length for length-dependent schemes (dynamic NTK, LongRoPE)")
+    parser.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        default=None,
+        help="current length for length-dependent schemes (dynamic NTK, LongRoPE)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="print the table only")
-    parser.add_argument("--plain", action="store_true", help="plain text even when rich is installed")
+    parser.add_argument(
+        "--plain", action="store_true", help="plain text even when rich is installed"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
