@@ -445,3 +445,29 @@ def test_axial_kind_needs_cols():
         )
     )
     assert model.blocks[0].attn.rope.cols == 5
+
+
+# --- relative schemes see only relative positions ----------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(shift=st.integers(0, 10_000), start=st.integers(0, 50))
+def test_bias_modules_depend_on_relative_positions_only(shift, start):
+    torch.manual_seed(0)
+    t5 = T5Bias(3, num_buckets=8, max_distance=20)
+    torch.nn.init.normal_(t5.relative_attention_bias.weight)
+    q, k = _pos(range(start, start + 5)), _pos(range(start + 7))
+    for module in (ALiBiBias(3), t5):
+        torch.testing.assert_close(module(q + shift, k + shift), module(q, k))
+
+
+@settings(max_examples=10, deadline=None)
+@given(shift=st.integers(1, 100_000))
+def test_shaw_output_depends_on_relative_positions_only(shift):
+    torch.manual_seed(3)
+    attn = ShawAttention(16, 2, clip=2)
+    x = torch.randn(1, 6, 16)
+    torch.testing.assert_close(attn(x, torch.arange(6) + shift), attn(x, torch.arange(6)))
