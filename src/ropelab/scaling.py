@@ -328,7 +328,8 @@ class YaRN(Scheme):
             mscale=params.get("mscale"),
             mscale_all_dim=params.get("mscale_all_dim"),
             attention_factor=params.get("attention_factor"),
-            truncate=params.get("truncate", True),
+            # transformers reads a null truncate as "do not truncate"
+            truncate=bool(params.get("truncate", True)),
         )
 
     def describe(self):
@@ -492,7 +493,9 @@ SCHEMES: dict[str, type[Scheme]] = {
     cls.name: cls for cls in (Linear, NTK, DynamicNTK, YaRN, Llama3, LongRoPE)
 }
 # older names found in released configs
-_ALIASES = {"su": "longrope", "default": None}
+# ("mrope" is Qwen2-VL's label: default frequencies, with the pairs split between time,
+# height and width positions by ropelab.positional.mrope_tables)
+_ALIASES = {"su": "longrope", "default": None, "mrope": None}
 
 
 def scheme_from_hf(params: Mapping | None, config: Mapping) -> Scheme | None:
@@ -512,5 +515,6 @@ def scheme_from_hf(params: Mapping | None, config: Mapping) -> Scheme | None:
         return SCHEMES[rope_type].from_hf(params, config)
     except KeyError as err:
         raise ValueError(
-            f"rope_type {rope_type!r} needs the key {err.args[0]!r} in the config's rope parameters"
+            f"rope_type {rope_type!r} needs the key {err.args[0]!r}, missing from the config "
+            "(looked in its rope parameters and, for lengths, at its top level)"
         ) from None
