@@ -198,7 +198,8 @@ class XPos(nn.Module):
     keys rotated and divided by it (:func:`ropelab.positional.xpos_scales`), so scores
     carry ``zeta_i ** ((m - n) / scale_base)``: they depend on the distance only and
     decay with it. ``center`` cancels in every score; it keeps float32 in range, which
-    holds for ``|position - center|`` up to ~36,000 with the defaults.
+    holds for ``|position - center|`` up to ~36,000 with the defaults in float32 and
+    bfloat16, ~4,500 in float16 (the scaled q and k are returned in their dtype).
 
     ``forward(q, k, positions=None) -> (q, k)``: q ``(B, H, T, D)``, k ``(B, K, T, D)``,
     positions ``(T,)`` or ``(B, T)`` (default ``arange(T)``).
