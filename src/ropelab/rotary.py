@@ -195,7 +195,7 @@ def _apply_reference(x, cos, sin, *, layout: str):
     return ops.astype(out, x.dtype) if out.dtype != x.dtype else out
 
 
-def _check_positions(x, cos, sin, positions) -> None:
+def _check_positions(x, cos, sin, positions, *, values: bool = True) -> None:
     """Validate a (P, R/2) table indexed by integer positions broadcastable to (..., T)."""
     if tuple(cos.shape) != tuple(sin.shape):
         raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
@@ -234,14 +234,18 @@ def _check_positions(x, cos, sin, positions) -> None:
         raise ValueError(
             f"positions of shape {tuple(positions.shape)} do not broadcast to x's (..., T) = {lead}"
         )
-    if kind == "jax" or positions.size == 0 if kind == "numpy" else positions.numel() == 0:
+    if not values or kind == "jax" or (positions.size == 0 if kind == "numpy" else positions.numel() == 0):
         return
     if kind == "torch":
         import torch
 
         if torch.compiler.is_compiling():
             return
-        lo, hi = int(positions.min()), int(positions.max())
+        if positions.device.type == "cpu":  # numpy's min/max cost a fraction of torch's
+            positions = positions.numpy()
+            lo, hi = int(positions.min()), int(positions.max())
+        else:
+            lo, hi = (int(v) for v in torch.aminmax(positions))
     else:
         lo, hi = int(positions.min()), int(positions.max())
     rows = int(cos.shape[0])
@@ -252,11 +256,15 @@ def _check_positions(x, cos, sin, positions) -> None:
         )
 
 
-def _validate(x, cos, sin, positions) -> None:
+def _validate_x(x, cos, sin, positions, *, first: bool = True) -> str:
+    """Check one array against the tables (position values only for the first); its kind."""
+    kind = array_kind(x)
     if positions is None:
         _check_shapes(x, cos, sin)
     else:
-        _check_positions(x, cos, sin, positions)
+        _check_positions(x, cos, sin, positions, values=first)
+    _ops(kind).compute_dtype(x.dtype)  # TypeError for a non-float x
+    return kind
 
 
 def apply_rope(x, cos, sin, *, layout: str = "interleaved", positions=None):
@@ -285,18 +293,13 @@ def apply_rope(x, cos, sin, *, layout: str = "interleaved", positions=None):
     torch.compile traces); everything else through the eager reference path.
     """
     check_layout(layout)
-    if isinstance(x, tuple):
-        return tuple(apply_rope(xi, cos, sin, layout=layout, positions=positions) for xi in x)
-    kind = array_kind(x)
-    _validate(x, cos, sin, positions)
-    if kind == "jax":
+    xs = x if isinstance(x, tuple) else (x,)
+    kinds = {_validate_x(xi, cos, sin, positions, first=i == 0) for i, xi in enumerate(xs)}
+    if kinds == {"jax"}:
         from .kernels import reference
 
-        return reference(x, cos, sin, layout=layout, positions=positions)
-    if kind == "numpy":
-        _ops(kind).compute_dtype(x.dtype)  # TypeError for non-float x before any kernel
-    elif not x.dtype.is_floating_point:
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        out = tuple(reference(xi, cos, sin, layout=layout, positions=positions) for xi in xs)
+        return out if isinstance(x, tuple) else out[0]
     from . import kernels
 
     return kernels.rope(x, cos, sin, layout=layout, positions=positions)
@@ -313,13 +316,11 @@ def apply_rope_(x, cos, sin, *, layout: str = "interleaved", positions=None):
     :func:`ropelab.torch.rope_op.rotate`.
     """
     check_layout(layout)
-    if isinstance(x, tuple):
-        return tuple(apply_rope_(xi, cos, sin, layout=layout, positions=positions) for xi in x)
-    kind = array_kind(x)
-    if kind == "jax":
-        raise TypeError("jax arrays are immutable; use apply_rope (jit fuses it) instead of apply_rope_")
-    _validate(x, cos, sin, positions)
-    _ops(kind).compute_dtype(x.dtype)
+    xs = x if isinstance(x, tuple) else (x,)
+    for i, xi in enumerate(xs):
+        if array_kind(xi) == "jax":
+            raise TypeError("jax arrays are immutable; use apply_rope (jit fuses it) instead of apply_rope_")
+        _validate_x(xi, cos, sin, positions, first=i == 0)
     from . import kernels
 
     return kernels.rope_inplace(x, cos, sin, layout=layout, positions=positions)

@@ -201,6 +201,8 @@ def _torch():
 def _flat(a):
     """A 1-D view spanning ``a``'s memory and ``a``'s strides in elements, or None."""
     size = a.itemsize
+    if a.flags.c_contiguous:  # the common case, and the cheap one
+        return a.reshape(-1), tuple(s // size for s in a.strides)
     if any(s < 0 or s % size for s in a.strides):
         return None
     if a.ndim and a.shape[-1] > 1 and a.strides[-1] != size:
@@ -210,8 +212,17 @@ def _flat(a):
     return flat, tuple(s // size for s in a.strides)
 
 
+def _broadcast_strides(shape, strides, lead):
+    """Element strides of an array of ``shape`` broadcast (numpy rules) against ``lead``."""
+    pad = len(lead) - len(shape)
+    return (0,) * pad + tuple(0 if n == 1 else st for n, st in zip(shape, strides))
+
+
 def _merge3(shape, strides_list):
     """Leading dims and their per-array strides, merged or padded to exactly 3 dims."""
+    if len(shape) <= 3:  # (T,), (B, T), (B, H, T): pad on the left
+        pad = 3 - len(shape)
+        return (1,) * pad + tuple(shape), [(0,) * pad + tuple(st) for st in strides_list]
     dims = [(n, [s[i] for s in strides_list]) for i, n in enumerate(shape) if n != 1]
     merged = True
     while len(dims) > 3 and merged:
@@ -229,16 +240,15 @@ def _merge3(shape, strides_list):
     return tuple(n for n, _ in dims), [tuple(int(d[1][k]) for d in dims) for k in range(len(strides_list))]
 
 
-def _plan(x, cos, sin, positions, *, out=None):
-    """Everything the kernel needs, or None when this input goes to the reference path.
+_NO_POSITIONS = np.zeros(1, dtype=np.int64)  # read at offset 0 with pstride 0
 
-    ``out`` (out of place) is a fresh contiguous array of x's kind; None means in place.
+
+def _plan_tables(cos, sin, positions):
+    """The tables (and positions) as the kernels read them, or None (reference path).
+
+    Done once per call, however many arrays (q, k) the tables rotate.
     """
     if not fused_available():
-        return None
-    inplace = out is None
-    xs = _storage(x)
-    if xs is None or xs.size == 0 or (inplace and not xs.flags.writeable):
         return None
     c, s = _table(cos), _table(sin)
     if c is None or s is None:
@@ -247,6 +257,27 @@ def _plan(x, cos, sin, positions, *, out=None):
         c, s = c.astype(np.float64), s.astype(np.float64)
     if c.strides != s.strides or _flat(c) is None:
         c, s = np.ascontiguousarray(c), np.ascontiguousarray(s)
+    cflat, cstr = _flat(c)
+    sflat, _ = _flat(s)
+    tables = dict(cos=cflat, sin=sflat, half=c.shape[-1])
+    if positions is None:
+        tables.update(tshape=c.shape[:-1], tstr=cstr[:-1], pos=_NO_POSITIONS, pshape=(), pstr=(), pstride=0)
+    else:
+        p = np.ascontiguousarray(_host(positions), dtype=np.int64)
+        tables.update(tshape=(), tstr=(), pos=p.reshape(-1), pshape=p.shape,
+                      pstr=tuple(st // 8 for st in p.strides), pstride=cstr[0])
+    return tables
+
+
+def _plan(x, tables, *, out=None):
+    """Everything the kernel needs for one array, or None when it takes the reference path.
+
+    ``out`` (out of place) is a fresh contiguous array of x's kind; None means in place.
+    """
+    inplace = out is None
+    xs = _storage(x)
+    if xs is None or xs.size == 0 or (inplace and not xs.flags.writeable):
+        return None
     xflat = _flat(xs)
     if xflat is None:
         return None
@@ -255,23 +286,8 @@ def _plan(x, cos, sin, positions, *, out=None):
     lead_strides = xstr[:-1]
     if inplace and any(st == 0 for n, st in zip(lead, lead_strides) if n > 1):
         return None  # several elements share memory (an expanded tensor): not in place
-    half = c.shape[-1]
-    cflat, cstr = _flat(c)
-    sflat, _ = _flat(s)
-    if positions is None:
-        pad = len(lead) - (c.ndim - 1)
-        cs = (0,) * pad + cstr[:-1]
-        tstr = tuple(0 if cn == 1 and n != 1 else st for n, cn, st in zip(lead, (1,) * pad + c.shape[:-1], cs))
-        pos = np.zeros(1, dtype=np.int64)
-        pstr = (0,) * len(lead)
-        pstride = 0
-    else:
-        p = np.ascontiguousarray(_host(positions), dtype=np.int64)
-        pb = np.broadcast_to(p, lead)
-        pstr = tuple(st // 8 for st in pb.strides)
-        pos = p.reshape(-1)
-        tstr = (0,) * len(lead)
-        pstride = cstr[0]
+    tstr = _broadcast_strides(tables["tshape"], tables["tstr"], lead)
+    pstr = _broadcast_strides(tables["pshape"], tables["pstr"], lead)
     if inplace:
         oflat, ostr = xflat, lead_strides
     else:
@@ -281,8 +297,9 @@ def _plan(x, cos, sin, positions, *, out=None):
     if merged is None:
         return None
     shape3, (xs3, os3, ts3, ps3) = merged
-    return dict(x=xflat, xs=xs3, out=oflat, os=os3, cos=cflat, sin=sflat, ts=ts3, pos=pos, ps=ps3,
-                pstride=pstride, shape=shape3, half=half, rot=2 * half, head_dim=xs.shape[-1])
+    half = tables["half"]
+    return dict(tables, x=xflat, xs=xs3, out=oflat, os=os3, ts=ts3, ps=ps3, shape=shape3,
+                rot=2 * half, head_dim=xs.shape[-1])
 
 
 def _run(plan, *, layout, inverse, inplace):
@@ -322,34 +339,47 @@ def _compiling() -> bool:
 
 
 def rope_inplace(x, cos, sin, *, layout: str, positions=None):
-    """Rotate ``x`` in place: the fused kernel where it applies, else compute and copy back.
+    """Rotate ``x`` (or each array of a tuple) in place; returns ``x``.
 
-    Shapes are validated by the caller (:func:`ropelab.apply_rope_`). Autograd does not
-    see the write (as with any ``no_grad`` in-place update); train through
+    The fused kernel where it applies, else compute and copy back. Shapes are validated
+    by the caller (:func:`ropelab.apply_rope_`). Autograd does not see the write (as
+    with any ``no_grad`` in-place update); train through
     :func:`ropelab.torch.rope_op.rotate` instead.
     """
-    plan = None if _compiling() else _plan(x, cos, sin, positions)
-    if plan is None:
-        return _reference_inplace(x, cos, sin, layout=layout, positions=positions)
-    _run(plan, layout=layout, inverse=False, inplace=True)
+    tables = None if _compiling() else _plan_tables(cos, sin, positions)
+    for xi in x if isinstance(x, tuple) else (x,):
+        plan = None if tables is None else _plan(xi, tables)
+        if plan is None:
+            _reference_inplace(xi, cos, sin, layout=layout, positions=positions)
+        else:
+            _run(plan, layout=layout, inverse=False, inplace=True)
     return x
 
 
 def rope(x, cos, sin, *, layout: str, positions=None, inverse: bool = False):
-    """Rotate ``x`` into a new contiguous array of x's kind, dtype and shape.
+    """Rotate ``x`` (or each array of a tuple) into a new contiguous array of its kind,
+    dtype and shape.
 
     The fused kernel runs when it applies and no gradient is being recorded; otherwise
     the reference path (differentiable, traceable by torch.compile and jax.jit).
     ``inverse`` rotates by the negative angle.
     """
-    plan = out = None
-    if not _compiling() and not _needs_grad(x, cos, sin) and fused_available():
-        if array_kind(x) == "torch":
-            out = _torch().empty(tuple(x.shape), dtype=x.dtype, device=x.device)
+    xs = x if isinstance(x, tuple) else (x,)
+    tables = None
+    if not _compiling() and not _needs_grad(*xs, cos, sin):
+        tables = _plan_tables(cos, sin, positions)
+    outs = []
+    for xi in xs:
+        plan = None
+        if tables is not None and array_kind(xi) in ("numpy", "torch"):
+            if array_kind(xi) == "torch":
+                out = _torch().empty(tuple(xi.shape), dtype=xi.dtype, device=xi.device)
+            else:
+                out = np.empty(xi.shape, dtype=xi.dtype)
+            plan = _plan(xi, tables, out=out)
+        if plan is None:
+            outs.append(reference(xi, cos, sin, layout=layout, positions=positions, inverse=inverse))
         else:
-            out = np.empty(x.shape, dtype=x.dtype)
-        plan = _plan(x, cos, sin, positions, out=out)
-    if plan is None:
-        return reference(x, cos, sin, layout=layout, positions=positions, inverse=inverse)
-    _run(plan, layout=layout, inverse=inverse, inplace=False)
-    return out
+            _run(plan, layout=layout, inverse=inverse, inplace=False)
+            outs.append(out)
+    return tuple(outs) if isinstance(x, tuple) else outs[0]
