@@ -42,7 +42,7 @@ QUICK = dict(shape=(1, 4, 256, 64), reps=3, attn_T=(128, 256), attn=dict(d_model
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes, few repetitions (a smoke test)")
-    parser.add_argument("--out", default="bench-out", help="directory for bench.json and bench.png")
+    parser.add_argument("--out", default="out/bench", help="directory for bench.json and bench.png")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per contender")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender")
     parser.add_argument("--no-jax", action="store_true", help="skip the jax contender")
@@ -91,6 +91,19 @@ class _PeakRSS:
         self._thread.join()
         self.peak = max(self.peak, _rss())
         self.bytes = self.peak - self.base
+
+
+def _unbuffer_malloc() -> None:
+    """Make glibc map (and unmap on free) every block >= 1 MiB, so resident memory
+    tracks the live tensors; otherwise freed blocks stay resident and later peaks hide."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (fixing it also stops its growth)
+        libc.mallopt(-1, 1 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def _mem_available() -> int:
@@ -279,6 +292,7 @@ def _attention_scaling(torch, cfg: dict, notes: list) -> list[dict]:
     torch.manual_seed(0)
     attn = Attention(d_model, heads, rope=RopeConfig(d_model // heads, layout="half")).eval()
     budget = 0.4 * _mem_available()
+    _unbuffer_malloc()
     rows = []
     with torch.no_grad():
         for T in cfg["attn_T"]:
