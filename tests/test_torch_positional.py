@@ -471,3 +471,14 @@ def test_shaw_output_depends_on_relative_positions_only(shift):
     attn = ShawAttention(16, 2, clip=2)
     x = torch.randn(1, 6, 16)
     torch.testing.assert_close(attn(x, torch.arange(6) + shift), attn(x, torch.arange(6)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["t5", "xpos", "shaw"])
+def test_compiles_fullgraph(name):
+    torch.manual_seed(8)
+    attn = ATTENTIONS[name]()
+    x = torch.randn(2, 10, 32)
+    torch.testing.assert_close(
+        torch.compile(attn, fullgraph=True)(x), attn(x), rtol=1e-4, atol=1e-5
+    )
