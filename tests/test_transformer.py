@@ -40,6 +40,13 @@ MODELS = {
     ),
     "rope-learned": dict(layers=("rope",), absolute="learned", max_positions=32),
     "nope-sinusoidal": dict(layers=("nope",), absolute="sinusoidal", max_positions=4),
+    # the kinds registered by ropelab.torch.positional, each beside a rope layer
+    "alibi": dict(layers=("alibi", "rope")),
+    "t5": dict(layers=("t5", "nope")),
+    "xpos": dict(layers=("xpos",)),
+    "prope": dict(layers=("prope", "nope"), kind_options={"prope": {"p": 0.5}}),
+    "shaw": dict(layers=("shaw", "rope"), kind_options={"shaw": {"clip": 3}}),
+    "linear_attention": dict(layers=("linear_attention", "rope")),
 }
 
 

@@ -6,6 +6,7 @@ and ``ropelab.nnx`` and import their framework when used.
 
 from . import scaling
 from .config import LAYOUTS, RopeConfig
+from .positional import alibi_slopes, sinusoidal, t5_relative_buckets
 from .presets import PRESETS, preset
 from .rotary import apply_rope, apply_rope_, permute_for_layout
 from .tables import rope_tables
@@ -14,6 +15,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LAYOUTS",
+    "alibi_slopes",
+    "sinusoidal",
+    "t5_relative_buckets",
     "PRESETS",
     "RopeConfig",
     "apply_rope",

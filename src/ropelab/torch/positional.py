@@ -525,3 +525,19 @@ def mrope_layer(config, index: int) -> dict[str, Any]:
         "rope": MRoPE(config.rope, own.get("mrope_section"), max_positions=config.max_positions),
         **extra,
     }
+
+
+@register_layer_kind("shaw")
+def shaw_layer(config, index: int) -> dict[str, Any]:
+    """Shaw et al. relative attention (option clip, default 16)."""
+    own, extra = _split(config, "shaw", ("clip",))
+    return {"attention_class": ShawAttention, "clip": own.get("clip", 16), **extra}
+
+
+@register_layer_kind("linear_attention")
+def linear_attention_layer(config, index: int) -> dict[str, Any]:
+    """Katharopoulos et al. linear attention with RoPE after the feature map (RoFormer eq. 19)."""
+    from .linear_attention import LinearAttention
+
+    own, extra = _split(config, "linear_attention", ("block_size", "eps"))
+    return {"attention_class": LinearAttention, "rope": config.rope, **own, **extra}

@@ -207,8 +207,10 @@ class Block(nn.Module):
             "causal": config.causal,
             **LAYER_KINDS[self.kind](config, index),
         }
+        # a kind may swap the attention class (Shaw relative, linear attention)
+        attention_class = options.pop("attention_class", Attention)
         self.attn_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
-        self.attn = Attention(config.d_model, config.num_heads, **options)
+        self.attn = attention_class(config.d_model, config.num_heads, **options)
         self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.mlp = MLP(config.d_model, config.mlp_ratio, config.mlp)
 
