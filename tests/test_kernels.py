@@ -459,3 +459,17 @@ def test_parallel_kernels_match_reference(fused_calls, dtype, layout, inplace):
         y = apply_rope(x, cos, sin, layout=layout)
     assert fused_calls == ["rope_rows_inplace" if inplace else "rope_rows_out"]
     _close_to_reference(y, kernels.reference(x, cos, sin, layout=layout), ref64(_np64(x), cos, sin, layout), dtype)
+
+
+@numba_only
+def test_in_place_write_is_seen_by_autograd(fused_calls):
+    """Rotating in place a tensor that a graph saved must raise at backward, as any
+    in-place op would, rather than feed the rotated values to the gradient."""
+    cos, sin = rope_tables(RopeConfig(8), np.arange(4))
+    w = torch.randn(8, 8, requires_grad=True)
+    x = torch.randn(4, 8)
+    y = x @ w  # y is not saved, but x is (for w's gradient)
+    apply_rope_(x, cos, sin)
+    assert fused_calls
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()

@@ -206,6 +206,8 @@ dt = jnp.float32 if dtype_name == "float32" else jnp.bfloat16
 q = jnp.asarray(rng.standard_normal(shape, dtype=np.float32), dt)
 k = jnp.asarray(rng.standard_normal(shape, dtype=np.float32), dt)
 f = jax.jit(lambda q, k, c, s: (apply_rope(q, c, s, layout="half"), apply_rope(k, c, s, layout="half")))
+hlo = f.lower(q, k, cos, sin).compile().as_text()
+fusions = hlo[hlo.index("ENTRY"):].count(" fusion(")  # one loop per output: q and k
 for _ in range(2):
     jax.block_until_ready(f(q, k, cos, sin))
 ts = []
@@ -213,7 +215,8 @@ for _ in range(reps):
     t0 = time.perf_counter()
     jax.block_until_ready(f(q, k, cos, sin))
     ts.append(time.perf_counter() - t0)
-print(json.dumps(dict(median=statistics.median(ts), min=min(ts), n=len(ts), version=jax.__version__)))
+print(json.dumps(dict(median=statistics.median(ts), min=min(ts), n=len(ts), version=jax.__version__,
+                      fusions=fusions)))
 """
 
 
@@ -239,7 +242,9 @@ def _jax_throughput(dtype_name: str, shape, reps: int, moved: int, copy_t: float
     med = got["median"]
     return dict(name=name, dtype=dtype_name, median_ms=med * 1e3, min_ms=got["min"] * 1e3,
                 gb_s=moved / med / 1e9, ratio_to_copy=med / copy_t, reps=got["n"],
-                note=f"jax {got['version']}, own process; ratio against this process's copy_")
+                hlo_fusions=got["fusions"],
+                note=f"jax {got['version']} in its own process; XLA fused q and k into "
+                     f"{got['fusions']} loop(s); ratio against this process's copy_")
 
 
 def _targets(rows: list[dict]) -> list[dict]:
@@ -292,7 +297,6 @@ def _attention_scaling(torch, cfg: dict, notes: list) -> list[dict]:
     torch.manual_seed(0)
     attn = Attention(d_model, heads, rope=RopeConfig(d_model // heads, layout="half")).eval()
     budget = 0.4 * _mem_available()
-    _unbuffer_malloc()
     rows = []
     with torch.no_grad():
         for T in cfg["attn_T"]:
@@ -452,6 +456,7 @@ def run(args) -> int:
     from . import kernels
 
     cfg = QUICK if args.quick else FULL
+    _unbuffer_malloc()  # first, so no freed heap block hides a later peak
     notes: list[str] = []
     backend = kernels.backend_note()
     print(f"ropelab bench ({'quick' if args.quick else 'full'}): {backend}")

@@ -25,7 +25,17 @@ import numpy as np
 
 from .._optional import array_kind
 
-__all__ = ["backend", "backend_note", "fused_available", "reference", "rope", "rope_inplace"]
+__all__ = [
+    "DISABLE_ENV",
+    "PARALLEL_MIN_ELEMENTS",
+    "backend",
+    "backend_note",
+    "fused_available",
+    "reference",
+    "reset_backend",
+    "rope",
+    "rope_inplace",
+]
 
 DISABLE_ENV = "ROPELAB_DISABLE_NUMBA"
 
@@ -353,6 +363,10 @@ def rope_inplace(x, cos, sin, *, layout: str, positions=None):
             _reference_inplace(xi, cos, sin, layout=layout, positions=positions)
         else:
             _run(plan, layout=layout, inverse=False, inplace=True)
+            if array_kind(xi) == "torch":
+                # the write went through a numpy view; tell autograd the tensor changed, so
+                # a graph that saved it raises instead of using the rotated values silently
+                _torch().autograd.graph.increment_version(xi)
     return x
 
 
