@@ -153,7 +153,7 @@ def test_torch_compile_rotary_embedding_if_present():
     rope = torch_front.RotaryEmbedding(RopeConfig(16, layout="half"), max_positions=64)
     q, k = torch.randn(1, 4, 8, 16), torch.randn(1, 2, 8, 16)
     compiled = torch.compile(rope, fullgraph=True)
-    for got, want in zip(compiled(q, k, offset=3), rope(q, k, offset=3)):
+    for got, want in zip(compiled(q, k, offset=3), rope(q, k, offset=3), strict=True):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     torch._dynamo.reset()
 

@@ -301,8 +301,8 @@ def _attention_scaling(torch, cfg: dict, notes: list) -> list[dict]:
     with torch.no_grad():
         for T in cfg["attn_T"]:
             x = torch.randn(1, T, d_model)
-            for name, fn in (("ropelab Attention (SDPA)", lambda: attn(x)),
-                             ("full score matrix (seed 000)", lambda: _full_matrix_attention(torch, attn, x))):
+            for name, fn in (("ropelab Attention (SDPA)", lambda x=x: attn(x)),
+                             ("full score matrix (seed 000)", lambda x=x: _full_matrix_attention(torch, attn, x))):
                 need = 3 * heads * T * T * 4  # scores, masked, softmax: float32 (H, T, T) each
                 if name.startswith("full") and need > budget:
                     rows.append(dict(name=name, T=T, note=f"skipped: needs ~{need / 2**30:.1f} GiB"))
@@ -337,11 +337,14 @@ def _decode(torch, cfg: dict, notes: list) -> list[dict]:
         cos, sin = torch.from_numpy(cos64).float(), torch.from_numpy(sin64).float()  # (P, D/2)
         q, k = torch.randn(B, H, 1, D), torch.randn(B, H, 1, D)
         pos = torch.tensor([ctx])
-        contenders = {"ropelab apply_rope_ (positions)": lambda: apply_rope_((q, k), cos, sin, layout="half", positions=pos)}
+        contenders = {
+            "ropelab apply_rope_ (positions)":
+                lambda q=q, k=k, cos=cos, sin=sin, pos=pos: apply_rope_((q, k), cos, sin, layout="half", positions=pos)
+        }
         if hf is not None:
             inv_freq = torch.from_numpy(rope.inv_freq()).float()
 
-            def hf_step():  # LlamaRotaryEmbedding.forward for one position, then apply
+            def hf_step(q=q, k=k, pos=pos, inv_freq=inv_freq):  # LlamaRotaryEmbedding.forward, then apply
                 freqs = pos[None, :, None].float() * inv_freq[None, None, :]
                 emb = torch.cat((freqs, freqs), -1)
                 hf(q, k, emb.cos(), emb.sin())
@@ -366,7 +369,7 @@ def _decode(torch, cfg: dict, notes: list) -> list[dict]:
             cache.update(torch.randn(1, heads, ctx, hd), torch.randn(1, heads, ctx, hd),
                          torch.arange(ctx)[None])
             x = torch.randn(1, 1, d_model)
-            times = _round_robin({"step": lambda: attn(x, cache=cache)}, reps, warmup=3)
+            times = _round_robin({"step": lambda x=x, cache=cache: attn(x, cache=cache)}, reps, warmup=3)
             row["ropelab Attention step with KV cache ms"] = statistics.median(times["step"]) * 1e3
     return rows
 
@@ -388,9 +391,9 @@ def _print_table(title: str, header: list[str], body: list[list[str]]) -> None:
     except ImportError:
         print(f"\n{title}")
         widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
-        print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
         for r in body:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 def _plot(result: dict, path: Path) -> None:
@@ -420,7 +423,7 @@ def _plot(result: dict, path: Path) -> None:
     att = [r for r in result["attention"] if "median_ms" in r]
     for name in dict.fromkeys(r["name"] for r in att):
         pts = [(r["T"], r["median_ms"], r["peak_mib"]) for r in att if r["name"] == name]
-        T, ms, mib = zip(*pts)
+        T, ms, mib = zip(*pts, strict=True)
         ax.plot(T, ms, "o-", label=f"{name}: time (ms)")
         ax.plot(T, mib, "s--", label=f"{name}: peak MiB")
     ax.set_xscale("log", base=2)

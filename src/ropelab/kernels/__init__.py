@@ -217,7 +217,7 @@ def _flat(a):
         return None
     if a.ndim and a.shape[-1] > 1 and a.strides[-1] != size:
         return None
-    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.strides)) // size if a.size else 0
+    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.strides, strict=True)) // size if a.size else 0
     flat = np.lib.stride_tricks.as_strided(a, shape=(span,), strides=(size,))
     return flat, tuple(s // size for s in a.strides)
 
@@ -225,7 +225,7 @@ def _flat(a):
 def _broadcast_strides(shape, strides, lead):
     """Element strides of an array of ``shape`` broadcast (numpy rules) against ``lead``."""
     pad = len(lead) - len(shape)
-    return (0,) * pad + tuple(0 if n == 1 else st for n, st in zip(shape, strides))
+    return (0,) * pad + tuple(0 if n == 1 else st for n, st in zip(shape, strides, strict=True))
 
 
 def _merge3(shape, strides_list):
@@ -239,7 +239,7 @@ def _merge3(shape, strides_list):
         merged = False
         for j in range(len(dims) - 1):
             (n0, s0), (n1, s1) = dims[j], dims[j + 1]
-            if all(a == b * n1 for a, b in zip(s0, s1)):
+            if all(a == b * n1 for a, b in zip(s0, s1, strict=True)):
                 dims[j : j + 2] = [(n0 * n1, s1)]
                 merged = True
                 break
@@ -294,7 +294,7 @@ def _plan(x, tables, *, out=None):
     xflat, xstr = xflat
     lead = tuple(xs.shape[:-1])
     lead_strides = xstr[:-1]
-    if inplace and any(st == 0 for n, st in zip(lead, lead_strides) if n > 1):
+    if inplace and any(st == 0 for n, st in zip(lead, lead_strides, strict=True) if n > 1):
         return None  # several elements share memory (an expanded tensor): not in place
     tstr = _broadcast_strides(tables["tshape"], tables["tstr"], lead)
     pstr = _broadcast_strides(tables["pshape"], tables["pstr"], lead)

@@ -24,12 +24,10 @@ Gradients flow to x, and to cos/sin when they require grad (learned frequencies)
 
 from __future__ import annotations
 
-from typing import Optional
-
 from .. import kernels
 from .._optional import require
 from ..config import check_layout
-from ..rotary import _check_shapes, _check_positions
+from ..rotary import _check_positions, _check_shapes
 
 torch = require("torch", feature="ropelab.torch")
 
@@ -40,7 +38,7 @@ Tensor = torch.Tensor
 
 @torch.library.custom_op("ropelab::rope", mutates_args=())
 def _rope(x: Tensor, cos: Tensor, sin: Tensor, layout: str, inverse: bool,
-          positions: Optional[Tensor]) -> Tensor:
+          positions: Tensor | None) -> Tensor:
     """Rotated copy of x (contiguous); ``inverse`` rotates by the negative angle."""
     with torch.no_grad():  # autograd is the op's own formula, not the kernel's business
         out = kernels.rope(x, cos, sin, layout=layout, positions=positions, inverse=inverse)
