@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[torch,lab,plot]'
-exec .venv/bin/ropelab inspect llama-3.1-8b --out out "$@"
+exec .venv/bin/ropelab lab --out lab-out "$@"

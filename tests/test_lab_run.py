@@ -19,12 +19,13 @@ TINY = [
     "--steps", "6", "--d-model", "16", "--heads", "2", "--layers", "2",
     "--train-len", "12", "--eval-mults", "1", "2", "--batch-size", "4",
     "--eval-examples", "4", "--symbols", "20", "--checkpoint-every", "2",
-    "--no-progress", "--threads", "1",
+    "--no-progress", "--threads", "1", "--jobs", "1",
 ]
 
 
 def _lab(out, *extra):
-    return main(["lab", "--out", str(out), *TINY, *extra])
+    task = [] if "--tasks" in extra or "--text" in extra else ["--tasks", "copy"]
+    return main(["lab", "--out", str(out), *TINY, *task, *extra])
 
 
 def _values(out):
@@ -85,6 +86,11 @@ def test_same_seed_repeats_exactly_and_another_seed_differs(first_run, tmp_path)
     assert a["losses"] != b["losses"]
 
 
+def test_worker_processes_give_the_same_results(first_run, tmp_path):
+    assert _lab(tmp_path / "jobs", "--jobs", "2") == 0  # argparse: the last --jobs wins
+    assert _values(tmp_path / "jobs") == _values(first_run)
+
+
 def test_rerun_skips_finished_work(first_run, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
@@ -109,7 +115,7 @@ def test_new_lengths_reuse_trained_models(first_run, tmp_path, monkeypatch):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(experiment, "train", no_training)
-    args = list(TINY)
+    args = [*TINY, "--tasks", "copy"]
     i = args.index("--eval-mults")
     args[i + 1 : i + 3] = ["1", "2", "3"]
     assert main(["lab", "--out", str(out), *args]) == 0

@@ -91,6 +91,7 @@ def plan(settings: LabSettings, tasks: dict) -> list[Run]:
                     "absolute": scheme.absolute,
                     "max_positions": config.max_positions,
                     "kind_options": scheme.kind_options,
+                    "embed_std": scheme.embed_std,
                 },
                 "train": {
                     "train_len": settings.train_len,
@@ -109,7 +110,14 @@ def _build(run: Run, seed: int):
     from ..torch.transformer import Transformer
 
     torch.manual_seed(seed)
-    return Transformer(run.model_config)
+    model = Transformer(run.model_config)
+    if run.scheme.embed_std is not None:
+        # Unit-amplitude sinusoids added to embeddings of std 0.02 drown the tokens (35x at
+        # d_model 64) and training stalls; token embeddings of std d_model ** -0.5 (fairseq's
+        # init; Vaswani et al. scale embeddings up instead) keep both visible.
+        with torch.no_grad():
+            model.embed.weight.normal_(0.0, run.scheme.embed_std * run.model_config.d_model ** -0.5)
+    return model
 
 
 def _record(settings, run, eval_len, extension, ft_steps, metric, value, note=""):
@@ -166,18 +174,18 @@ def _train_and_save(model, task, folder, *, length, steps, batch_size, lr, seed,
         model.to(ctx.device)
         return None
     os.makedirs(folder, exist_ok=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     losses = train(
         model, task, length=length, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
         stream=stream, folder=folder, ctx=ctx, checkpoint_every=settings.checkpoint_every,
         progress=settings.progress, desc=desc,
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if ctx.is_main:
         store.save_weights(weights, model)
         store.write_json(
             os.path.join(folder, "train.json"),
-            {"steps": steps, "seconds": seconds, "world": ctx.world, "final_loss": losses[-1], "losses": losses},
+            {"steps": steps, "seconds": seconds, "cpu_seconds": cpu, "world": ctx.world, "final_loss": losses[-1], "losses": losses},
         )
         for path in os.listdir(folder):
             if path.startswith("ckpt-") or path == "checkpoint.json":
@@ -302,16 +310,45 @@ def _bar(settings, total, desc):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def run_lab(settings: LabSettings, ctx: DistContext = DistContext()) -> list[dict]:
-    """Run (or resume) the experiment; write results.json/.csv/.png; return the records."""
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run_one(settings: LabSettings, index: int) -> list[dict]:
+    """Worker process: plan again (cheap, deterministic) and do run ``index``."""
+    tasks = build_tasks(settings)
+    run = plan(settings, tasks)[index]
+    return _do_run(run, tasks[run.task_name], settings, DistContext())
+
+
+def run_lab(settings: LabSettings, ctx: DistContext = DistContext(), *, jobs: int = 1, threads: int | None = None) -> list[dict]:
+    """Run (or resume) the experiment; write results.json/.csv/.png; return the records.
+
+    ``jobs`` > 1 trains that many models at once in worker processes (single-process
+    mode only): tiny models use one core each better than two threads each.
+    """
     tasks = build_tasks(settings)
     runs = plan(settings, tasks)
     if ctx.is_main:
         os.makedirs(settings.out, exist_ok=True)
         store.write_json(os.path.join(settings.out, "settings.json"), settings.to_json())
     records = []
-    for run in runs:
-        records += _do_run(run, tasks[run.task_name], settings, ctx)
+    if jobs > 1 and ctx.world == 1 and len(runs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: forking a process whose OpenMP pool is running can hang
+        pool = ProcessPoolExecutor(
+            max_workers=min(jobs, len(runs)), mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker, initargs=(threads or torch.get_num_threads(),),
+        )
+        with pool:
+            futures = [pool.submit(_run_one, settings, i) for i in range(len(runs))]
+            for future in futures:
+                records += future.result()
+    else:
+        for run in runs:
+            records += _do_run(run, tasks[run.task_name], settings, ctx)
     if ctx.is_main:
         report.write_results(settings.out, records)
         report.plot(settings.out, records)

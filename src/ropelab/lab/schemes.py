@@ -31,6 +31,8 @@ class Scheme:
     irope: bool = False  # every fourth layer (at least the last one) is NoPE
     kind_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     extendable: bool = False  # RoPE layers whose schedule inference-time extension swaps
+    #: token-embedding init std as a multiple of d_model ** -0.5 (None: the Transformer's own)
+    embed_std: float | None = None
     summary: str = ""
 
 
@@ -40,7 +42,7 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("nope", "nope", summary="no positional encoding; the causal mask alone (Kazemnejad et al. 2023)"),
         Scheme("rope", "rope", extendable=True, summary="rotary position embedding in every layer (Su et al. 2021)"),
         Scheme("irope", "rope", irope=True, summary="Llama 4's iRoPE: RoPE layers with every fourth layer NoPE"),
-        Scheme("sinusoidal", "nope", absolute="sinusoidal", summary="absolute sinusoids added to the embeddings (Vaswani et al. 2017)"),
+        Scheme("sinusoidal", "nope", absolute="sinusoidal", embed_std=1.0, summary="absolute sinusoids added to the embeddings (Vaswani et al. 2017)"),
         Scheme("learned", "nope", absolute="learned", summary="a learned absolute table of train_len positions (GPT-2)"),
         Scheme("alibi", "alibi", summary="ALiBi linear distance biases (Press et al. 2022)"),
         Scheme("t5", "t5", summary="T5 relative bias buckets (Raffel et al. 2020)"),

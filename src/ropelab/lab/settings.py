@@ -20,13 +20,13 @@ MAX_EVAL_LEN = 32768
 #: presets are data; flags override single entries. "default" fits 5 minutes on 2 CPU cores.
 PRESETS: dict[str, dict] = {
     "default": dict(
-        tasks=("copy",),
+        tasks=("lm",),
         train_len=32,
         eval_mults=(1, 2, 4, 8),
         d_model=64,
         layers=2,
         heads=4,
-        steps=700,
+        steps=800,
         batch_size=32,
         lr=3e-3,
         extensions=EXTENSIONS,
@@ -75,6 +75,7 @@ class LabSettings:
     checkpoint_every: int = 100
     text: tuple[str, ...] | None = None
     threads: int | None = None
+    jobs: int | None = None
     device: str = "auto"
     progress: bool = True
 
@@ -127,6 +128,10 @@ class LabSettings:
             raise ValueError(f"--batch-size {self.batch_size} is not divisible by the {world} processes")
         if self.text is not None and "lm" not in self.tasks:
             raise ValueError(f"--text is given but the lm task is not among --tasks {','.join(self.tasks)}")
+        for name in ("threads", "jobs"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"--{name} must be a positive integer, got {value!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 
