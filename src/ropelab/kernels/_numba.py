@@ -144,47 +144,54 @@ def _compute_impl(arr, v):
     return lambda arr, v: np.float32(v)
 
 
+# Row helpers index the flat views with unsigned offsets: numba then emits no
+# negative-index wraparound, and the inner loops vectorise (no per-row array slices,
+# whose reference counts would be shared, atomically, between the threads).
+_U2 = np.uint64(2)
+_U1 = np.uint64(1)
+
+
 @njit
-def _rotate_row(xr, orow, cr, sr, half, sg, interleaved):
-    """One row: ``xr`` rotated into ``orow`` (contiguous 1-D slices; may be the same)."""
+def _rotate_row(x, xo, out, oo, cos, sin, to, half, sg, interleaved):
+    """One row: ``x[xo:xo+R]`` rotated into ``out[oo:oo+R]`` (different memory)."""
     if interleaved:
         for i in range(half):
-            a = _load(xr, 2 * i)
-            b = _load(xr, 2 * i + 1)
-            c = _compute(xr, cr[i])
-            s = _compute(xr, sr[i]) * sg
-            _store(orow, 2 * i, a * c - b * s)
-            _store(orow, 2 * i + 1, a * s + b * c)
+            a = _load(x, xo + _U2 * i)
+            b = _load(x, xo + _U2 * i + _U1)
+            c = _compute(x, cos[to + i])
+            s = _compute(x, sin[to + i]) * sg
+            _store(out, oo + _U2 * i, a * c - b * s)
+            _store(out, oo + _U2 * i + _U1, a * s + b * c)
     else:
         for i in range(half):
-            a = _load(xr, i)
-            b = _load(xr, half + i)
-            c = _compute(xr, cr[i])
-            s = _compute(xr, sr[i]) * sg
-            _store(orow, i, a * c - b * s)
-            _store(orow, half + i, a * s + b * c)
+            a = _load(x, xo + i)
+            b = _load(x, xo + half + i)
+            c = _compute(x, cos[to + i])
+            s = _compute(x, sin[to + i]) * sg
+            _store(out, oo + i, a * c - b * s)
+            _store(out, oo + half + i, a * s + b * c)
 
 
 @njit
-def _rotate_row_inplace(xr, cr, sr, half, sg, interleaved):
+def _rotate_row_inplace(x, xo, cos, sin, to, half, sg, interleaved):
     """One row rotated in place: loads and stores through one array, so LLVM sees
     that each pair is read before it is written and vectorises without alias checks."""
     if interleaved:
         for i in range(half):
-            a = _load(xr, 2 * i)
-            b = _load(xr, 2 * i + 1)
-            c = _compute(xr, cr[i])
-            s = _compute(xr, sr[i]) * sg
-            _store(xr, 2 * i, a * c - b * s)
-            _store(xr, 2 * i + 1, a * s + b * c)
+            a = _load(x, xo + _U2 * i)
+            b = _load(x, xo + _U2 * i + _U1)
+            c = _compute(x, cos[to + i])
+            s = _compute(x, sin[to + i]) * sg
+            _store(x, xo + _U2 * i, a * c - b * s)
+            _store(x, xo + _U2 * i + _U1, a * s + b * c)
     else:
         for i in range(half):
-            a = _load(xr, i)
-            b = _load(xr, half + i)
-            c = _compute(xr, cr[i])
-            s = _compute(xr, sr[i]) * sg
-            _store(xr, i, a * c - b * s)
-            _store(xr, half + i, a * s + b * c)
+            a = _load(x, xo + i)
+            b = _load(x, xo + half + i)
+            c = _compute(x, cos[to + i])
+            s = _compute(x, sin[to + i]) * sg
+            _store(x, xo + i, a * c - b * s)
+            _store(x, xo + half + i, a * s + b * c)
 
 
 @njit
@@ -202,10 +209,10 @@ def _out_chunk(chunk, n, x, xs, out, os, cos, sin, ts, pos, ps, pstride, shape, 
         xo = b * xs[0] + h * xs[1] + t * xs[2]
         oo = b * os[0] + h * os[1] + t * os[2]
         to = b * ts[0] + h * ts[1] + t * ts[2] + pos[b * ps[0] + h * ps[1] + t * ps[2]] * pstride
-        orow = out[oo:oo + head_dim]
-        _rotate_row(x[xo:xo + rot], orow, cos[to:to + half], sin[to:to + half], half, sg, interleaved)
+        _rotate_row(x, np.uint64(xo), out, np.uint64(oo), cos, sin, np.uint64(to), np.uint64(half),
+                    sg, interleaved)
         for i in range(rot, head_dim):
-            orow[i] = x[xo + i]
+            out[oo + i] = x[xo + i]
         r += 1
         t += 1
         if t == T:
@@ -220,7 +227,6 @@ def _out_chunk(chunk, n, x, xs, out, os, cos, sin, ts, pos, ps, pstride, shape, 
 def _inplace_chunk(chunk, n, x, xs, cos, sin, ts, pos, ps, pstride, shape, half, interleaved, sg):
     """Rows ``chunk * _CHUNK_ROWS ...`` of x rotated in place."""
     B, H, T = shape
-    rot = 2 * half
     r = chunk * _CHUNK_ROWS
     stop = min(r + _CHUNK_ROWS, n)
     t = r % T
@@ -229,7 +235,7 @@ def _inplace_chunk(chunk, n, x, xs, cos, sin, ts, pos, ps, pstride, shape, half,
     while r < stop:
         xo = b * xs[0] + h * xs[1] + t * xs[2]
         to = b * ts[0] + h * ts[1] + t * ts[2] + pos[b * ps[0] + h * ps[1] + t * ps[2]] * pstride
-        _rotate_row_inplace(x[xo:xo + rot], cos[to:to + half], sin[to:to + half], half, sg, interleaved)
+        _rotate_row_inplace(x, np.uint64(xo), cos, sin, np.uint64(to), np.uint64(half), sg, interleaved)
         r += 1
         t += 1
         if t == T:
