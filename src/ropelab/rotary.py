@@ -195,6 +195,13 @@ def _apply_reference(x, cos, sin, *, layout: str):
     return ops.astype(out, x.dtype) if out.dtype != x.dtype else out
 
 
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    """True when ``shape`` broadcasts to exactly ``target`` (numpy rules; cheap)."""
+    if len(shape) > len(target):
+        return False
+    return all(n == 1 or n == m for n, m in zip(shape[::-1], target[::-1], strict=False))
+
+
 def _check_positions(x, cos, sin, positions, *, values: bool = True) -> None:
     """Validate a (P, R/2) table indexed by integer positions broadcastable to (..., T)."""
     if tuple(cos.shape) != tuple(sin.shape):
@@ -226,11 +233,7 @@ def _check_positions(x, cos, sin, positions, *, values: bool = True) -> None:
     if not integer:
         raise TypeError(f"positions must be integers, got dtype {positions.dtype}")
     lead = tuple(x.shape[:-1])
-    try:
-        joint = np.broadcast_shapes(tuple(positions.shape), lead)
-    except ValueError:
-        joint = None
-    if joint != lead:
+    if not _broadcasts_to(tuple(positions.shape), lead):
         raise ValueError(
             f"positions of shape {tuple(positions.shape)} do not broadcast to x's (..., T) = {lead}"
         )
