@@ -19,7 +19,6 @@ from ropelab.lab.schemes import SCHEMES, extended_rope, layer_kinds  # noqa: E40
 from ropelab.lab.tasks import CopyTask, TextTask, generator_for  # noqa: E402
 from ropelab.lab.train import lr_at, masked_loss_sum  # noqa: E402
 
-
 # -- copy task -----------------------------------------------------------------
 
 
@@ -48,7 +47,7 @@ def test_copy_eval_uses_longest_string_and_repeats():
     b = list(task.eval_batches(41, 10, 4, generator_for(3, "eval", "copy", 41)))
     assert [x.inputs.shape[0] for x in a] == [4, 4, 2]
     assert all(int(x.mask.sum(1).min()) == 20 for x in a)  # n = (41 - 1) // 2
-    assert all(torch.equal(x.inputs, y.inputs) for x, y in zip(a, b))
+    assert all(torch.equal(x.inputs, y.inputs) for x, y in zip(a, b, strict=True))
 
 
 def test_generator_streams_differ_and_repeat():
@@ -96,7 +95,7 @@ def test_text_windows_are_slices_of_the_file(text_file):
     task = TextTask([text_file])
     data = open(text_file, "rb").read()
     batch = task.train_batch(4, 16, generator_for(0, "train", 0))
-    for row_in, row_t in zip(batch.inputs, batch.targets):
+    for row_in, row_t in zip(batch.inputs, batch.targets, strict=True):
         window = bytes(row_in.tolist()) + bytes(row_t[-1:].tolist())
         assert window in data
         assert torch.equal(row_t[:-1], row_in[1:])
@@ -246,7 +245,7 @@ def test_weights_round_trip_through_safetensors(tmp_path):
             p.add_(1.0)
     store.save_weights(str(tmp_path / "m.safetensors"), a)
     store.load_weights(str(tmp_path / "m.safetensors"), b)
-    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert na == nb and torch.equal(pa, pb)
     assert b.lm_head.weight is b.embed.weight  # tying survives
     with open(tmp_path / "m.safetensors", "rb") as f:
@@ -269,7 +268,7 @@ def test_checkpoint_round_trip_restores_optimizer_and_rng(tmp_path):
     meta = store.load_checkpoint(str(tmp_path), fresh, fresh_opt)
     assert meta["step"] == 3 and meta["losses"] == [1.0, 2.0, 3.0]
     assert torch.equal(torch.rand(3), expected_draw)
-    for pa, pb in zip(model.parameters(), fresh.parameters()):
+    for pa, pb in zip(model.parameters(), fresh.parameters(), strict=True):
         assert torch.equal(pa, pb)
     sa, sb = opt.state_dict()["state"], fresh_opt.state_dict()["state"]
     assert sa.keys() == sb.keys()
@@ -305,7 +304,7 @@ def test_results_json_and_csv_hold_the_same_rows(tmp_path):
     with open(tmp_path / "results.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(rows)
-    for j, c in zip(rows, table):
+    for j, c in zip(rows, table, strict=True):
         assert c["scheme"] == j["scheme"] and int(c["eval_len"]) == j["eval_len"]
         assert (c["value"] == "") if j["value"] is None else math.isclose(float(c["value"]), j["value"])
 

@@ -38,6 +38,8 @@ def _worker(rank, world, port, folder, result):
         params = {k: v.tolist() for k, v in model.state_dict().items()}
         with open(result, "w") as f:
             json.dump({"losses": losses, "params": params}, f)
+    # both ranks reach the end before either tears gloo down (else: abort at exit)
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
@@ -55,8 +57,8 @@ def test_two_processes_match_one(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two"), result), nprocs=2, join=True)
     got = json.load(open(result))
     assert len(got["losses"]) == STEPS
-    assert max(abs(a - b) for a, b in zip(got["losses"], want)) <= 1e-5
-    moved = [not torch.equal(a, b) for a, b in zip(_model().state_dict().values(), single.state_dict().values())]
+    assert max(abs(a - b) for a, b in zip(got["losses"], want, strict=True)) <= 1e-5
+    moved = [not torch.equal(a, b) for a, b in zip(_model().state_dict().values(), single.state_dict().values(), strict=True)]
     assert all(moved)  # every weight took steps (so the comparison below means something)
     for name, value in single.state_dict().items():
         torch.testing.assert_close(torch.tensor(got["params"][name]), value, rtol=0, atol=1e-5)

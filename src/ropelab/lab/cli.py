@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = PRESETS["default"]
     parser.add_argument("--out", default="lab-out", help="folder for results and finished runs (default: lab-out)")
-    parser.add_argument("--full", action="store_true", help="the larger preset: longer training, both tasks, firmer numbers")
+    parser.add_argument("--full", action="store_true", help="the larger preset: both tasks, 4 layers of width 128, 4000 steps, lengths to 16x (hours on a CPU; minutes on a GPU)")
     parser.add_argument("--schemes", nargs="+", metavar="NAME", help=f"positional schemes (default: all available of {', '.join(SCHEMES)})")
     parser.add_argument("--tasks", nargs="+", metavar="NAME", help=f"tasks: {'; '.join(f'{k}: {v}' for k, v in TASKS.items())} (default: {','.join(d['tasks'])})")
     parser.add_argument("--extensions", nargs="+", metavar="NAME", help=f"RoPE inference-time extensions, or none (default: {','.join(EXTENSIONS)})")
@@ -133,6 +133,7 @@ def run(args) -> int:
     start = time.perf_counter()
     try:
         records = run_lab(settings, ctx, jobs=jobs, threads=threads)
+        ctx.barrier()  # no rank tears gloo down while another still talks (abort at exit)
     finally:
         if ctx.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -165,7 +165,7 @@ class _Records:
         return out
 
 
-def _train_and_save(model, task, folder, *, length, steps, batch_size, lr, seed, stream, settings, ctx, desc):
+def _train_and_save(model, task, folder, *, length, steps, batch_size, lr, seed, stream, settings, ctx, desc, slot=0):
     """Train (resuming) unless ``folder`` holds final weights; load them either way."""
     weights = os.path.join(folder, "model.safetensors")
     ctx.barrier()
@@ -178,7 +178,7 @@ def _train_and_save(model, task, folder, *, length, steps, batch_size, lr, seed,
     losses = train(
         model, task, length=length, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
         stream=stream, folder=folder, ctx=ctx, checkpoint_every=settings.checkpoint_every,
-        progress=settings.progress, desc=desc,
+        progress=settings.progress, desc=desc, position=slot,
     )
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if ctx.is_main:
@@ -236,7 +236,8 @@ def _evaluate_point(model, task, run, settings, ctx, extension, eval_len, ft_ste
     return [_record(settings, run, eval_len, extension, ft_steps, m, v) for m, v in values.items()]
 
 
-def _do_run(run: Run, task, settings: LabSettings, ctx: DistContext) -> list[dict]:
+def _do_run(run: Run, task, settings: LabSettings, ctx: DistContext, *, slot: int = 0) -> list[dict]:
+    """Train (or load) one run, evaluate what is missing; its records. ``slot``: progress bar line."""
     points = _eval_points(settings, run)
     eval_settings = {"eval_examples": settings.eval_examples, "seed": settings.seed}
     book = _Records(run.folder, eval_settings)
@@ -247,7 +248,7 @@ def _do_run(run: Run, task, settings: LabSettings, ctx: DistContext) -> list[dic
     losses = _train_and_save(
         model, task, run.folder, length=settings.train_len, steps=settings.steps,
         batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed, stream="train",
-        settings=settings, ctx=ctx, desc=f"train {run.label}",
+        settings=settings, ctx=ctx, desc=f"train {run.label}", slot=slot,
     )
     if losses is not None:
         _say(settings, ctx, f"{run.label}: trained {settings.steps} steps, final loss {losses[-1]:.4f}")
@@ -256,7 +257,7 @@ def _do_run(run: Run, task, settings: LabSettings, ctx: DistContext) -> list[dic
     if ctx.is_main:
         todo = [p for p in plain if not book.has(*p)]
         if todo:
-            bar = _bar(settings, len(todo), f"eval {run.label}")
+            bar = _bar(settings, len(todo), f"eval {run.label}", slot)
             for point in todo:
                 book.add(_evaluate_point(model, task, run, settings, ctx, *point))
                 bar.update(1)
@@ -302,31 +303,32 @@ class _NoBar:
         pass
 
 
-def _bar(settings, total, desc):
+def _bar(settings, total, desc, slot=0):
     if not settings.progress:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, position=slot)
 
 
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_one(settings: LabSettings, index: int) -> list[dict]:
+def _run_one(settings: LabSettings, index: int, slot: int) -> list[dict]:
     """Worker process: plan again (cheap, deterministic) and do run ``index``."""
     tasks = build_tasks(settings)
     run = plan(settings, tasks)[index]
-    return _do_run(run, tasks[run.task_name], settings, DistContext())
+    return _do_run(run, tasks[run.task_name], settings, DistContext(), slot=slot)
 
 
-def run_lab(settings: LabSettings, ctx: DistContext = DistContext(), *, jobs: int = 1, threads: int | None = None) -> list[dict]:
+def run_lab(settings: LabSettings, ctx: DistContext | None = None, *, jobs: int = 1, threads: int | None = None) -> list[dict]:
     """Run (or resume) the experiment; write results.json/.csv/.png; return the records.
 
     ``jobs`` > 1 trains that many models at once in worker processes (single-process
     mode only): tiny models use one core each better than two threads each.
     """
+    ctx = ctx or DistContext()
     tasks = build_tasks(settings)
     runs = plan(settings, tasks)
     if ctx.is_main:
@@ -343,7 +345,7 @@ def run_lab(settings: LabSettings, ctx: DistContext = DistContext(), *, jobs: in
             initializer=_init_worker, initargs=(threads or torch.get_num_threads(),),
         )
         with pool:
-            futures = [pool.submit(_run_one, settings, i) for i in range(len(runs))]
+            futures = [pool.submit(_run_one, settings, i, i % jobs) for i in range(len(runs))]
             for future in futures:
                 records += future.result()
     else:

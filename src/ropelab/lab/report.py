@@ -62,13 +62,16 @@ def plot(out: str, records: list[dict], filename: str = "results.png") -> str:
 
     tasks = list(dict.fromkeys(r["task"] for r in records))
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(6.5 * max(1, len(tasks)), 4.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=False):
         train_len = next(r["train_len"] for r in records if r["task"] == task)
-        for label, points in _series(records, task).items():
+        colors = plt.get_cmap("tab20").colors
+        markers = "os^vD<>p*hX"
+        for i, (label, points) in enumerate(_series(records, task).items()):
             xs = sorted(points)
             ys = [math.nan if points[x] is None else points[x] for x in xs]
-            style = "--" if "+" in label else "-"
-            ax.plot(xs, ys, style, marker="o", markersize=3, label=label)
+            style = "--" if "+" in label else "-"  # dashed: RoPE with an extension
+            ax.plot(xs, ys, style, color=colors[i % len(colors)], marker=markers[i % len(markers)],
+                    markersize=4, label=label)
         ax.axvline(train_len, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("evaluation length (tokens); dotted: training length")

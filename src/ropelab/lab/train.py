@@ -92,6 +92,7 @@ def train(
     checkpoint_every: int = 100,
     progress: bool = True,
     desc: str = "train",
+    position: int = 0,
 ) -> list[float]:
     """Train ``model`` for ``steps`` steps on ``task`` batches of ``length`` tokens.
 
@@ -116,7 +117,7 @@ def train(
     if progress and ctx.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=start, desc=desc, leave=False, dynamic_ncols=True)
+        bar = tqdm(total=steps, initial=start, desc=desc, leave=False, dynamic_ncols=True, position=position)
     for step in range(start, steps):
         batch = task.train_batch(batch_size, length, generator_for(seed, stream, step))
         count = batch.mask.sum().clamp(min=1)  # scored tokens in the global batch
