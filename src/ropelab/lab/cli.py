@@ -141,5 +141,7 @@ def run(args) -> int:
         print()
         print(report.render_table(records))
         print(f"results: {os.path.join(settings.out, 'results.json')} (.csv, .png); "
-              f"{time.perf_counter() - start:.1f} s; {max(jobs, ctx.world)} process(es) x {threads} thread(s)")
+              f"{time.perf_counter() - start:.1f} s; "
+              + (f"{ctx.world} DDP processes" if ctx.world > 1 else f"up to {jobs} worker process(es)")
+              + f" x {threads} thread(s)")
     return 0
