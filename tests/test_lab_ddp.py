@@ -67,3 +67,32 @@ def test_two_processes_match_one(tmp_path):
 def test_batch_must_divide_over_ranks(tmp_path):
     with pytest.raises(ValueError, match="--batch-size 5 is not divisible by the 2 processes"):
         train(_model(), CopyTask(20), folder=str(tmp_path), ctx=DistContext(0, 2), **{**SETTINGS, "batch_size": 5})
+
+
+def test_torchrun_cli_matches_one_process(tmp_path):
+    """`torchrun --nproc_per_node 2 -m ropelab lab` (DDP) gives one process's numbers."""
+    import subprocess
+    import sys
+
+    args = ["lab", "--tasks", "copy", "--schemes", "rope", "--extensions", "yarn", "--steps", "5",
+            "--d-model", "16", "--heads", "2", "--train-len", "12", "--eval-mults", "1", "2",
+            "--batch-size", "4", "--eval-examples", "4", "--symbols", "20", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "ropelab", *args, "--out", str(tmp_path / "one"), "--jobs", "1"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         "-m", "ropelab", *args, "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert two.returncode == 0, two.stderr
+    assert "2 DDP processes" in two.stdout
+    a = json.load(open(tmp_path / "one" / "results.json"))
+    b = json.load(open(tmp_path / "two" / "results.json"))
+    assert [(r["extension"], r["eval_len"], r["metric"]) for r in a] == [(r["extension"], r["eval_len"], r["metric"]) for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert abs(ra["value"] - rb["value"]) <= 1e-5
+    la = json.load(open(next((tmp_path / "one" / "runs").glob("copy-rope-*")) / "train.json"))["losses"]
+    lb = json.load(open(next((tmp_path / "two" / "runs").glob("copy-rope-*")) / "train.json"))["losses"]
+    assert max(abs(x - y) for x, y in zip(la, lb, strict=True)) <= 1e-5
