@@ -68,6 +68,21 @@ def test_outputs(first_run, capsys):
         assert not [n for n in names if n.startswith(("ckpt-", ".tmp-"))]  # checkpoints cleaned up
 
 
+def test_scheme_list_and_lengths_are_normalised():
+    import argparse
+
+    from ropelab.lab import cli
+    from ropelab.lab.schemes import available_schemes
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    settings = cli.settings_from_args(parser.parse_args(["--schemes", "all", "--eval-mults", "1,2", "2", "4"]))
+    assert settings.schemes == available_schemes()
+    assert settings.eval_mults == (1, 2, 4)
+    settings = cli.settings_from_args(parser.parse_args(["--schemes", "rope,nope", "alibi"]))
+    assert settings.schemes == ("rope", "nope", "alibi")
+
+
 def test_table_is_printed(tmp_path, capsys):
     out = tmp_path / "o"
     assert _lab(out, "--schemes", "rope", "--extensions", "yarn") == 0

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = PRESETS["default"]
     parser.add_argument("--out", default="lab-out", help="folder for results and finished runs (default: lab-out)")
     parser.add_argument("--full", action="store_true", help="the larger preset: both tasks, 4 layers of width 128, 4000 steps, lengths to 16x (hours on a CPU; minutes on a GPU)")
-    parser.add_argument("--schemes", nargs="+", metavar="NAME", help=f"positional schemes (default: all available of {', '.join(SCHEMES)})")
+    parser.add_argument("--schemes", nargs="+", metavar="NAME", help=f"positional schemes, or all (default: all available of {', '.join(SCHEMES)})")
     parser.add_argument("--tasks", nargs="+", metavar="NAME", help=f"tasks: {'; '.join(f'{k}: {v}' for k, v in TASKS.items())} (default: {','.join(d['tasks'])})")
     parser.add_argument("--extensions", nargs="+", metavar="NAME", help=f"RoPE inference-time extensions, or none (default: {','.join(EXTENSIONS)})")
     parser.add_argument("--train-len", type=int, help=f"training length in tokens (default: {d['train_len']})")
@@ -70,17 +70,23 @@ def settings_from_args(args, world: int = 1):
     extensions = _names(args.extensions)
     if extensions is not None and extensions == ("none",):
         extensions = ()
+    schemes = _names(args.schemes)
+    if schemes == ("all",):
+        schemes = None  # the preset's default: every available scheme
+    mults = _ints(args.eval_mults, "--eval-mults")
+    if mults is not None:
+        mults = tuple(dict.fromkeys(mults))  # a length given twice is evaluated once
     tasks = _names(args.tasks)
     if tasks is None and args.text is not None:
         tasks = ("lm",)
     settings = from_preset(
         "full" if args.full else "default",
         out=args.out,
-        schemes=_names(args.schemes),
+        schemes=schemes,
         tasks=tasks,
         extensions=extensions,
         train_len=args.train_len,
-        eval_mults=_ints(args.eval_mults, "--eval-mults"),
+        eval_mults=mults,
         d_model=args.d_model,
         layers=args.layers,
         heads=args.heads,
