@@ -462,16 +462,7 @@ def _kinds():
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kind", ["numpy", "torch", "jax"])
 @pytest.mark.parametrize("positions_kind", ["numpy", "native"])
-def test_positions_index_the_tables(request, rng, layout, kind, positions_kind):
-    if kind == "jax" and positions_kind == "native":
-        # known bug: `a or b if c else d` in rotary._check_positions calls .numel() on jax arrays
-        request.applymarker(
-            pytest.mark.xfail(
-                raises=AttributeError,
-                strict=False,
-                reason="rotary._check_positions precedence bug (reported)",
-            )
-        )
+def test_positions_index_the_tables(rng, layout, kind, positions_kind):
     to_x, to_p = {k: (a, b) for k, a, b in _kinds()}.get(kind, (None, None))
     if to_x is None:
         pytest.skip(f"{kind} not installed")
