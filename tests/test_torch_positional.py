@@ -482,3 +482,13 @@ def test_compiles_fullgraph(name):
     torch.testing.assert_close(
         torch.compile(attn, fullgraph=True)(x), attn(x), rtol=1e-4, atol=1e-5
     )
+
+
+def test_shaw_and_linear_attention_check_the_mask_shape():
+    """The subclasses with their own score path share Attention's input checks."""
+    from ropelab.torch import LinearAttention, ShawAttention
+
+    x = torch.randn(2, 5, 16)
+    for layer in (ShawAttention(16, 2, clip=2), LinearAttention(16, 2)):
+        with pytest.raises(ValueError, match=r"attention_mask must be shaped \(B, S\) = \(2, 5\)"):
+            layer(x, attention_mask=torch.ones(2, 4, dtype=torch.long))

@@ -269,7 +269,13 @@ class Attention(nn.Module):
 
     # -- forward --------------------------------------------------------------------
 
-    def forward(self, x, positions=None, cache=None, attention_mask=None):
+    def _begin(self, x, positions, cache, attention_mask):
+        """Check forward's inputs; return ``(batch, length, layer_cache, past, positions)``.
+
+        ``positions`` come back as (B or 1, T) long, taken from ``attention_mask`` when
+        not given, and stay None only when neither was given (they then count on from
+        the cache's length). Subclasses with their own score path start here too.
+        """
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be shaped (B, T, d_model={self.d_model}), got {shape}")
@@ -301,6 +307,22 @@ class Attention(nn.Module):
                 positions = positions_from_mask(attention_mask)[:, past:]
         if positions is not None:
             positions = self._check_positions(positions, batch, length)  # (B or 1, T)
+        return batch, length, layer_cache, past, positions
+
+    def _project(self, x):
+        """q ``(B, H, T, D)``, k and v ``(B, K, T, D)`` from x ``(B, T, d_model)``."""
+        batch, length, _ = x.shape
+        heads, kv, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        q = self.q_proj(x).view(batch, length, heads, dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(batch, length, kv, dim).transpose(1, 2)  # (B, K, T, D)
+        v = self.v_proj(x).view(batch, length, kv, dim).transpose(1, 2)  # (B, K, T, D)
+        return q, k, v
+
+    def forward(self, x, positions=None, cache=None, attention_mask=None):
+        batch, length, layer_cache, past, positions = self._begin(
+            x, positions, cache, attention_mask
+        )
+        total = past + length
 
         def pos_tensor():  # (B or 1, T) long, built only when something needs it
             if positions is not None:
@@ -308,9 +330,7 @@ class Attention(nn.Module):
             return torch.arange(past, total, device=x.device).unsqueeze(0)
 
         heads, kv, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        q = self.q_proj(x).view(batch, length, heads, dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(batch, length, kv, dim).transpose(1, 2)  # (B, K, T, D)
-        v = self.v_proj(x).view(batch, length, kv, dim).transpose(1, 2)  # (B, K, T, D)
+        q, k, v = self._project(x)
 
         if isinstance(self.rope, RotaryEmbedding):
             q, k = self.rope(

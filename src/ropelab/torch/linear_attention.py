@@ -31,7 +31,6 @@ torch = require("torch", feature="ropelab.torch.linear_attention")
 F = torch.nn.functional
 
 from .attention import Attention, rms_norm  # noqa: E402
-from .cache import positions_from_mask  # noqa: E402
 from .rope_op import rotate  # noqa: E402
 
 __all__ = [
@@ -317,39 +316,18 @@ class LinearAttention(Attention):
         return cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, R/2)
 
     def forward(self, x, positions=None, cache=None, attention_mask=None):
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be shaped (B, T, d_model={self.d_model}), got {shape}")
-        batch, length, _ = x.shape
-        layer_cache = self._layer_cache(cache)
-        past = 0 if layer_cache is None else layer_cache.length
-        total = past + length
-        if layer_cache is not None:
-            if not self.causal:
-                raise ValueError(
-                    "a KV cache needs causal attention; this LinearAttention is bidirectional"
-                )
-            if layer_cache.batch != batch:
-                raise ValueError(
-                    f"cache batch {layer_cache.batch} does not match x's batch {batch}"
-                )
-            layer_cache.check_room(length)
-        if attention_mask is not None:
-            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (
-                batch,
-                total,
-            ):
-                raise ValueError(f"attention_mask must be shaped (B, S) = ({batch}, {total})")
-            if positions is None:
-                positions = positions_from_mask(attention_mask)[:, past:]
+        if cache is not None and not self.causal:
+            raise ValueError(
+                "a KV cache needs causal attention; this LinearAttention is bidirectional"
+            )
+        batch, length, layer_cache, past, positions = self._begin(
+            x, positions, cache, attention_mask
+        )
         if positions is None:
-            positions = torch.arange(past, total, device=x.device)
-        q_pos = self._check_positions(positions, batch, length).expand(batch, length)  # (B, T)
-
-        heads, kv, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        q = self.q_proj(x).view(batch, length, heads, dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(batch, length, kv, dim).transpose(1, 2)  # (B, K, T, D)
-        v = self.v_proj(x).view(batch, length, kv, dim).transpose(1, 2)
+            positions = torch.arange(past, past + length, device=x.device).unsqueeze(0)
+        q_pos = positions.expand(batch, length)  # (B, T)
+        heads, dim = self.num_heads, self.head_dim
+        q, k, v = self._project(x)  # (B, H, T, D), (B, K, T, D)
         if self.qk_norm:
             q, k = rms_norm(q, self.qk_norm_eps), rms_norm(k, self.qk_norm_eps)
         state = None

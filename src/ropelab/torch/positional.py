@@ -396,31 +396,15 @@ class ShawAttention(Attention):
         nn.init.normal_(self.rel_v.weight, std=0.02)
 
     def forward(self, x, positions=None, cache=None, attention_mask=None):
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be shaped (B, T, d_model={self.d_model}), got {shape}")
-        batch, length, _ = x.shape
-        layer_cache = self._layer_cache(cache)
-        past = 0 if layer_cache is None else layer_cache.length
-        total = past + length
-        if layer_cache is not None:
-            if layer_cache.batch != batch:
-                raise ValueError(
-                    f"cache batch {layer_cache.batch} does not match x's batch {batch}"
-                )
-            layer_cache.check_room(length)
-        if attention_mask is not None and positions is None:
-            from .cache import positions_from_mask
-
-            positions = positions_from_mask(attention_mask)[:, past:]
+        batch, length, layer_cache, past, positions = self._begin(
+            x, positions, cache, attention_mask
+        )
         if positions is None:
-            positions = torch.arange(past, total, device=x.device)
-        q_pos = self._check_positions(positions, batch, length).expand(batch, length)  # (B, T)
-
+            positions = torch.arange(past, past + length, device=x.device).unsqueeze(0)
+        total = past + length
+        q_pos = positions.expand(batch, length)  # (B, T)
         heads, kv, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        q = self.q_proj(x).view(batch, length, heads, dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(batch, length, kv, dim).transpose(1, 2)  # (B, K, T, D)
-        v = self.v_proj(x).view(batch, length, kv, dim).transpose(1, 2)
+        q, k, v = self._project(x)  # (B, H, T, D), (B, K, T, D)
         if self.qk_norm:
             from .attention import rms_norm
 
