@@ -109,11 +109,26 @@ def settings_from_args(args, world: int = 1):
 
 
 def run(args) -> int:
+    # The lab's tensors are tiny: numba's parallel rotation threads only fight torch's
+    # threads for the cores (10x slower steps seen on 2 cores). Before numba loads, the
+    # environment sets that for this process and its workers; once numba's threads are
+    # launched, changing the variable makes numba's next compile fail, so the runtime
+    # setting is used instead (and restored when the lab returns).
+    numba = sys.modules.get("numba")
+    if numba is None:
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+        return _run(args)
+    threads_before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return _run(args)
+    finally:
+        numba.set_num_threads(threads_before)
+
+
+def _run(args) -> int:
     from .._optional import require
 
-    # The lab's tensors are tiny: numba's parallel rotation threads only fight torch's
-    # threads for the cores (10x slower steps seen on 2 cores). Set before numba loads.
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     require("torch", feature="ropelab lab")
     import torch
 
