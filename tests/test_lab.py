@@ -95,14 +95,20 @@ def test_text_windows_are_slices_of_the_file(text_file):
     task = TextTask([text_file])
     data = open(text_file, "rb").read()
     batch = task.train_batch(4, 16, generator_for(0, "train", 0))
+    assert batch.inputs.shape == batch.targets.shape == batch.mask.shape == (4, 16)
     for row_in, row_t in zip(batch.inputs, batch.targets, strict=True):
-        window = bytes(row_in.tolist()) + bytes(row_t[-1:].tolist())
-        assert window in data
+        assert bytes(row_t.tolist()) in data
+        # BOS opens every window; inputs are the targets shifted right by one
+        assert int(row_in[0]) == TextTask.BOS and TextTask.BOS >= 256
         assert torch.equal(row_t[:-1], row_in[1:])
+    # the first target (guessed from BOS alone) is not scored, every other one is
+    assert not batch.mask[:, 0].any() and batch.mask[:, 1:].all()
     held_out = data[int(len(data) * 0.9) :]
     for b in task.eval_batches(20, 5, 2, None):
-        for row in b.inputs:
-            assert bytes(row.tolist()) in held_out
+        assert b.inputs.shape[1] == 20 and b.mask.sum() == b.inputs.shape[0] * 19
+        for row_in, row_t in zip(b.inputs, b.targets, strict=True):
+            assert bytes(row_t.tolist()) in held_out
+            assert int(row_in[0]) == TextTask.BOS and torch.equal(row_t[:-1], row_in[1:])
 
 
 class _Uniform(torch.nn.Module):
@@ -119,9 +125,9 @@ class _Uniform(torch.nn.Module):
 
 def test_bits_per_char_of_a_uniform_model_is_log2_vocab(text_file):
     task = TextTask([text_file])
-    m = evaluate(_Uniform(256), task, 24, seed=0, num_examples=6, batch_size=4)
-    assert m["bits_per_char"] == pytest.approx(8.0, abs=1e-6)
-    assert m["perplexity"] == pytest.approx(256.0, rel=1e-6)
+    m = evaluate(_Uniform(task.vocab_size), task, 24, seed=0, num_examples=6, batch_size=4)
+    assert m["bits_per_char"] == pytest.approx(math.log2(257), abs=1e-6)  # 256 bytes and BOS
+    assert m["perplexity"] == pytest.approx(257.0, rel=1e-6)
 
 
 class _Oracle(torch.nn.Module):

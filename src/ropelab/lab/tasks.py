@@ -172,7 +172,9 @@ class TextTask:
     metric_names = ("bits_per_char", "perplexity")
     higher_is_better = False
     min_train_len = 8
-    vocab_size = 256
+    #: bytes, then the beginning-of-sequence token that opens every window
+    BOS = 256
+    vocab_size = 257
 
     def __init__(self, paths: list[str] | None = None, *, max_bytes: int = 4_000_000):
         explicit = paths is not None
@@ -206,7 +208,7 @@ class TextTask:
     def check_lengths(self, train_len: int, eval_lens) -> None:
         if train_len < self.min_train_len:
             raise ValueError(f"--train-len {train_len} is too short for the lm task; it needs >= {self.min_train_len}")
-        longest = max([train_len, *eval_lens]) + 1
+        longest = max([train_len, *eval_lens])
         for label, part in (("training", self.train_data), ("held-out", self.eval_data)):
             if len(part) < longest:
                 raise ValueError(
@@ -214,19 +216,28 @@ class TextTask:
                     f"{longest}; pass more text or shorter lengths"
                 )
 
+    def _batch(self, windows: torch.Tensor) -> Batch:
+        """Inputs ``BOS w0 .. w(T-2)``, targets ``w0 .. w(T-1)`` for windows (B, T); w0, the
+        guess from BOS alone, is not scored, so each window scores T - 1 characters, each
+        with everything before it in the window as context. The BOS token anchors position:
+        without it a NoPE model has no fixed token to count from (Kazemnejad et al. 2023)."""
+        bos = torch.full((windows.shape[0], 1), self.BOS, dtype=windows.dtype)
+        mask = torch.ones(windows.shape, dtype=torch.bool)
+        mask[:, 0] = False
+        return Batch(torch.cat([bos, windows[:, :-1]], dim=1), windows, mask)
+
     def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
         starts = torch.randint(0, len(self.train_data) - length, (batch_size,), generator=g)
-        windows = torch.stack([self.train_data[s : s + length + 1] for s in starts.tolist()])  # (B, T + 1)
-        return Batch(windows[:, :-1], windows[:, 1:], torch.ones(batch_size, length, dtype=torch.bool))
+        windows = torch.stack([self.train_data[s : s + length] for s in starts.tolist()])  # (B, T)
+        return self._batch(windows)
 
     def eval_batches(self, length: int, num_examples: int, batch_size: int, g: torch.Generator):
         # num_examples windows spread evenly over the held-out text (deterministic, no g)
-        span = len(self.eval_data) - length - 1
+        span = len(self.eval_data) - length
         count = max(1, num_examples)
         starts = [round(i * span / max(1, count - 1)) for i in range(count)] if span > 0 else [0]
         for i in range(0, len(starts), batch_size):
-            windows = torch.stack([self.eval_data[s : s + length + 1] for s in starts[i : i + batch_size]])
-            yield Batch(windows[:, :-1], windows[:, 1:], torch.ones(windows.shape[0], length, dtype=torch.bool))
+            yield self._batch(torch.stack([self.eval_data[s : s + length] for s in starts[i : i + batch_size]]))
 
     def score_batch(self, logits: torch.Tensor, batch: Batch, loss_sum: torch.Tensor) -> dict:
         return {"nats": float(loss_sum), "tokens": int(batch.mask.sum())}
