@@ -58,3 +58,25 @@ def reference_rope(x, positions, inv_freq, *, layout: str, scale: float = 1.0) -
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Names of the numba kernels called during a test (None without numba kernels),
+    so a test can tell the fused path ran."""
+    from ropelab import kernels
+
+    if kernels.backend() != "numba":
+        return None
+    from ropelab.kernels import _numba
+
+    calls = []
+    for name in ("rope_rows_inplace", "rope_rows_out", "rope_rows_inplace_serial", "rope_rows_out_serial"):
+        original = getattr(_numba, name)
+
+        def wrapper(*args, _original=original, _name=name):
+            calls.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(_numba, name, wrapper)
+    return calls

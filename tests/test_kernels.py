@@ -41,23 +41,6 @@ def ref64(x, cos, sin, layout, positions=None):
     return out
 
 
-@pytest.fixture
-def fused_calls(monkeypatch):
-    """Counts calls into the numba kernels, so a test knows the fused path ran."""
-    from ropelab.kernels import _numba
-
-    calls = []
-    for name in ("rope_rows_inplace", "rope_rows_out", "rope_rows_inplace_serial", "rope_rows_out_serial"):
-        original = getattr(_numba, name)
-
-        def wrapper(*args, _original=original, _name=name):
-            calls.append(_name)
-            return _original(*args)
-
-        monkeypatch.setattr(_numba, name, wrapper)
-    return calls
-
-
 def _x(kind, shape, dtype, seed=0):
     data = np.random.default_rng(seed).standard_normal(shape)
     if kind == "numpy":

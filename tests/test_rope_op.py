@@ -18,24 +18,6 @@ from ropelab.torch import rope_op  # noqa: E402
 numba_only = pytest.mark.skipif(kernels.backend() != "numba", reason="numba kernels not available")
 
 
-@pytest.fixture
-def fused_calls(monkeypatch):
-    if kernels.backend() != "numba":
-        return None
-    from ropelab.kernels import _numba
-
-    calls = []
-    for name in ("rope_rows_inplace", "rope_rows_out", "rope_rows_inplace_serial", "rope_rows_out_serial"):
-        original = getattr(_numba, name)
-
-        def wrapper(*args, _original=original, _name=name):
-            calls.append(_name)
-            return _original(*args)
-
-        monkeypatch.setattr(_numba, name, wrapper)
-    return calls
-
-
 def _tables(D, R, layout, positions, dtype=torch.float32):
     cfg = RopeConfig(D, rotary_dim=R, layout=layout)
     cos, sin = rope_tables(cfg, np.asarray(positions))
