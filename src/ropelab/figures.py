@@ -246,13 +246,13 @@ def _pyplot():
     return plt
 
 
-def _note(ax, lines):
+def _note(ax, lines, *, left=False):
     ax.text(
-        0.98,
+        0.02 if left else 0.98,
         0.97,
         "\n".join(lines),
         transform=ax.transAxes,
-        ha="right",
+        ha="left" if left else "right",
         va="top",
         fontsize=8,
         family="monospace",
@@ -322,17 +322,7 @@ def plot_base(result: BaseBound, path: str) -> list[str]:
     ax.set_xlabel("context length L")
     ax.set_ylabel("smallest base with sum_i cos(m theta_i) >= 0, m <= L")
     ax.set_title(f"Base of RoPE bounds context length (d={result.head_dim})")
-    ax.text(
-        0.02,
-        0.97,
-        "\n".join(lines),
-        transform=ax.transAxes,
-        ha="left",
-        va="top",
-        fontsize=8,
-        family="monospace",
-        bbox=dict(boxstyle="round", facecolor="white", alpha=0.85),
-    )
+    _note(ax, lines, left=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
