@@ -80,3 +80,19 @@ def fused_calls(monkeypatch):
 
         monkeypatch.setattr(_numba, name, wrapper)
     return calls
+
+
+def assert_decode_equals_full(attn, x, mask):
+    """A prompt of 5 tokens, then 1, 3, 1 and 2 at a time through a KVCache, equals one
+    full forward of ``attn`` on x ``(B, 12, d_model)`` with padding ``mask`` ``(B, 12)``."""
+    import torch
+
+    from ropelab.torch import KVCache
+
+    full = attn(x, attention_mask=mask)
+    cache = KVCache(x.shape[0], attn.num_kv_heads, 16, attn.head_dim)
+    steps = [attn(x[:, :5], cache=cache, attention_mask=mask[:, :5])]
+    for start, stop in ((5, 6), (6, 9), (9, 10), (10, 12)):
+        steps.append(attn(x[:, start:stop], cache=cache, attention_mask=mask[:, :stop]))
+    rows = mask.bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)

@@ -7,6 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import assert_decode_equals_full  # noqa: E402
+
 from ropelab import RopeConfig, scaling  # noqa: E402
 from ropelab.torch import Attention, Cache, KVCache, RotaryEmbedding, positions_from_mask  # noqa: E402
 
@@ -209,13 +211,7 @@ def test_cached_decoding_equals_full_forward(name):
     x = _x(b=2, t=12)
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[0, :4] = 0  # left padding
-    full = attn(x, attention_mask=mask)
-    cache = KVCache(2, attn.num_kv_heads, 16, attn.head_dim)
-    steps = [attn(x[:, :5], cache=cache, attention_mask=mask[:, :5])]
-    for start, stop in ((5, 6), (6, 9), (9, 10), (10, 12)):
-        steps.append(attn(x[:, start:stop], cache=cache, attention_mask=mask[:, :stop]))
-    rows = mask.bool()
-    torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
+    assert_decode_equals_full(attn, x, mask)
 
 
 def test_cache_stores_keys_rotated_once():
