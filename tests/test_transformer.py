@@ -140,8 +140,9 @@ def test_set_rope_equals_a_model_built_with_it():
         model.set_rope(RopeConfig(16))
 
 
-def test_sinusoidal_absolute_positions_are_added():
-    model = _model(("nope",), absolute="sinusoidal", max_positions=4)
+@pytest.mark.parametrize("scale", [1.0, 0.03])
+def test_sinusoidal_absolute_positions_are_added(scale):
+    model = _model(("nope",), absolute="sinusoidal", max_positions=4, absolute_scale=scale)
     seen = {}
     model.blocks[0].attn_norm.register_forward_hook(
         lambda m, args, out: seen.setdefault("x", args[0])
@@ -149,7 +150,8 @@ def test_sinusoidal_absolute_positions_are_added():
     tokens = _tokens(b=1, t=10)  # past max_positions: the table grows
     with torch.no_grad():
         model(tokens)
-        expected = model.embed(tokens) + torch.from_numpy(sinusoidal(np.arange(10), 32)).float()
+        table = torch.from_numpy(sinusoidal(np.arange(10), 32)).float()
+        expected = model.embed(tokens) + scale * table
     torch.testing.assert_close(seen["x"], expected)
 
 
@@ -211,6 +213,11 @@ def test_config_errors():
         TransformerConfig(V, mlp="relu")
     with pytest.raises(ValueError, match="vocab_size"):
         TransformerConfig(0)
+    for bad in (0, -1.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="absolute_scale must be a finite number > 0"):
+            TransformerConfig(V, absolute="sinusoidal", absolute_scale=bad)
+    with pytest.raises(ValueError, match="absolute_scale=0.5 scales the sinusoidal table, but absolute='learned'"):
+        TransformerConfig(V, absolute="learned", absolute_scale=0.5)
 
 
 def test_forward_errors():
