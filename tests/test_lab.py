@@ -324,6 +324,34 @@ def test_table_and_plot(tmp_path):
     assert lines[2].split() == ["rope", "0.320", "0.640"]
     assert lines[3].split() == ["rope+yarn", "0.320", "0.640"]
     assert lines[4].split() == ["learned", "0.320", "-"]
-    path = report.plot(str(tmp_path), records)
+    assert "token_accuracy" not in text  # only the metrics the records hold
+    more = records + [dict(r, metric="token_accuracy", value=0.5) for r in records if r["scheme"] == "rope"]
+    lines = report.render_table(more).splitlines()
+    assert lines[6].startswith("copy: token_accuracy")
+    assert lines[8].split() == ["rope", "0.500", "0.500"]
+    path = report.plot(str(tmp_path), more)
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("preset", ["default", "full"])
+def test_presets_cover_the_issue_and_validate(preset, tmp_path):
+    from ropelab.lab.settings import build_tasks, from_preset
+
+    settings = from_preset(preset, out=str(tmp_path / "out"))
+    settings.validate()
+    build_tasks(settings)  # the lengths fit the tasks
+    assert {"nope", "rope", "irope", "sinusoidal", "learned", "alibi", "t5", "xpos", "p-rope"} <= set(settings.schemes)
+    assert set(settings.extensions) == {"linear", "ntk", "yarn"}
+    assert {1, 2, 4, 8} <= set(settings.eval_mults)
+    assert "copy" in settings.tasks  # the synthetic task, scored by exact match
+
+
+def test_sinusoid_amplitude_reaches_the_model():
+    from ropelab.lab.experiment import model_config
+    from ropelab.lab.schemes import SINUSOID_SCALE
+    from ropelab.lab.settings import from_preset
+
+    settings = from_preset("default")
+    assert model_config(SCHEMES["sinusoidal"], 10, settings).absolute_scale == SINUSOID_SCALE
+    assert model_config(SCHEMES["learned"], 10, settings).absolute_scale == 1.0

@@ -32,7 +32,7 @@ from .train import DistContext, train
 
 __all__ = ["Run", "plan", "run_lab"]
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: fused AdamW, sinusoid amplitude in the spec
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ def model_config(scheme: Scheme, vocab_size: int, settings: LabSettings):
         absolute=scheme.absolute,
         max_positions=max_positions,
         kind_options=dict(scheme.kind_options),
+        absolute_scale=scheme.absolute_scale,
     )
 
 
@@ -91,7 +92,7 @@ def plan(settings: LabSettings, tasks: dict) -> list[Run]:
                     "absolute": scheme.absolute,
                     "max_positions": config.max_positions,
                     "kind_options": scheme.kind_options,
-                    "embed_std": scheme.embed_std,
+                    "absolute_scale": config.absolute_scale,
                 },
                 "train": {
                     "train_len": settings.train_len,
@@ -111,12 +112,6 @@ def _build(run: Run, seed: int):
 
     torch.manual_seed(seed)
     model = Transformer(run.model_config)
-    if run.scheme.embed_std is not None:
-        # Unit-amplitude sinusoids added to embeddings of std 0.02 drown the tokens (35x at
-        # d_model 64) and training stalls; token embeddings of std d_model ** -0.5 (fairseq's
-        # init; Vaswani et al. scale embeddings up instead) keep both visible.
-        with torch.no_grad():
-            model.embed.weight.normal_(0.0, run.scheme.embed_std * run.model_config.d_model ** -0.5)
     return model
 
 
@@ -345,9 +340,12 @@ def run_lab(settings: LabSettings, ctx: DistContext | None = None, *, jobs: int 
             initializer=_init_worker, initargs=(threads or torch.get_num_threads(),),
         )
         with pool:
-            futures = [pool.submit(_run_one, settings, i, i % jobs) for i in range(len(runs))]
-            for future in futures:
-                records += future.result()
+            # longest first, so no worker is left alone with a long run at the end: NoPE
+            # layers (no positional op) are the cheap ones
+            order = sorted(range(len(runs)), key=lambda i: runs[i].model_config.layers.count("nope"))
+            futures = {i: pool.submit(_run_one, settings, i, slot % jobs) for slot, i in enumerate(order)}
+            for i in range(len(runs)):  # records in plan order
+                records += futures[i].result()
     else:
         for run in runs:
             records += _do_run(run, tasks[run.task_name], settings, ctx)

@@ -31,10 +31,15 @@ class Scheme:
     irope: bool = False  # every fourth layer (at least the last one) is NoPE
     kind_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     extendable: bool = False  # RoPE layers whose schedule inference-time extension swaps
-    #: token-embedding init std as a multiple of d_model ** -0.5 (None: the Transformer's own)
-    embed_std: float | None = None
+    absolute_scale: float = 1.0  # TransformerConfig.absolute_scale (sinusoid amplitude)
     summary: str = ""
 
+
+#: Sinusoids of per-feature rms 0.03 / sqrt(2) = 0.021, level with the 0.02-std token
+#: embeddings. At full amplitude they are a residual stream 35x larger than what the
+#: pre-norm blocks add at first: copy did not train in 2400 steps (loss 0.9), nor with
+#: tokens scaled up to match (Vaswani et al.'s sqrt(d_model)); at 0.03 it reaches 1.0.
+SINUSOID_SCALE = 0.03
 
 SCHEMES: dict[str, Scheme] = {
     s.name: s
@@ -42,7 +47,7 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("nope", "nope", summary="no positional encoding; the causal mask alone (Kazemnejad et al. 2023)"),
         Scheme("rope", "rope", extendable=True, summary="rotary position embedding in every layer (Su et al. 2021)"),
         Scheme("irope", "rope", irope=True, summary="Llama 4's iRoPE: RoPE layers with every fourth layer NoPE"),
-        Scheme("sinusoidal", "nope", absolute="sinusoidal", embed_std=1.0, summary="absolute sinusoids added to the embeddings (Vaswani et al. 2017)"),
+        Scheme("sinusoidal", "nope", absolute="sinusoidal", absolute_scale=SINUSOID_SCALE, summary="absolute sinusoids added to the embeddings (Vaswani et al. 2017)"),
         Scheme("learned", "nope", absolute="learned", summary="a learned absolute table of train_len positions (GPT-2)"),
         Scheme("alibi", "alibi", summary="ALiBi linear distance biases (Press et al. 2022)"),
         Scheme("t5", "t5", summary="T5 relative bias buckets (Raffel et al. 2020)"),

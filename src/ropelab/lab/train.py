@@ -104,7 +104,11 @@ def train(
         raise ValueError(f"--batch-size {batch_size} is not divisible by the {ctx.world} processes")
     model.to(ctx.device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    # the fused (one kernel) AdamW: ~5% of a tiny model's step on one CPU core
+    fused = torch.device(ctx.device).type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01, fused=fused or None
+    )
     meta = store.load_checkpoint(folder, model, optimizer)
     start, losses = (0, []) if meta is None else (meta["step"], list(meta["losses"]))
     net = model
