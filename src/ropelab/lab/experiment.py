@@ -111,8 +111,7 @@ def _build(run: Run, seed: int):
     from ..torch.transformer import Transformer
 
     torch.manual_seed(seed)
-    model = Transformer(run.model_config)
-    return model
+    return Transformer(run.model_config)
 
 
 def _record(settings, run, eval_len, extension, ft_steps, metric, value, note=""):
