@@ -252,3 +252,14 @@ def test_text_task_runs_on_a_user_file(tmp_path):
     for r in rows:
         if r["metric"] == "bits_per_char":
             assert 0 < r["value"] < 9  # below a uniform guess over bytes plus slack
+
+
+def test_recall_task_runs(tmp_path, capsys):
+    out = tmp_path / "recall"
+    assert _lab(out, "--tasks", "recall", "--schemes", "alibi", "--extensions", "none") == 0
+    rows = json.load(open(out / "results.json"))
+    assert [(r["task"], r["eval_len"], r["metric"]) for r in rows] == [
+        ("recall", 12, "accuracy"), ("recall", 24, "accuracy")
+    ]
+    assert all(0 <= r["value"] <= 1 for r in rows)
+    assert "recall: accuracy by evaluation length" in capsys.readouterr().out

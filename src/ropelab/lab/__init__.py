@@ -9,7 +9,7 @@ Imports torch.
 from .experiment import run_lab
 from .schemes import EXTENSIONS, SCHEMES, available_schemes
 from .settings import PRESETS, LabSettings
-from .tasks import TASKS, CopyTask, TextTask
+from .tasks import TASKS, CopyTask, RecallTask, TextTask
 
 __all__ = [
     "EXTENSIONS",
@@ -18,6 +18,7 @@ __all__ = [
     "TASKS",
     "CopyTask",
     "LabSettings",
+    "RecallTask",
     "TextTask",
     "available_schemes",
     "run_lab",

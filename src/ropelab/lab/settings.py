@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 
 from .schemes import EXTENSIONS, SCHEMES, available_schemes, check_scheme
-from .tasks import TASKS, CopyTask, TextTask
+from .tasks import TASKS, CopyTask, RecallTask, TextTask
 
 __all__ = ["MAX_EVAL_LEN", "PRESETS", "LabSettings", "build_tasks"]
 
@@ -151,6 +151,8 @@ def build_tasks(settings: LabSettings) -> dict:
     for name in settings.tasks:
         if name == "copy":
             task = CopyTask(settings.symbols)
+        elif name == "recall":
+            task = RecallTask(settings.symbols)
         else:
             task = TextTask(None if settings.text is None else list(settings.text))
         task.check_lengths(settings.train_len, settings.eval_lens)

@@ -1,4 +1,5 @@
-"""The lab's tasks: a synthetic copy task (exact match) and character-level language modelling.
+"""The lab's tasks: synthetic copy and associative recall (exact match), character-level
+language modelling.
 
 Every batch is a pure function of ``(seed, purpose, step or length)``: a fresh
 ``torch.Generator`` is seeded from those numbers, so a resumed run sees exactly the
@@ -20,11 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TASKS", "Batch", "CopyTask", "TextTask", "generator_for", "default_corpus_files"]
+__all__ = ["TASKS", "Batch", "CopyTask", "RecallTask", "TextTask", "generator_for", "default_corpus_files"]
 
 #: task name -> one line for ``--help``
 TASKS = {
     "copy": "copy a random token string after a separator; exact match over the copied part",
+    "recall": "associative recall: key-value pairs, then a key; accuracy of its value (a needle test)",
     "lm": "character-level language modelling (bytes); bits per character, lower is better",
 }
 
@@ -52,6 +54,19 @@ def generator_for(seed: int, *parts: object) -> torch.Generator:
     text = "/".join(str(p) for p in (seed, *parts))
     digest = hashlib.sha256(text.encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def _padded(seqs: list[torch.Tensor], scored: list[tuple[int, int]], width: int, pad: int) -> Batch:
+    """Rows ``seq[:-1]`` -> ``seq[1:]`` padded to ``width``; targets ``start:stop`` scored."""
+    inputs = torch.full((len(seqs), width), pad, dtype=torch.long)
+    targets = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.bool)
+    for b, (seq, (start, stop)) in enumerate(zip(seqs, scored, strict=True)):
+        n = len(seq) - 1
+        inputs[b, :n] = seq[:-1]
+        targets[b, :n] = seq[1:]
+        mask[b, start:stop] = True
+    return Batch(inputs, targets, mask)
 
 
 class CopyTask:
@@ -108,22 +123,16 @@ class CopyTask:
                 )
 
     def _strings(self, lengths: list[int], width: int, g: torch.Generator) -> Batch:
-        rows = len(lengths)
-        inputs = torch.full((rows, width), self.PAD, dtype=torch.long)
-        targets = torch.full((rows, width), self.PAD, dtype=torch.long)
-        mask = torch.zeros((rows, width), dtype=torch.bool)
-        for b, n in enumerate(lengths):
+        seqs = []
+        for n in lengths:
             if self.distinct:
                 x = torch.randperm(self.num_symbols, generator=g)[:n]
             else:
                 x = torch.randint(0, self.num_symbols, (n,), generator=g)
             x = x + self.NUM_SPECIAL
-            seq = torch.cat([torch.tensor([self.BOS]), x, torch.tensor([self.SEP]), x])  # (2n + 2,)
-            inputs[b, : 2 * n + 1] = seq[:-1]
-            targets[b, : 2 * n + 1] = seq[1:]
-            # input position n + 1 holds SEP and predicts x1; n + i predicts x_i
-            mask[b, n + 1 : 2 * n + 1] = True
-        return Batch(inputs, targets, mask)
+            seqs.append(torch.cat([torch.tensor([self.BOS]), x, torch.tensor([self.SEP]), x]))  # (2n + 2,)
+        # input position n + 1 holds SEP and predicts x1; n + i predicts x_i
+        return _padded(seqs, [(n + 1, 2 * n + 1) for n in lengths], width, self.PAD)
 
     def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
         longest = (length - 1) // 2
@@ -151,6 +160,84 @@ class CopyTask:
             "exact_match": sums["exact"] / sums["strings"],
             "token_accuracy": sums["correct"] / sums["tokens"],
         }
+
+
+class RecallTask:
+    """Associative recall: ``BOS k1 v1 .. kn vn SEP kq`` -> ``vq``; accuracy of ``vq``.
+
+    A needle in a haystack at toy scale (the multi-query associative recall of Arora et
+    al. 2023, arXiv:2312.04927, with one query): keys are distinct, values random, the
+    queried pair anywhere in the string. Only the answer is scored, so the metric is
+    retrieval, not language modelling. Training strings have every n that fits;
+    evaluation at length ``T`` uses the most pairs that fit (``n = (T - 3) // 2``), so
+    the needle can be up to ``T`` tokens back. Keys and values are drawn from
+    ``num_symbols`` each (separate alphabets), which bounds ``n <= num_symbols``.
+    """
+
+    name = "recall"
+    metric = "accuracy"
+    metric_names = ("accuracy",)
+    higher_is_better = True
+    PAD, BOS, SEP = 0, 1, 2
+    NUM_SPECIAL = 3
+    min_train_len = 7  # two pairs
+
+    def __init__(self, num_symbols: int = 128):
+        if isinstance(num_symbols, bool) or not isinstance(num_symbols, int) or num_symbols < 2:
+            raise ValueError(f"recall task num_symbols must be an integer >= 2, got {num_symbols!r}")
+        self.num_symbols = num_symbols
+        self.vocab_size = self.NUM_SPECIAL + 2 * num_symbols  # keys, then values
+
+    @property
+    def max_len(self) -> int:
+        return 2 * self.num_symbols + 3
+
+    def fingerprint(self) -> dict:
+        return {"task": self.name, "num_symbols": self.num_symbols}
+
+    def check_lengths(self, train_len: int, eval_lens) -> None:
+        if train_len < self.min_train_len:
+            raise ValueError(
+                f"--train-len {train_len} is too short for the recall task; it needs >= "
+                f"{self.min_train_len} (two key-value pairs, a separator and the query)"
+            )
+        too_long = [n for n in eval_lens if n > self.max_len]
+        if too_long:
+            raise ValueError(
+                f"recall task lengths {too_long} exceed {self.max_len}: {self.num_symbols} "
+                "distinct keys fill at most 2 * symbols + 3 positions; lower --train-len or "
+                "--eval-mults, or raise --symbols"
+            )
+
+    def _strings(self, pairs: list[int], width: int, g: torch.Generator) -> Batch:
+        seqs = []
+        for n in pairs:
+            keys = torch.randperm(self.num_symbols, generator=g)[:n] + self.NUM_SPECIAL
+            values = torch.randint(0, self.num_symbols, (n,), generator=g) + self.NUM_SPECIAL + self.num_symbols
+            q = int(torch.randint(0, n, (1,), generator=g))
+            body = torch.stack([keys, values], dim=1).reshape(-1)  # k1 v1 .. kn vn
+            tail = torch.tensor([self.SEP, int(keys[q]), int(values[q])])
+            seqs.append(torch.cat([torch.tensor([self.BOS]), body, tail]))  # (2n + 4,)
+        # input position 2n + 2 holds the query key and predicts its value
+        return _padded(seqs, [(2 * n + 2, 2 * n + 3) for n in pairs], width, self.PAD)
+
+    def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
+        longest = (length - 3) // 2
+        pairs = torch.randint(1, longest + 1, (batch_size,), generator=g).tolist()
+        return self._strings(pairs, length, g)
+
+    def eval_batches(self, length: int, num_examples: int, batch_size: int, g: torch.Generator):
+        n = (length - 3) // 2
+        for start in range(0, num_examples, batch_size):
+            yield self._strings([n] * min(batch_size, num_examples - start), length, g)
+
+    def score_batch(self, logits: torch.Tensor, batch: Batch, loss_sum: torch.Tensor) -> dict:
+        """Right answers and answers in one batch. logits (B, T, V)."""
+        right = (logits.argmax(-1) == batch.targets) & batch.mask
+        return {"right": int(right.sum()), "answers": int(batch.mask.sum())}
+
+    def metrics(self, sums: dict) -> dict:
+        return {"accuracy": sums["right"] / sums["answers"]}
 
 
 def default_corpus_files() -> list[str]:
