@@ -1,6 +1,17 @@
-"""Flax NNX attention with RoPE or NoPE, grouped-query heads, causal or bidirectional.
+"""Flax NNX attention with RoPE or NoPE, grouped-query heads and Llama 4's options.
 
-Shapes: B batch, T time, H heads, K kv heads, D head dim, R rotary dim.
+Vaswani et al. 2017 attention with grouped-query heads (Ainslie et al. 2023), rotary
+positions (Su et al. 2021, RoFormer) or none (NoPE, Kazemnejad et al. 2023), and Llama
+4's options: chunked attention and weightless query/key RMS norm on RoPE layers, attention
+temperature tuning on NoPE layers (Nakanishi 2025, "Scalable-Softmax Is Superior for
+Attention"). Left padding and a :class:`~ropelab.nnx.KVCache` for decoding. Same
+meaning as :class:`ropelab.torch.Attention` with the same weights.
+
+Shapes: B batch, T new tokens, S keys (cached + new), C cache capacity, H heads,
+K kv heads, D head dim, R rotary dim.
+    x (B, T, d_model); q (B, T, H, D); k, v (B, T, K, D) or (B, C, K, D) from a cache;
+    positions (T,) or (B, T) integers; attention_mask (B, S) or (B, T), 1 for tokens and
+    0 for padding, Hugging Face style.
 
 The positional part is the core's: cos/sin come from :func:`ropelab.rope_tables` (float64
 on the host, exact at any position) and the rotation from :func:`ropelab.apply_rope`.
@@ -14,7 +25,9 @@ The projections are named ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj`` like
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from collections.abc import Mapping
 
 import jax
@@ -25,8 +38,9 @@ from flax import nnx
 from ..config import RopeConfig
 from ..rotary import apply_rope
 from ..tables import rope_tables
+from .cache import KVCache, positions_from_mask
 
-__all__ = ["Attention", "attend", "load_torch_state_dict", "position_tables"]
+__all__ = ["Attention", "attend", "load_torch_state_dict", "position_tables", "rms_norm"]
 
 
 def _check_count(name: str, value, *, minimum: int = 1) -> int:
@@ -101,14 +115,51 @@ def rope_for(config: RopeConfig, positions, batch: int, length: int, *, max_posi
     return cos[..., None, :], sin[..., None, :]
 
 
-def attend(q, k, v, *, causal: bool):
-    """Scaled dot-product attention over ``(B, T, H, D)`` q and ``(B, T, K, D)`` k, v.
+def attend(q, k, v, *, causal: bool, mask=None):
+    """Scaled dot-product attention over ``(B, T, H, D)`` q and ``(B, S, K, D)`` k, v.
 
     Uses :func:`jax.nn.dot_product_attention` (XLA's fused path, cuDNN where present);
-    query head ``h`` reads kv head ``h // (H // K)``. Scale ``1 / sqrt(D)``. Returns
-    ``(B, T, H, D)``. :func:`ropelab.reference.attention` is the float64 reference.
+    query head ``h`` reads kv head ``h // (H // K)``. Scale ``1 / sqrt(D)``. ``mask`` is
+    None or a boolean keep-mask broadcastable to ``(B, H, T, S)`` (True: attend);
+    ``causal`` is the top-left aligned ``T == S`` causal mask. Returns ``(B, T, H, D)``.
+    :func:`ropelab.reference.attention` is the float64 reference.
     """
-    return jax.nn.dot_product_attention(q, k, v, is_causal=causal)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+
+
+def rms_norm(x, eps: float):
+    """Weightless RMS norm over the last dim, in float32 (Llama 4's L2Norm); x's dtype out."""
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return (xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)).astype(x.dtype)
+
+
+def _check_option(name: str, value):
+    """chunk_size / window: None or a positive integer (the torch module's message)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    return int(value)
+
+
+def _check_temperature_tuning(value):
+    if value is None:
+        return None
+    try:
+        attn_scale, floor_scale = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature_tuning must be (attn_scale, floor_scale), got {value!r}") from None
+    if not (math.isfinite(attn_scale) and floor_scale > 0 and math.isfinite(floor_scale)):
+        raise ValueError(f"temperature_tuning needs a finite attn_scale and floor_scale > 0, got {value!r}")
+    return (attn_scale, floor_scale)
+
+
+def _concrete_int(value):
+    """``value`` as a Python int, or None when it is traced (inside jit)."""
+    try:
+        return int(value)
+    except (jax.errors.TracerIntegerConversionError, jax.errors.ConcretizationTypeError):
+        return None
 
 
 class Attention(nnx.Module):
@@ -116,7 +167,8 @@ class Attention(nnx.Module):
 
     RoFormer (Su et al. 2021, arXiv:2104.09864) rotary positions; GQA (Ainslie et al.
     2023, arXiv:2305.13245); NoPE (Kazemnejad et al. 2023, arXiv:2305.19466) when
-    ``rope=None``. Same meaning as :class:`ropelab.torch.Attention` with the same weights.
+    ``rope=None``; Llama 4's chunked attention, qk norm and temperature tuning. Same
+    meaning as :class:`ropelab.torch.Attention` with the same weights.
 
     Args:
         d_model: model width.
@@ -124,13 +176,42 @@ class Attention(nnx.Module):
         num_kv_heads: key/value heads K (must divide H); defaults to H.
         head_dim: D; defaults to ``d_model // num_heads``.
         rope: a :class:`ropelab.RopeConfig` with ``head_dim == D``, or None for NoPE.
-        causal: causal (decoder) or bidirectional (encoder) attention.
+        causal: causal (decoder) or bidirectional (encoder) attention; causality is by
+            slot (a token sees the keys written before it and itself).
         bias: biases on all four projections.
+        chunk_size: Llama 4 chunked attention: a token sees only keys of its own chunk
+            of positions (``pos // chunk_size`` equal).
+        window: sliding window: a token sees keys fewer than ``window`` positions away
+            (on both sides when not causal).
+        qk_norm: weightless RMS norm of q and k after RoPE (Llama 4's L2Norm), eps
+            ``qk_norm_eps``.
+        temperature_tuning: ``(attn_scale, floor_scale)``: queries scaled by
+            ``1 + attn_scale * log(floor((pos + 1) / floor_scale) + 1)`` (Llama 4 NoPE
+            layers), ``pos`` the token's position (not its slot), in float32.
         max_positions: rows of the cached table used for positions traced under jit.
         rngs: ``nnx.Rngs`` for the projection weights.
 
-    Call: ``x`` ``(B, T, d_model)`` (or ``(T, d_model)``), ``positions`` None
-    (``0..T-1``), ``(T,)``, ``(1, T)`` or ``(B, T)`` integers; returns x's shape.
+    Call: ``module(x, positions=None, *, attention_mask=None, cache=None)``.
+
+    - ``x`` ``(B, T, d_model)`` (or ``(T, d_model)`` without mask and cache).
+    - ``positions`` None, ``(T,)``, ``(1, T)`` or ``(B, T)`` integers. By default they
+      follow ``attention_mask`` (:func:`~ropelab.nnx.positions_from_mask`, as torch
+      does) or count on from the cache's length (``0..T-1`` without a cache).
+    - ``attention_mask`` 1/0 ``(B, S)`` over every key, cached and new (torch's
+      meaning), or ``(B, T)`` over the new tokens only; the two agree on an empty cache.
+      The cache remembers which slots were padding, so the new-tokens form is enough and
+      keeps one shape per decode step under jit.
+    - ``cache`` None or a :class:`~ropelab.nnx.KVCache`. With a cache the call returns
+      ``(output, new_cache)`` and leaves ``cache`` as it was (see ``ropelab.nnx.cache``
+      for why the cache is a pytree and not module state); without one, the output.
+
+    Under ``jax.jit`` the cache length and so the positions are traced: RoPE reads them
+    from a table of ``max_positions`` rows, and a step that overflows the cache (or a
+    ``(B, S)`` mask whose S is not cached + new) gives NaN rather than a wrong answer;
+    outside jit both raise ValueError.
+
+    Rows of padding (a left pad under a causal mask sees no token) attend to every
+    filled slot instead, as in the torch module; their outputs are a pad's, never used.
     """
 
     def __init__(
@@ -143,6 +224,11 @@ class Attention(nnx.Module):
         rope: RopeConfig | None = None,
         causal: bool = True,
         bias: bool = False,
+        chunk_size: int | None = None,
+        window: int | None = None,
+        qk_norm: bool = False,
+        temperature_tuning: tuple[float, float] | None = None,
+        qk_norm_eps: float = 1e-6,
         max_positions: int = 8192,
         rngs: nnx.Rngs,
     ):
@@ -172,22 +258,111 @@ class Attention(nnx.Module):
             raise TypeError(f"causal must be a bool, got {causal!r}")
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be a bool, got {bias!r}")
+        if not isinstance(qk_norm, bool):
+            raise TypeError(f"qk_norm must be a bool, got {qk_norm!r}")
+        if isinstance(qk_norm_eps, bool) or not (isinstance(qk_norm_eps, (int, float)) and qk_norm_eps > 0):
+            raise ValueError(f"qk_norm_eps must be a number > 0, got {qk_norm_eps!r}")
         self.d_model = d_model
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.rope = rope
         self.causal = causal
+        self.chunk_size = _check_option("chunk_size", chunk_size)
+        self.window = _check_option("window", window)
+        self.qk_norm = qk_norm
+        self.qk_norm_eps = float(qk_norm_eps)
+        self.temperature_tuning = _check_temperature_tuning(temperature_tuning)
         self.max_positions = _check_count("max_positions", max_positions)
         self.q_proj = nnx.Linear(d_model, num_heads * head_dim, use_bias=bias, rngs=rngs)
         self.k_proj = nnx.Linear(d_model, num_kv_heads * head_dim, use_bias=bias, rngs=rngs)
         self.v_proj = nnx.Linear(d_model, num_kv_heads * head_dim, use_bias=bias, rngs=rngs)
         self.o_proj = nnx.Linear(num_heads * head_dim, d_model, use_bias=bias, rngs=rngs)
 
-    def __call__(self, x, positions=None):
+    # -- helpers --------------------------------------------------------------------
+
+    def _check_cache(self, cache, batch: int, length: int):
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a ropelab.nnx.KVCache or None, got {type(cache).__name__}")
+        want = (batch, self.num_kv_heads, self.head_dim)
+        have = (cache.batch, cache.num_kv_heads, cache.head_dim)
+        if have != want:
+            raise ValueError(
+                f"cache of shape (B, C, K, D) = {tuple(cache.keys.shape)} does not fit this call: "
+                f"expected B={batch}, K={self.num_kv_heads}, D={self.head_dim}"
+            )
+        cache.check_room(length)
+
+    def _split_mask(self, attention_mask, batch: int, length: int, cache, past):
+        """``(full, new)``: the (B, S) mask when given over every key (else None), and
+        the (B, T) mask of the new tokens, both bool."""
+        mask = attention_mask if hasattr(attention_mask, "shape") else np.asarray(attention_mask)
+        shape = tuple(mask.shape)
+        if cache is None:
+            if shape != (batch, length):
+                raise ValueError(
+                    f"attention_mask must be shaped (B, S) = ({batch}, {length}) (cached 0 + new "
+                    f"{length} keys), got {shape}"
+                )
+            return None, jnp.asarray(mask) != 0
+        if len(shape) != 2 or shape[0] != batch:
+            ok = False
+        elif past is not None:
+            ok = shape[1] in (length, past + length)
+        else:  # traced length: any width from T to the capacity; S != cached + new gives NaN
+            ok = length <= shape[1] <= cache.capacity
+        if not ok:
+            cached = "cached" if past is None else past
+            raise ValueError(
+                f"attention_mask must be shaped (B, S) = ({batch}, {cached} + {length}) over cached "
+                f"and new keys, or (B, T) = ({batch}, {length}) over the new tokens, got {shape}"
+            )
+        mask = jnp.asarray(mask) != 0
+        if shape[1] == length:  # the new tokens only (also the full mask of an empty cache)
+            return None, mask
+        new = jax.lax.dynamic_slice_in_dim(mask, cache.length, length, axis=1)  # (B, T)
+        return mask, new
+
+    def _keep(self, q_slot, k_slot, q_pos, k_pos, key_valid, filled):
+        """Boolean keep-mask (B, 1, T, S) of which keys each query sees, or None."""
+        keep = None
+
+        def both(a, b):
+            return b if a is None else a & b
+
+        if self.causal:  # by slot: a token sees the keys written before it and itself
+            keep = k_slot[None, None, :] <= q_slot[None, :, None]  # (1, T, S)
+        qp, kp = q_pos[:, :, None], k_pos[:, None, :]  # (B, T, 1), (B, 1, S)
+        if self.chunk_size is not None:
+            keep = both(keep, (qp // self.chunk_size) == (kp // self.chunk_size))
+        if self.window is not None:
+            near = (qp - kp) < self.window
+            if not self.causal:
+                near = near & ((kp - qp) < self.window)
+            keep = both(keep, near)
+        if key_valid is not None:
+            keep = both(keep, key_valid[:, None, :])
+        if filled is not None:
+            keep = both(keep, filled[None, None, :])
+        if keep is None:
+            return None
+        # a row with no key at all (a left pad under a causal mask) would give NaN;
+        # let it see every filled key instead: its output is a pad's and is never used
+        empty = ~jnp.any(keep, axis=-1, keepdims=True)
+        keep = keep | (empty if filled is None else empty & filled[None, None, :])
+        return keep[:, None]  # (B or 1, 1, T, S)
+
+    # -- call -----------------------------------------------------------------------
+
+    def __call__(self, x, positions=None, *, attention_mask=None, cache=None):
         x = jnp.asarray(x)
         unbatched = x.ndim == 2
         if unbatched:
+            if cache is not None or attention_mask is not None:
+                raise ValueError(
+                    "attention_mask and cache need x shaped (B, T, d_model); got an unbatched x "
+                    f"of shape {tuple(x.shape)}"
+                )
             x = x[None]
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
@@ -199,6 +374,35 @@ class Attention(nnx.Module):
             raise ValueError(f"an unbatched x needs positions shaped (T,), got {tuple(positions.shape)}")
         B, T, _ = x.shape
         H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
+        if positions is not None:
+            check_positions(positions, B, T)
+
+        past = 0
+        if cache is not None:
+            self._check_cache(cache, B, T)
+            past = _concrete_int(cache.length)  # None when traced
+        full = new_mask = None
+        if attention_mask is not None:
+            full, new_mask = self._split_mask(attention_mask, B, T, cache, past)
+        start = 0 if cache is None else (past if past is not None else cache.length)
+        if cache is not None and full is not None:
+            # the full mask is the truth about every key's padding, as in torch
+            width = full.shape[1]
+            cache = dataclasses.replace(cache, valid=cache.valid.at[:, :width].set(full))
+        if positions is None:
+            if new_mask is not None:
+                if cache is None:
+                    positions = positions_from_mask(new_mask)
+                else:  # tokens before this call, then cumsum - 1 (positions_from_mask's rule)
+                    before = jnp.sum(cache.valid & (jnp.arange(cache.capacity) < start), axis=1)
+                    counts = before[:, None] + jnp.cumsum(new_mask, axis=1, dtype=jnp.int32)
+                    positions = jnp.maximum(counts - 1, 0).astype(jnp.int32)
+            elif cache is not None:
+                positions = (
+                    np.arange(past, past + T) if past is not None
+                    else start + jnp.arange(T, dtype=jnp.int32)
+                )
+
         q = self.q_proj(x).reshape(B, T, H, D)  # (B, T, H, D)
         k = self.k_proj(x).reshape(B, T, K, D)  # (B, T, K, D)
         v = self.v_proj(x).reshape(B, T, K, D)
@@ -207,10 +411,43 @@ class Attention(nnx.Module):
             cos, sin = rope_for(self.rope, positions, B, T, max_positions=self.max_positions)
             q = apply_rope(q, cos, sin, layout=self.rope.layout)
             k = apply_rope(k, cos, sin, layout=self.rope.layout)
-        elif positions is not None:  # NoPE ignores positions, but a wrong shape is a bug
-            check_positions(positions, B, T)
-        out = attend(q, k, v, causal=self.causal).reshape(B, T, H * D)  # (B, T, H*D)
-        out = self.o_proj(out)
+        if self.qk_norm:
+            q, k = rms_norm(q, self.qk_norm_eps), rms_norm(k, self.qk_norm_eps)
+
+        pos = jnp.arange(T, dtype=jnp.int32) if positions is None else jnp.asarray(positions)
+        pos = jnp.broadcast_to(pos.reshape((-1, T)), (B, T))  # (B, T)
+        if self.temperature_tuning is not None:
+            attn_scale, floor_scale = self.temperature_tuning
+            # the form of transformers' Llama4TextAttention, in float32
+            scale = jnp.log1p(jnp.floor((pos.astype(jnp.float32) + 1.0) / floor_scale)) * attn_scale + 1.0
+            q = (q * scale[:, :, None, None]).astype(q.dtype)  # (B, T, 1, 1)
+
+        bad = None
+        if cache is None:
+            plain = new_mask is None and self.chunk_size is None and self.window is None
+            if plain:
+                out = attend(q, k, v, causal=self.causal)
+            else:
+                slots = jnp.arange(T)
+                keep = self._keep(slots, slots, pos, pos, new_mask, None)
+                out = attend(q, k, v, causal=False, mask=keep)
+        else:
+            cache = cache.update(k, v, pos, new_mask)
+            C = cache.capacity
+            slots = jnp.arange(C)
+            q_slot = start + jnp.arange(T)
+            filled = slots < start + T
+            keep = self._keep(q_slot, slots, pos, cache.positions, cache.valid, filled)
+            out = attend(q, cache.keys.astype(q.dtype), cache.values.astype(q.dtype), causal=False, mask=keep)
+            if past is None:  # traced: what outside jit would be a ValueError is NaN here
+                bad = start + T > C
+                if full is not None:
+                    bad = bad | (full.shape[1] != start + T)
+        out = self.o_proj(out.reshape(B, T, H * D))  # (B, T, d_model)
+        if bad is not None:
+            out = jnp.where(bad, jnp.nan, out)
+        if cache is not None:
+            return out, cache
         return out[0] if unbatched else out
 
     @classmethod
@@ -222,6 +459,11 @@ class Attention(nnx.Module):
         num_kv_heads: int | None = None,
         rope: RopeConfig | None = None,
         causal: bool = True,
+        chunk_size: int | None = None,
+        window: int | None = None,
+        qk_norm: bool = False,
+        temperature_tuning: tuple[float, float] | None = None,
+        qk_norm_eps: float = 1e-6,
         max_positions: int = 8192,
     ) -> Attention:
         """Build an Attention holding the weights of a torch ``Attention`` state dict.
@@ -248,6 +490,11 @@ class Attention(nnx.Module):
             rope=rope,
             causal=causal,
             bias="q_proj.bias" in state_dict,
+            chunk_size=chunk_size,
+            window=window,
+            qk_norm=qk_norm,
+            temperature_tuning=temperature_tuning,
+            qk_norm_eps=qk_norm_eps,
             max_positions=max_positions,
             rngs=nnx.Rngs(0),
         )

@@ -1,0 +1,345 @@
+"""ropelab.nnx.Attention's Llama 4 options, padding and KV cache, held to ropelab.torch.Attention.
+
+Chunked attention, sliding window, qk norm, temperature tuning, GQA and left padding
+against the torch module with the same weights; cached decoding against the full forward
+(eager and under jit); one test per error message.
+
+Shapes: B batch, T time, S keys, C cache capacity, H heads, K kv heads, D head dim.
+"""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # before jax is first imported
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("flax")
+torch = pytest.importorskip("torch")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import ropelab  # noqa: E402
+import ropelab.torch as rt  # noqa: E402
+from ropelab.nnx import Attention, KVCache, load_torch_state_dict, positions_from_mask  # noqa: E402
+
+D_MODEL, HEADS, HEAD_DIM = 32, 4, 8
+B, T = 3, 9
+PADS = (0, 2, 5)  # left padding per row
+
+CASES = {
+    # name: torch/nnx Attention options besides d_model and num_heads; rope as RopeConfig kwargs
+    "chunk-rope-gqa": dict(num_kv_heads=2, rope=dict(layout="half"), chunk_size=4),
+    "window-causal": dict(rope=dict(), window=3),
+    "window-bidirectional": dict(rope=dict(), window=3, causal=False),
+    "chunk-window-bidirectional": dict(rope=dict(theta=500.0), chunk_size=5, window=2, causal=False),
+    "qk-norm-bias": dict(rope=dict(theta=500.0), qk_norm=True, bias=True),
+    "temperature-nope": dict(rope=None, temperature_tuning=(0.5, 2.0)),
+    "llama4-rope-layer": dict(num_kv_heads=2, rope=dict(), chunk_size=4, qk_norm=True, qk_norm_eps=1e-5),
+    "llama4-nope-layer-mqa": dict(num_kv_heads=1, rope=None, temperature_tuning=(0.3, 3.0), bias=True),
+}
+# the options that make each case what it is; without them the output must change
+FEATURES = ("chunk_size", "window", "qk_norm", "qk_norm_eps", "temperature_tuning")
+
+
+def padding_mask(pads=PADS, length=T):
+    mask = np.ones((len(pads), length), np.int64)
+    for row, pad in enumerate(pads):
+        mask[row, :pad] = 0
+    return mask
+
+
+def torch_module(name, *, features=True):
+    kw = dict(CASES[name])
+    rope_kw = kw.pop("rope")
+    if not features:
+        kw = {k: v for k, v in kw.items() if k not in FEATURES}
+    rope = None if rope_kw is None else ropelab.RopeConfig(HEAD_DIM, **rope_kw)
+    torch.manual_seed(list(CASES).index(name))
+    module = rt.Attention(D_MODEL, HEADS, rope=rope, **kw).eval()
+    with torch.no_grad():  # non-zero biases, so that loading them is tested
+        for p in module.parameters():
+            if p.dim() == 1:
+                p.normal_(0.0, 0.1)
+    return module
+
+
+def nnx_module(name):
+    kw = dict(CASES[name])
+    rope_kw = kw.pop("rope")
+    kw.pop("bias", None)  # read from the weights
+    rope = None if rope_kw is None else ropelab.RopeConfig(HEAD_DIM, **rope_kw)
+    return Attention.from_torch_state_dict(torch_module(name).state_dict(), num_heads=HEADS, rope=rope, **kw)
+
+
+def inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(B, T, D_MODEL)).astype(np.float32)
+    positions = np.sort(rng.integers(0, 3000, size=(B, T)), axis=1)
+    return x, positions
+
+
+def torch_forward(module, x, positions=None, mask=None):
+    with torch.no_grad():
+        return module(
+            torch.from_numpy(x),
+            None if positions is None else torch.from_numpy(positions),
+            attention_mask=None if mask is None else torch.from_numpy(mask),
+        ).numpy()
+
+
+def assert_close(got, want, tol=1e-5):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape
+    err = np.max(np.abs(got - want))
+    assert err <= tol * max(1.0, np.max(np.abs(want))), f"max error {err:.3g}"
+
+
+# --- equal to torch -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["plain", "padded", "positions"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_matches_torch_attention(name, mode):
+    x, positions = inputs(list(CASES).index(name))
+    mask = padding_mask() if mode == "padded" else None
+    positions = positions if mode == "positions" else None
+    want = torch_forward(torch_module(name), x, positions, mask)
+    n_mod = nnx_module(name)
+    got = n_mod(x, None if positions is None else jnp.asarray(positions),
+                attention_mask=None if mask is None else jnp.asarray(mask))
+    assert_close(got, want)  # every row, pads included: both let a pad row see every key
+    # the options are seen: the same weights without them give another answer
+    plain = torch_forward(torch_module(name, features=False), x, positions, mask)
+    assert np.max(np.abs(plain - want)) > 1e-3
+
+
+def test_positions_from_mask_matches_torch():
+    mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 0, 1, 1]])
+    want = rt.positions_from_mask(torch.from_numpy(mask)).numpy()
+    np.testing.assert_array_equal(np.asarray(positions_from_mask(mask)), want)
+    np.testing.assert_array_equal(want[0], [0, 0, 0, 1, 2])
+
+
+def test_left_padding_gives_the_unpadded_answer():
+    """A left-padded row's tokens see the same thing as the row alone, unpadded."""
+    module = nnx_module("llama4-rope-layer")
+    x, _ = inputs(1)
+    padded = module(x, attention_mask=padding_mask())
+    alone = module(x[2:3, PADS[2]:])
+    assert_close(padded[2, PADS[2]:], alone[0])
+
+
+# --- cached decoding ------------------------------------------------------------------------------
+
+STEPS = ((0, 5), (5, 6), (6, 9))  # a prompt of 5, one token, then 3
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("name", ["chunk-rope-gqa", "window-causal", "llama4-rope-layer", "llama4-nope-layer-mqa"])
+def test_cached_decode_equals_full_forward(name, padded):
+    module = nnx_module(name)
+    x, _ = inputs(2)
+    mask = padding_mask() if padded else np.ones((B, T), np.int64)
+    full = np.asarray(module(x, attention_mask=mask))
+    cache = KVCache.create(B, module.num_kv_heads, 12, module.head_dim)
+    steps, new_only = [], []
+    narrow = cache
+    for start, stop in STEPS:
+        y, cache = module(x[:, start:stop], attention_mask=mask[:, :stop], cache=cache)  # torch's (B, S)
+        steps.append(np.asarray(y))
+        y, narrow = module(x[:, start:stop], attention_mask=mask[:, start:stop], cache=narrow)  # (B, T)
+        new_only.append(np.asarray(y))
+    assert int(cache.length) == T
+    rows = mask.astype(bool)
+    assert_close(np.concatenate(steps, 1)[rows], full[rows])
+    np.testing.assert_array_equal(np.concatenate(new_only, 1), np.concatenate(steps, 1))
+    # and the same as torch's own cached decoding, step by step, every row
+    t_mod = torch_module(name)
+    t_cache = rt.KVCache(B, module.num_kv_heads, 12, module.head_dim)
+    with torch.no_grad():
+        t_steps = [t_mod(torch.from_numpy(x[:, a:b]), cache=t_cache,
+                         attention_mask=torch.from_numpy(mask[:, :b])).numpy() for a, b in STEPS]
+    assert_close(np.concatenate(steps, 1), np.concatenate(t_steps, 1))
+
+
+def test_cached_decode_without_mask_counts_positions_on():
+    module = nnx_module("chunk-rope-gqa")
+    x, _ = inputs(3)
+    full = np.asarray(module(x))
+    cache = KVCache.create(B, 2, T, HEAD_DIM)
+    before = cache
+    outs = []
+    for start, stop in STEPS:
+        y, cache = module(x[:, start:stop], cache=cache)
+        outs.append(np.asarray(y))
+    assert_close(np.concatenate(outs, 1), full)
+    np.testing.assert_array_equal(np.asarray(cache.positions[0]), np.arange(T))
+    assert int(before.length) == 0 and not np.any(np.asarray(before.keys))  # the old cache is untouched
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_jit_decode_one_token_at_a_time_equals_full_forward(padded):
+    """Prefill, then one jitted step per token with a traced cache length: one compile."""
+    module = nnx_module("llama4-rope-layer")
+    module.max_positions = 64  # traced positions read a table of this many rows
+    x, _ = inputs(4)
+    mask = padding_mask() if padded else np.ones((B, T), np.int64)
+    full = np.asarray(module(x, attention_mask=mask))
+    traces = []
+
+    @nnx.jit
+    def step(m, token, token_mask, cache):
+        traces.append(1)
+        return m(token, attention_mask=token_mask, cache=cache)
+
+    cache = KVCache.create(B, 2, 16, HEAD_DIM)
+    y, cache = module(x[:, :4], attention_mask=mask[:, :4], cache=cache)
+    outs = [np.asarray(y)]
+    for i in range(4, T):
+        y, cache = step(module, x[:, i:i + 1], mask[:, i:i + 1], cache)
+        outs.append(np.asarray(y))
+    assert len(traces) == 1
+    rows = mask.astype(bool)
+    assert_close(np.concatenate(outs, 1)[rows], full[rows])
+
+
+def test_jit_cache_overflow_gives_nan():
+    module = nnx_module("window-causal")
+    x, _ = inputs(5)
+    step = nnx.jit(lambda m, a, c: m(a, cache=c))
+    cache = KVCache.create(B, HEADS, 3, HEAD_DIM)
+    y, cache = step(module, x[:, :2], cache)
+    assert np.all(np.isfinite(np.asarray(y)))
+    y, _ = step(module, x[:, 2:4], cache)  # 2 + 2 > 3
+    assert np.all(np.isnan(np.asarray(y)))
+
+
+def test_jit_full_mask_of_the_wrong_width_gives_nan():
+    module = nnx_module("window-causal")
+    x, _ = inputs(6)
+    step = nnx.jit(lambda m, a, mask, c: m(a, attention_mask=mask, cache=c))
+    cache = KVCache.create(B, HEADS, 8, HEAD_DIM)
+    _, cache = step(module, x[:, :3], np.ones((B, 3)), cache)
+    y, _ = step(module, x[:, 3:4], np.ones((B, 4)), cache)  # 3 cached + 1 new: right
+    assert np.all(np.isfinite(np.asarray(y)))
+    y, _ = step(module, x[:, 3:4], np.ones((B, 5)), cache)  # S = 5 is not 3 + 1
+    assert np.all(np.isnan(np.asarray(y)))
+
+
+def test_cache_is_a_pytree_of_arrays():
+    cache = KVCache.create(2, 1, 4, 8, dtype=jnp.bfloat16)
+    leaves = jax.tree_util.tree_leaves(cache)
+    assert len(leaves) == 5 and cache.keys.dtype == jnp.bfloat16
+    assert (cache.batch, cache.capacity, cache.num_kv_heads, cache.head_dim) == (2, 4, 1, 8)
+    assert "length=0" in repr(cache)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def _module(**kw):
+    return Attention(16, 2, rope=ropelab.RopeConfig(8), rngs=nnx.Rngs(0), **kw)
+
+
+@pytest.mark.parametrize("name", ["chunk_size", "window"])
+@pytest.mark.parametrize("value", [0, -2, True, 2.0])
+def test_error_chunk_size_and_window(name, value):
+    with pytest.raises(ValueError, match=rf"{name} must be a positive integer or None, got {value!r}"):
+        _module(**{name: value})
+
+
+@pytest.mark.parametrize("value", [(1.0,), "ab", (1.0, 2.0, 3.0), 3.0])
+def test_error_temperature_tuning_shape(value):
+    with pytest.raises(ValueError, match=r"temperature_tuning must be \(attn_scale, floor_scale\)"):
+        _module(temperature_tuning=value)
+
+
+@pytest.mark.parametrize("value", [(0.1, 0.0), (float("nan"), 8.0), (0.1, float("inf"))])
+def test_error_temperature_tuning_values(value):
+    with pytest.raises(ValueError, match="temperature_tuning needs a finite attn_scale and floor_scale > 0"):
+        _module(temperature_tuning=value)
+
+
+@pytest.mark.parametrize("value", [0, -1e-6, "1e-6", True])
+def test_error_qk_norm_eps(value):
+    with pytest.raises(ValueError, match="qk_norm_eps must be a number > 0"):
+        _module(qk_norm_eps=value)
+
+
+def test_error_qk_norm_not_bool():
+    with pytest.raises(TypeError, match="qk_norm must be a bool, got 1"):
+        _module(qk_norm=1)
+
+
+def test_error_cache_type():
+    with pytest.raises(TypeError, match="cache must be a ropelab.nnx.KVCache or None, got KVCache"):
+        _module()(np.zeros((1, 2, 16), np.float32), cache=rt.KVCache(1, 2, 4, 8))
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 8), (1, 1, 8), (1, 2, 4)])
+def test_error_cache_shape(shape):
+    batch, heads, dim = shape
+    cache = KVCache.create(batch, heads, 4, dim)
+    with pytest.raises(ValueError, match=r"cache of shape \(B, C, K, D\) = .* expected B=1, K=2, D=8"):
+        _module()(np.zeros((1, 2, 16), np.float32), cache=cache)
+
+
+def test_error_cache_overflow():
+    module = _module()
+    _, cache = module(np.zeros((1, 3, 16), np.float32), cache=KVCache.create(1, 2, 4, 8))
+    with pytest.raises(ValueError, match=r"KV cache of capacity 4 cannot hold 5 tokens \(3 cached \+ 2 new\)"):
+        module(np.zeros((1, 2, 16), np.float32), cache=cache)
+
+
+def test_error_mask_shape_without_cache():
+    with pytest.raises(ValueError, match=r"attention_mask must be shaped \(B, S\) = \(2, 3\)"):
+        _module()(np.zeros((2, 3, 16), np.float32), attention_mask=np.ones((2, 4)))
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (2, 6), (2,)])
+def test_error_mask_shape_with_cache(shape):
+    module = _module()
+    _, cache = module(np.zeros((2, 3, 16), np.float32), cache=KVCache.create(2, 2, 8, 8))
+    with pytest.raises(ValueError, match=r"shaped \(B, S\) = \(2, 3 \+ 2\) .* or \(B, T\) = \(2, 2\)"):
+        module(np.zeros((2, 2, 16), np.float32), attention_mask=np.ones(shape), cache=cache)
+
+
+def test_error_unbatched_x_with_mask_or_cache():
+    with pytest.raises(ValueError, match=r"attention_mask and cache need x shaped \(B, T, d_model\)"):
+        _module()(np.zeros((3, 16), np.float32), attention_mask=np.ones((1, 3)))
+
+
+def test_error_cache_create_arguments():
+    with pytest.raises(ValueError, match="capacity must be an integer >= 1, got 0"):
+        KVCache.create(1, 2, 0, 8)
+    with pytest.raises(TypeError, match="dtype must be a floating-point dtype, got int32"):
+        KVCache.create(1, 2, 4, 8, dtype=jnp.int32)
+
+
+def test_error_cache_update_shape():
+    cache = KVCache.create(1, 2, 4, 8)
+    with pytest.raises(ValueError, match=r"new keys of shape \(1, 1, 3, 8\) do not fit a cache"):
+        cache.update(jnp.zeros((1, 1, 3, 8)), jnp.zeros((1, 1, 3, 8)), jnp.zeros((1, 1), jnp.int32))
+    with pytest.raises(ValueError, match=r"k and v must both be \(B, T, K, D\)"):
+        cache.update(jnp.zeros((1, 1, 2, 8)), jnp.zeros((1, 2, 2, 8)), jnp.zeros((1, 1), jnp.int32))
+
+
+def test_error_positions_from_mask_shape():
+    with pytest.raises(ValueError, match=r"mask must be shaped \(B, S\), got shape \(4,\)"):
+        positions_from_mask(np.ones(4))
+
+
+def test_error_from_torch_state_dict_passes_options_through():
+    sd = torch_module("llama4-rope-layer").state_dict()
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer or None, got 0"):
+        Attention.from_torch_state_dict(sd, num_heads=HEADS, num_kv_heads=2, chunk_size=0)
+    module = Attention(D_MODEL, HEADS, num_kv_heads=2, rope=ropelab.RopeConfig(HEAD_DIM), chunk_size=4,
+                       qk_norm=True, qk_norm_eps=1e-5, rngs=nnx.Rngs(0))
+    load_torch_state_dict(module, sd)
+    loaded = nnx_module("llama4-rope-layer")
+    assert (loaded.chunk_size, loaded.qk_norm, loaded.qk_norm_eps) == (4, True, 1e-5)
+    x, _ = inputs(7)
+    np.testing.assert_array_equal(np.asarray(module(x)), np.asarray(loaded(x)))
