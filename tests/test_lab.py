@@ -86,47 +86,52 @@ def test_copy_errors():
 
 def test_recall_batch_layout():
     task = RecallTask(20)
-    batch = task.train_batch(64, 23, generator_for(0, "t", 1))  # up to (23 - 3) // 2 = 10 pairs
+    batch = task.train_batch(64, 23, generator_for(0, "t", 1))  # up to (23 - 1) // 4 = 5 pairs
     assert batch.inputs.shape == batch.targets.shape == batch.mask.shape == (64, 23)
-    seen_q = set()
+    orders = set()
     for b in range(64):
         seq = batch.inputs[b]
         sep = int((seq == task.SEP).nonzero()[0])
         n = (sep - 1) // 2
-        assert sep == 2 * n + 1 and 1 <= n <= 10 and seq[0] == task.BOS
+        assert sep == 2 * n + 1 and 1 <= n <= 5 and seq[0] == task.BOS
         keys, values = seq[1:sep:2], seq[2:sep:2]
         assert len(set(keys.tolist())) == n  # distinct keys
         assert ((keys >= 3) & (keys < 23)).all() and ((values >= 23) & (values < 43)).all()
-        query = int(seq[sep + 1])
-        q = keys.tolist().index(query)
-        seen_q.add(q)
-        # the one scored target: the query key's value, predicted at the query position
-        assert batch.mask[b].nonzero().flatten().tolist() == [sep + 1]
-        assert int(batch.targets[b, sep + 1]) == int(values[q])
-        assert torch.equal(batch.targets[b, : sep + 1], seq[1 : sep + 2])
-    assert len(seen_q) > 3  # the needle is not always in the same slot
+        asked = batch.inputs[b, sep + 1 : sep + 1 + 2 * n : 2]  # every key once more
+        assert sorted(asked.tolist()) == sorted(keys.tolist())
+        orders.add(tuple(keys.tolist().index(k) for k in asked.tolist()))
+        answer = {int(k): int(v) for k, v in zip(keys, values, strict=True)}
+        # scored: each query key's value, predicted at the query key's position
+        scored = batch.mask[b].nonzero().flatten().tolist()
+        assert scored == list(range(sep + 1, sep + 1 + 2 * n, 2))
+        assert [int(batch.targets[b, t]) for t in scored] == [answer[int(seq[t])] for t in scored]
+        assert torch.equal(batch.targets[b, : 4 * n], seq[1 : 4 * n + 1])
+        assert not batch.mask[b, 4 * n + 1 :].any()
+    assert len(orders) > 10  # queries come in varying orders
 
 
 def test_recall_eval_uses_most_pairs_and_scores_answers():
     task = RecallTask(40)
     batches = list(task.eval_batches(35, 10, 4, generator_for(3, "eval", "recall", 35)))
     assert [x.inputs.shape[0] for x in batches] == [4, 4, 2]
-    for x in batches:  # n = (35 - 3) // 2 = 16 pairs: SEP at 33, the query at 34
-        assert (x.inputs[:, 33] == task.SEP).all() and x.mask[:, 34].all() and int(x.mask.sum()) == len(x.inputs)
+    for x in batches:  # n = (35 - 1) // 4 = 8 pairs: SEP at 17, values scored at 18, 20, .. 32
+        assert (x.inputs[:, 17] == task.SEP).all()
+        assert x.mask.nonzero()[:, 1].unique().tolist() == list(range(18, 33, 2))
     oracle = torch.nn.functional.one_hot(batches[0].targets, task.vocab_size).float()
-    assert task.metrics(task.score_batch(oracle, batches[0], None)) == {"accuracy": 1.0}
+    assert task.metrics(task.score_batch(oracle, batches[0], None)) == {"accuracy": 1.0, "exact_match": 1.0}
     wrong = oracle.clone()
-    wrong[1, 34] = torch.roll(wrong[1, 34], 1)
-    assert task.metrics(task.score_batch(wrong, batches[0], None)) == {"accuracy": 0.75}
+    wrong[1, 20] = torch.roll(wrong[1, 20], 1)
+    m = task.metrics(task.score_batch(wrong, batches[0], None))
+    assert m == {"accuracy": 1 - 1 / 32, "exact_match": 0.75}
 
 
 def test_recall_errors():
     with pytest.raises(ValueError, match="num_symbols"):
         RecallTask(True)
     with pytest.raises(ValueError, match="too short for the recall task"):
-        RecallTask(32).check_lengths(6, [6])
-    with pytest.raises(ValueError, match=r"recall task lengths \[80\] exceed 67"):
-        RecallTask(32).check_lengths(40, [40, 80])
+        RecallTask(32).check_lengths(8, [8])
+    with pytest.raises(ValueError, match=r"recall task lengths \[160\] exceed 129"):
+        RecallTask(32).check_lengths(40, [40, 80, 160])
 
 
 # -- text task -----------------------------------------------------------------

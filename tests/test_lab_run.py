@@ -259,7 +259,8 @@ def test_recall_task_runs(tmp_path, capsys):
     assert _lab(out, "--tasks", "recall", "--schemes", "alibi", "--extensions", "none") == 0
     rows = json.load(open(out / "results.json"))
     assert [(r["task"], r["eval_len"], r["metric"]) for r in rows] == [
-        ("recall", 12, "accuracy"), ("recall", 24, "accuracy")
+        ("recall", 12, "accuracy"), ("recall", 12, "exact_match"),
+        ("recall", 24, "accuracy"), ("recall", 24, "exact_match"),
     ]
     assert all(0 <= r["value"] <= 1 for r in rows)
     assert "recall: accuracy by evaluation length" in capsys.readouterr().out

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help=f"peak learning rate (default: {d['lr']})")
     parser.add_argument("--finetune-steps", type=int, help="also fine-tune RoPE this many steps at each longer length, per extension (default: 0)")
     parser.add_argument("--eval-examples", type=int, help=f"examples per evaluation (default: {d['eval_examples']})")
-    parser.add_argument("--symbols", type=int, help=f"alphabet size of copy (length <= 2*symbols+1) and of recall's keys and values (length <= 2*symbols+3) (default: {d['symbols']})")
+    parser.add_argument("--symbols", type=int, help=f"alphabet size of copy (length <= 2*symbols+1) and of recall's keys and values (length <= 4*symbols+1) (default: {d['symbols']})")
     parser.add_argument("--checkpoint-every", type=int, help=f"steps between resumable checkpoints (default: {d['checkpoint_every']})")
     parser.add_argument("--text", nargs="+", metavar="PATH", help="text files for the lm task (default: the Python standard library's .py files)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and data; the same seed repeats a run exactly (default: 0)")
