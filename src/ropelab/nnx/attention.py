@@ -39,14 +39,9 @@ from ..config import RopeConfig
 from ..rotary import apply_rope
 from ..tables import rope_tables
 from .cache import KVCache, positions_from_mask
+from .cache import check_count as _check_count
 
 __all__ = ["Attention", "attend", "load_torch_state_dict", "position_tables", "rms_norm"]
-
-
-def _check_count(name: str, value, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 @functools.lru_cache(maxsize=64)

@@ -43,7 +43,8 @@ def positions_from_mask(mask):
     return jnp.maximum(counts - 1, 0)
 
 
-def _check_int(name: str, value, minimum: int = 1) -> int:
+def check_count(name: str, value, *, minimum: int = 1) -> int:
+    """``value`` as an int, or ValueError naming it unless it is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -68,10 +69,10 @@ class KVCache:
     @classmethod
     def create(cls, batch: int, num_kv_heads: int, capacity: int, head_dim: int, *, dtype=jnp.float32) -> KVCache:
         """An empty cache of ``capacity`` slots for ``batch`` sequences."""
-        batch = _check_int("batch", batch)
-        num_kv_heads = _check_int("num_kv_heads", num_kv_heads)
-        capacity = _check_int("capacity", capacity)
-        head_dim = _check_int("head_dim", head_dim)
+        batch = check_count("batch", batch)
+        num_kv_heads = check_count("num_kv_heads", num_kv_heads)
+        capacity = check_count("capacity", capacity)
+        head_dim = check_count("head_dim", head_dim)
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
