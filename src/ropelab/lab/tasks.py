@@ -69,7 +69,31 @@ def _padded(seqs: list[torch.Tensor], scored: list[tuple[int, int]], width: int,
     return Batch(inputs, targets, mask)
 
 
-class CopyTask:
+class _StringTask:
+    """Shared by the synthetic tasks: strings of ``n`` items, ``PER_ITEM`` tokens each
+    (plus one), drawn by ``_strings(sizes, width, g)``. Training draws every ``n`` that
+    fits the length; evaluation uses the largest."""
+
+    PAD, BOS, SEP = 0, 1, 2
+    NUM_SPECIAL = 3
+    higher_is_better = True
+    PER_ITEM = 2
+
+    def _strings(self, sizes: list[int], width: int, g: torch.Generator) -> Batch:
+        raise NotImplementedError
+
+    def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
+        longest = (length - 1) // self.PER_ITEM
+        sizes = torch.randint(1, longest + 1, (batch_size,), generator=g).tolist()
+        return self._strings(sizes, length, g)
+
+    def eval_batches(self, length: int, num_examples: int, batch_size: int, g: torch.Generator):
+        n = (length - 1) // self.PER_ITEM
+        for start in range(0, num_examples, batch_size):
+            yield self._strings([n] * min(batch_size, num_examples - start), length, g)
+
+
+class CopyTask(_StringTask):
     """Copy a string of random symbols: ``BOS x1..xn SEP x1..xn``; score the copied part.
 
     After Kazemnejad et al. 2023 ("The Impact of Positional Encoding on Length
@@ -87,9 +111,6 @@ class CopyTask:
     name = "copy"
     metric = "exact_match"
     metric_names = ("exact_match", "token_accuracy")
-    higher_is_better = True
-    PAD, BOS, SEP = 0, 1, 2
-    NUM_SPECIAL = 3
     min_train_len = 9  # n >= 4 at the training length
 
     def __init__(self, num_symbols: int = 256, *, distinct: bool = True):
@@ -134,16 +155,6 @@ class CopyTask:
         # input position n + 1 holds SEP and predicts x1; n + i predicts x_i
         return _padded(seqs, [(n + 1, 2 * n + 1) for n in lengths], width, self.PAD)
 
-    def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
-        longest = (length - 1) // 2
-        lengths = torch.randint(1, longest + 1, (batch_size,), generator=g).tolist()
-        return self._strings(lengths, length, g)
-
-    def eval_batches(self, length: int, num_examples: int, batch_size: int, g: torch.Generator):
-        n = (length - 1) // 2
-        for start in range(0, num_examples, batch_size):
-            rows = min(batch_size, num_examples - start)
-            yield self._strings([n] * rows, length, g)
 
     def score_batch(self, logits: torch.Tensor, batch: Batch, loss_sum: torch.Tensor) -> dict:
         """Sums for one batch: exact strings, correct tokens, counts. logits (B, T, V)."""
@@ -162,7 +173,7 @@ class CopyTask:
         }
 
 
-class RecallTask:
+class RecallTask(_StringTask):
     """Multi-query associative recall: ``BOS k1 v1 .. kn vn SEP kq1 vq1 .. kqn vqn``.
 
     A needle in a haystack at toy scale, after the multi-query associative recall
@@ -180,9 +191,7 @@ class RecallTask:
     name = "recall"
     metric = "accuracy"
     metric_names = ("accuracy", "exact_match")
-    higher_is_better = True
-    PAD, BOS, SEP = 0, 1, 2
-    NUM_SPECIAL = 3
+    PER_ITEM = 4  # a pair, then its query
     min_train_len = 9  # two pairs and their two queries
 
     def __init__(self, num_symbols: int = 128):
@@ -224,15 +233,6 @@ class RecallTask:
         # input position 2n + 2 + 2j holds query key j and predicts its value
         return _padded(seqs, [(2 * n + 2, 4 * n + 1) for n in pairs], width, self.PAD, step=2)
 
-    def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
-        longest = (length - 1) // 4
-        pairs = torch.randint(1, longest + 1, (batch_size,), generator=g).tolist()
-        return self._strings(pairs, length, g)
-
-    def eval_batches(self, length: int, num_examples: int, batch_size: int, g: torch.Generator):
-        n = (length - 1) // 4
-        for start in range(0, num_examples, batch_size):
-            yield self._strings([n] * min(batch_size, num_examples - start), length, g)
 
     def score_batch(self, logits: torch.Tensor, batch: Batch, loss_sum: torch.Tensor) -> dict:
         """Right values, values, and strings with every value right. logits (B, T, V)."""
