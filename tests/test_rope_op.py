@@ -183,3 +183,20 @@ def test_torch_compile_attention_if_present(fused_calls):
     g_want, = torch.autograd.grad(want.sum(), x)
     torch.testing.assert_close(g_got, g_want, atol=1e-5, rtol=1e-5)
     torch._dynamo.reset()
+
+
+def test_eager_cpu_inference_skips_the_op_dispatch_and_gives_the_ops_result(monkeypatch):
+    x = torch.randn(2, 3, 5, 8)
+    cos, sin = _tables(8, 8, "half", np.arange(5))
+    through_op = torch.ops.ropelab.rope(x, cos, sin, "half", False, None)
+
+    def refuse(*args):
+        raise AssertionError("the custom op was dispatched")
+
+    monkeypatch.setattr(rope_op, "_rope", refuse)
+    out = rope_op.rotate(x, cos, sin, "half")  # no tensor needs grad: the direct path
+    assert torch.equal(out, through_op) and out.is_contiguous() and out.data_ptr() != x.data_ptr()
+    with torch.no_grad():
+        assert torch.equal(rope_op.rotate(x.clone().requires_grad_(), cos, sin, "half"), through_op)
+    with pytest.raises(AssertionError, match="dispatched"):  # recording autograd: the op
+        rope_op.rotate(x.clone().requires_grad_(), cos, sin, "half")

@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ropelab import RopeConfig, scaling  # noqa: E402
-from ropelab.torch import RotaryEmbedding  # noqa: E402
+from ropelab.torch import RotaryEmbedding, rope_op  # noqa: E402
 
 
 def reference_rope(x, positions, inv_freq, layout, factor=1.0):
@@ -234,3 +234,22 @@ def test_errors():
         rope(q, k, torch.arange(-1, 6))
     with pytest.raises(ValueError, match="offset"):
         rope(q, k, offset=-2)
+
+
+def test_positions_path_checks_what_the_kernel_would_trust():
+    """The positions path hands checked arguments straight to the kernels; anything it
+    did not check goes through rotate_qk's checks instead and fails there, clearly."""
+    rope = RotaryEmbedding(RopeConfig(16))
+    q, k = _qk()
+    positions = torch.arange(3, 10)
+    want = rope.tables_for(positions)
+    with torch.no_grad():
+        got_q, got_k = rope(q, k, positions)
+        ref_q = rope_op.rotate(q, *want, rope.config.layout)
+        ref_k = rope_op.rotate(k, *want, rope.config.layout)
+    torch.testing.assert_close(got_q, ref_q, rtol=0, atol=0)
+    torch.testing.assert_close(got_k, ref_k, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="rotary dim 16 <= the last dim of x"):
+        rope(q[..., :8], k[..., :8], positions)  # head dim 8 < rotary dim 16
+    with pytest.raises(ValueError, match="do not broadcast"):
+        rope(q, torch.cat([k, k]), positions.expand(q.shape[0], 7))  # k's batch differs

@@ -31,7 +31,7 @@ torch = require("torch", feature="ropelab.torch.linear_attention")
 F = torch.nn.functional
 
 from .attention import Attention, rms_norm  # noqa: E402
-from .rope_op import rotate  # noqa: E402
+from .rope_op import rotate_qk  # noqa: E402
 
 __all__ = [
     "LinearAttention",
@@ -85,7 +85,7 @@ def _features(q, k, cos, sin, layout):
     fq, fk = feature_map(q.to(dtype)), feature_map(k.to(dtype))
     if cos is None:
         return fq, fk, fq, fk
-    return fq, fk, rotate(fq, cos, sin, layout), rotate(fk, cos, sin, layout)
+    return fq, fk, *rotate_qk(fq, fk, cos, sin, layout)
 
 
 def linear_attention(

@@ -321,7 +321,7 @@ class MRoPE(nn.Module):
         cos = cos3.view(3, batch, length, -1).gather(0, index)[0].unsqueeze(1)  # (B, 1, T, R/2)
         sin = sin3.view(3, batch, length, -1).gather(0, index)[0].unsqueeze(1)
         layout = self.config.layout
-        return rope_op.rotate(q, cos, sin, layout), rope_op.rotate(k, cos, sin, layout)
+        return rope_op.rotate_qk(q, k, cos, sin, layout)
 
     def extra_repr(self) -> str:
         return f"mrope_section={self.mrope_section}"
@@ -356,7 +356,7 @@ class AxialRoPE(nn.Module):
         if cos.dim() == 3:
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, R/2)
         layout = self.config.layout
-        return rope_op.rotate(q, cos, sin, layout), rope_op.rotate(k, cos, sin, layout)
+        return rope_op.rotate_qk(q, k, cos, sin, layout)
 
     def extra_repr(self) -> str:
         return f"cols={self.cols}"

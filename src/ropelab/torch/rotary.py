@@ -178,6 +178,24 @@ class RotaryEmbedding(nn.Module):
                 self.ensure(end)
                 cos, sin = self.cos, self.sin
             return cos[offset:end], sin[offset:end]
+        self._check_positions(positions)
+        if self.config.dynamic:
+            if seq_len is None:
+                if _compiling():
+                    raise RuntimeError(
+                        "a length-dependent rope scheme needs seq_len= under torch.compile "
+                        "when positions is a tensor (max(positions) + 1 is data-dependent)"
+                    )
+                seq_len = int(positions.max()) + 1 if positions.numel() else 1
+            cos, sin = self._regime(seq_len)
+            self._check_nonnegative(positions)
+        else:
+            self._cover(positions)
+            cos, sin = self.cos, self.sin
+        return cos[positions], sin[positions]
+
+    @staticmethod
+    def _check_positions(positions) -> None:
         if not isinstance(positions, torch.Tensor):
             raise TypeError(f"positions must be a torch tensor, got {type(positions).__name__}")
         if (
@@ -190,22 +208,20 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(
                 f"positions must be shaped (T,) or (B, T), got shape {tuple(positions.shape)}"
             )
-        if self.config.dynamic:
-            if seq_len is None:
-                if _compiling():
-                    raise RuntimeError(
-                        "a length-dependent rope scheme needs seq_len= under torch.compile "
-                        "when positions is a tensor (max(positions) + 1 is data-dependent)"
-                    )
-                seq_len = int(positions.max()) + 1 if positions.numel() else 1
-            cos, sin = self._regime(seq_len)
-        else:
-            if not _compiling() and positions.numel():
-                self.ensure(int(positions.max()) + 1)
-            cos, sin = self.cos, self.sin
+
+    @staticmethod
+    def _check_nonnegative(positions) -> None:
         if not _compiling() and positions.numel() and int(positions.min()) < 0:
             raise ValueError(f"positions must be >= 0, got a minimum of {int(positions.min())}")
-        return cos[positions], sin[positions]
+
+    def _cover(self, positions) -> None:
+        """Static tables: grow them to the largest position; refuse negative ones (eager)."""
+        if _compiling() or not positions.numel():
+            return
+        low, high = (int(v) for v in torch.aminmax(positions))
+        if low < 0:
+            raise ValueError(f"positions must be >= 0, got a minimum of {low}")
+        self.ensure(high + 1)
 
     def forward(self, q, k, positions=None, offset: int = 0, *, seq_len: int | None = None):
         if q.dim() != 4 or k.dim() != 4:
@@ -231,11 +247,25 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(
                 f"positions of shape {tuple(positions.shape)} do not match the batch B={q.shape[0]}"
             )
+        layout = self.config.layout
+        if positions is not None and not self.config.dynamic and not _compiling():
+            # the kernels read table rows by position: no gathered copy of the tables
+            self._check_positions(positions)
+            self._cover(positions)
+            index = positions.unsqueeze(1) if positions.dim() == 2 else positions  # (B, 1, T)
+            rot = 2 * self.cos.shape[-1]
+            same_device = q.device == k.device == self.cos.device == positions.device
+            floating = q.dtype.is_floating_point and k.dtype.is_floating_point
+            fits = rot <= q.shape[-1] and rot <= k.shape[-1]
+            batch_ok = positions.dim() == 1 or positions.shape[0] in (1, k.shape[0])
+            if same_device and floating and fits and batch_ok:
+                # everything rotate_qk checks is checked above: shapes, range, device
+                return rope_op._rotate_qk(q, k, self.cos, self.sin, layout, index.long())
+            return rope_op.rotate_qk(q, k, self.cos, self.sin, layout, positions=index)
         cos, sin = self.tables_for(positions, offset, length, seq_len=seq_len)
         if cos.dim() == 3:  # (B, T, R/2) -> (B, 1, T, R/2): one row per token, all heads
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        layout = self.config.layout
-        return rope_op.rotate(q, cos, sin, layout), rope_op.rotate(k, cos, sin, layout)
+        return rope_op.rotate_qk(q, k, cos, sin, layout)
 
     def extra_repr(self) -> str:
         return f"{self.config!r}, max_positions={self.max_positions}"
