@@ -56,31 +56,58 @@ def generator_for(seed: int, *parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-def _padded(seqs: list[torch.Tensor], scored: list[tuple[int, int]], width: int, pad: int, step: int = 1) -> Batch:
-    """Rows ``seq[:-1]`` -> ``seq[1:]`` padded to ``width``; targets ``start:stop:step`` scored."""
-    inputs = torch.full((len(seqs), width), pad, dtype=torch.long)
-    targets = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for b, (seq, (start, stop)) in enumerate(zip(seqs, scored, strict=True)):
-        n = len(seq) - 1
-        inputs[b, :n] = seq[:-1]
-        targets[b, :n] = seq[1:]
-        mask[b, start:stop:step] = True
-    return Batch(inputs, targets, mask)
-
-
 class _StringTask:
     """Shared by the synthetic tasks: strings of ``n`` items, ``PER_ITEM`` tokens each
     (plus one), drawn by ``_strings(sizes, width, g)``. Training draws every ``n`` that
-    fits the length; evaluation uses the largest."""
+    fits the length; evaluation uses the largest. Scored targets are counted right per
+    token and per string (all of a string's scored targets right)."""
 
+    name = ""
     PAD, BOS, SEP = 0, 1, 2
     NUM_SPECIAL = 3
     higher_is_better = True
     PER_ITEM = 2
+    min_train_len = 9
+    SHORTEST = ""  # what the shortest training string holds (for the error message)
+
+    def __init__(self, num_symbols: int):
+        if isinstance(num_symbols, bool) or not isinstance(num_symbols, int) or num_symbols < 2:
+            raise ValueError(f"{self.name} task num_symbols must be an integer >= 2, got {num_symbols!r}")
+        self.num_symbols = num_symbols
+
+    def _fill_note(self) -> str:
+        """Why lengths past ``max_len`` (the longest input length the task can fill, or
+        None for no bound) cannot be filled, for the error message."""
+        raise NotImplementedError
+
+    def check_lengths(self, train_len: int, eval_lens) -> None:
+        if train_len < self.min_train_len:
+            raise ValueError(
+                f"--train-len {train_len} is too short for the {self.name} task; it needs >= "
+                f"{self.min_train_len} ({self.SHORTEST})"
+            )
+        if self.max_len is not None:
+            too_long = [n for n in eval_lens if n > self.max_len]
+            if too_long:
+                raise ValueError(
+                    f"{self.name} task lengths {too_long} exceed {self.max_len}: {self._fill_note()}; "
+                    "lower --train-len or --eval-mults, or raise --symbols"
+                )
 
     def _strings(self, sizes: list[int], width: int, g: torch.Generator) -> Batch:
         raise NotImplementedError
+
+    def _padded(self, seqs: list[torch.Tensor], scored: list[tuple[int, int]], width: int, step: int = 1) -> Batch:
+        """Rows ``seq[:-1]`` -> ``seq[1:]`` padded to ``width``; targets ``start:stop:step`` scored."""
+        inputs = torch.full((len(seqs), width), self.PAD, dtype=torch.long)
+        targets = torch.full((len(seqs), width), self.PAD, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.bool)
+        for b, (seq, (start, stop)) in enumerate(zip(seqs, scored, strict=True)):
+            n = len(seq) - 1
+            inputs[b, :n] = seq[:-1]
+            targets[b, :n] = seq[1:]
+            mask[b, start:stop:step] = True
+        return Batch(inputs, targets, mask)
 
     def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
         longest = (length - 1) // self.PER_ITEM
@@ -91,6 +118,17 @@ class _StringTask:
         n = (length - 1) // self.PER_ITEM
         for start in range(0, num_examples, batch_size):
             yield self._strings([n] * min(batch_size, num_examples - start), length, g)
+
+    def score_batch(self, logits: torch.Tensor, batch: Batch, loss_sum: torch.Tensor) -> dict:
+        """Sums for one batch: right targets, scored targets, strings all right, strings.
+        logits (B, T, V)."""
+        hit = logits.argmax(-1) == batch.targets  # (B, T)
+        return {
+            "right": int((hit & batch.mask).sum()),
+            "scored": int(batch.mask.sum()),
+            "exact": int((hit | ~batch.mask).all(dim=1).sum()),
+            "strings": int(batch.inputs.shape[0]),
+        }
 
 
 class CopyTask(_StringTask):
@@ -112,11 +150,10 @@ class CopyTask(_StringTask):
     metric = "exact_match"
     metric_names = ("exact_match", "token_accuracy")
     min_train_len = 9  # n >= 4 at the training length
+    SHORTEST = "a string of >= 4 symbols, a separator and its copy"
 
     def __init__(self, num_symbols: int = 256, *, distinct: bool = True):
-        if isinstance(num_symbols, bool) or not isinstance(num_symbols, int) or num_symbols < 2:
-            raise ValueError(f"copy task num_symbols must be an integer >= 2, got {num_symbols!r}")
-        self.num_symbols = num_symbols
+        super().__init__(num_symbols)
         self.distinct = bool(distinct)
         self.vocab_size = num_symbols + self.NUM_SPECIAL
 
@@ -128,20 +165,11 @@ class CopyTask(_StringTask):
     def fingerprint(self) -> dict:
         return {"task": self.name, "num_symbols": self.num_symbols, "distinct": self.distinct}
 
-    def check_lengths(self, train_len: int, eval_lens) -> None:
-        if train_len < self.min_train_len:
-            raise ValueError(
-                f"--train-len {train_len} is too short for the copy task; it needs >= "
-                f"{self.min_train_len} (a string of >= 4 symbols, a separator and its copy)"
-            )
-        if self.max_len is not None:
-            too_long = [n for n in eval_lens if n > self.max_len]
-            if too_long:
-                raise ValueError(
-                    f"copy task lengths {too_long} exceed {self.max_len}: strings of distinct "
-                    f"symbols from {self.num_symbols} symbols fill at most 2 * "
-                    f"{self.num_symbols} + 1 positions; lower --train-len or --eval-mults"
-                )
+    def _fill_note(self) -> str:
+        return (
+            f"strings of distinct symbols from {self.num_symbols} symbols fill at most "
+            f"2 * {self.num_symbols} + 1 positions"
+        )
 
     def _strings(self, lengths: list[int], width: int, g: torch.Generator) -> Batch:
         seqs = []
@@ -153,23 +181,12 @@ class CopyTask(_StringTask):
             x = x + self.NUM_SPECIAL
             seqs.append(torch.cat([torch.tensor([self.BOS]), x, torch.tensor([self.SEP]), x]))  # (2n + 2,)
         # input position n + 1 holds SEP and predicts x1; n + i predicts x_i
-        return _padded(seqs, [(n + 1, 2 * n + 1) for n in lengths], width, self.PAD)
-
-
-    def score_batch(self, logits: torch.Tensor, batch: Batch, loss_sum: torch.Tensor) -> dict:
-        """Sums for one batch: exact strings, correct tokens, counts. logits (B, T, V)."""
-        right = (logits.argmax(-1) == batch.targets) | ~batch.mask  # (B, T)
-        return {
-            "exact": int(right.all(dim=1).sum()),
-            "strings": int(batch.inputs.shape[0]),
-            "correct": int(((logits.argmax(-1) == batch.targets) & batch.mask).sum()),
-            "tokens": int(batch.mask.sum()),
-        }
+        return self._padded(seqs, [(n + 1, 2 * n + 1) for n in lengths], width)
 
     def metrics(self, sums: dict) -> dict:
         return {
             "exact_match": sums["exact"] / sums["strings"],
-            "token_accuracy": sums["correct"] / sums["tokens"],
+            "token_accuracy": sums["right"] / sums["scored"],
         }
 
 
@@ -193,11 +210,10 @@ class RecallTask(_StringTask):
     metric_names = ("accuracy", "exact_match")
     PER_ITEM = 4  # a pair, then its query
     min_train_len = 9  # two pairs and their two queries
+    SHORTEST = "two key-value pairs, a separator and two queries"
 
     def __init__(self, num_symbols: int = 128):
-        if isinstance(num_symbols, bool) or not isinstance(num_symbols, int) or num_symbols < 2:
-            raise ValueError(f"recall task num_symbols must be an integer >= 2, got {num_symbols!r}")
-        self.num_symbols = num_symbols
+        super().__init__(num_symbols)
         self.vocab_size = self.NUM_SPECIAL + 2 * num_symbols  # keys, then values
 
     @property
@@ -207,19 +223,8 @@ class RecallTask(_StringTask):
     def fingerprint(self) -> dict:
         return {"task": self.name, "num_symbols": self.num_symbols, "queries": "all"}
 
-    def check_lengths(self, train_len: int, eval_lens) -> None:
-        if train_len < self.min_train_len:
-            raise ValueError(
-                f"--train-len {train_len} is too short for the recall task; it needs >= "
-                f"{self.min_train_len} (two key-value pairs, a separator and two queries)"
-            )
-        too_long = [n for n in eval_lens if n > self.max_len]
-        if too_long:
-            raise ValueError(
-                f"recall task lengths {too_long} exceed {self.max_len}: {self.num_symbols} "
-                "distinct keys fill at most 4 * symbols + 1 positions; lower --train-len or "
-                "--eval-mults, or raise --symbols"
-            )
+    def _fill_note(self) -> str:
+        return f"{self.num_symbols} distinct keys fill at most 4 * {self.num_symbols} + 1 positions"
 
     def _strings(self, pairs: list[int], width: int, g: torch.Generator) -> Batch:
         seqs = []
@@ -231,21 +236,10 @@ class RecallTask(_StringTask):
             queries = torch.stack([keys[order], values[order]], dim=1).reshape(-1)
             seqs.append(torch.cat([torch.tensor([self.BOS]), body, torch.tensor([self.SEP]), queries]))  # (4n + 2,)
         # input position 2n + 2 + 2j holds query key j and predicts its value
-        return _padded(seqs, [(2 * n + 2, 4 * n + 1) for n in pairs], width, self.PAD, step=2)
-
-
-    def score_batch(self, logits: torch.Tensor, batch: Batch, loss_sum: torch.Tensor) -> dict:
-        """Right values, values, and strings with every value right. logits (B, T, V)."""
-        hit = logits.argmax(-1) == batch.targets  # (B, T)
-        return {
-            "right": int((hit & batch.mask).sum()),
-            "answers": int(batch.mask.sum()),
-            "exact": int((hit | ~batch.mask).all(dim=1).sum()),
-            "strings": int(batch.inputs.shape[0]),
-        }
+        return self._padded(seqs, [(2 * n + 2, 4 * n + 1) for n in pairs], width, step=2)
 
     def metrics(self, sums: dict) -> dict:
-        return {"accuracy": sums["right"] / sums["answers"], "exact_match": sums["exact"] / sums["strings"]}
+        return {"accuracy": sums["right"] / sums["scored"], "exact_match": sums["exact"] / sums["strings"]}
 
 
 def default_corpus_files() -> list[str]:
