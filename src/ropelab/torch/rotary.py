@@ -180,15 +180,13 @@ class RotaryEmbedding(nn.Module):
             return cos[offset:end], sin[offset:end]
         self._check_positions(positions)
         if self.config.dynamic:
-            if seq_len is None:
-                if _compiling():
-                    raise RuntimeError(
-                        "a length-dependent rope scheme needs seq_len= under torch.compile "
-                        "when positions is a tensor (max(positions) + 1 is data-dependent)"
-                    )
-                seq_len = int(positions.max()) + 1 if positions.numel() else 1
-            cos, sin = self._regime(seq_len)
-            self._check_nonnegative(positions)
+            if seq_len is None and _compiling():
+                raise RuntimeError(
+                    "a length-dependent rope scheme needs seq_len= under torch.compile "
+                    "when positions is a tensor (max(positions) + 1 is data-dependent)"
+                )
+            high = self._span(positions)[1] if not _compiling() and positions.numel() else 0
+            cos, sin = self._regime(high + 1 if seq_len is None else seq_len)
         else:
             self._cover(positions)
             cos, sin = self.cos, self.sin
@@ -210,18 +208,17 @@ class RotaryEmbedding(nn.Module):
             )
 
     @staticmethod
-    def _check_nonnegative(positions) -> None:
-        if not _compiling() and positions.numel() and int(positions.min()) < 0:
-            raise ValueError(f"positions must be >= 0, got a minimum of {int(positions.min())}")
-
-    def _cover(self, positions) -> None:
-        """Static tables: grow them to the largest position; refuse negative ones (eager)."""
-        if _compiling() or not positions.numel():
-            return
+    def _span(positions) -> tuple[int, int]:
+        """(lowest, highest) of non-empty eager positions; ValueError for a negative one."""
         low, high = (int(v) for v in torch.aminmax(positions))
         if low < 0:
             raise ValueError(f"positions must be >= 0, got a minimum of {low}")
-        self.ensure(high + 1)
+        return low, high
+
+    def _cover(self, positions) -> None:
+        """Static tables: grow them to the largest position; refuse negative ones (eager)."""
+        if not _compiling() and positions.numel():
+            self.ensure(self._span(positions)[1] + 1)
 
     def forward(self, q, k, positions=None, offset: int = 0, *, seq_len: int | None = None):
         if q.dim() != 4 or k.dim() != 4:
