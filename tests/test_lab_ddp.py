@@ -12,7 +12,7 @@ pytest.importorskip("safetensors")
 import torch.multiprocessing as mp  # noqa: E402
 
 from ropelab.lab.tasks import CopyTask  # noqa: E402
-from ropelab.lab.train import DistContext, setup_distributed, train  # noqa: E402
+from ropelab.lab.train import DistContext, leave_worker, setup_distributed, train  # noqa: E402
 
 STEPS = 4
 SETTINGS = dict(length=15, steps=STEPS, batch_size=6, lr=3e-3, seed=3, stream="train", checkpoint_every=2, progress=False)
@@ -41,6 +41,7 @@ def _worker(rank, world, port, folder, result):
     # both ranks reach the end before either tears gloo down (else: abort at exit)
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+    leave_worker()  # the lab's own exit: gloo's leftover threads can abort a normal one
 
 
 def _free_port():

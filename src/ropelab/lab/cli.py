@@ -135,7 +135,7 @@ def _run(args) -> int:
     from . import report
     from .experiment import plan, run_lab
     from .settings import build_tasks
-    from .train import setup_distributed
+    from .train import leave_worker, setup_distributed
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     try:
@@ -165,4 +165,7 @@ def _run(args) -> int:
               f"{time.perf_counter() - start:.1f} s; "
               + (f"{ctx.world} DDP processes" if ctx.world > 1 else f"up to {jobs} worker process(es)")
               + f" x {threads} thread(s)")
+    if ctx.world > 1:
+        leave_worker()
     return 0
+
