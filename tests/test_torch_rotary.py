@@ -253,3 +253,36 @@ def test_positions_path_checks_what_the_kernel_would_trust():
         rope(q[..., :8], k[..., :8], positions)  # head dim 8 < rotary dim 16
     with pytest.raises(ValueError, match="do not broadcast"):
         rope(q, torch.cat([k, k]), positions.expand(q.shape[0], 7))  # k's batch differs
+
+
+def test_decode_plan_follows_every_change_of_the_tables():
+    """The positions path keeps the kernels' view of the tables between calls; a new
+    schedule, growth, a device/dtype move or an in-place write must not leave it stale."""
+    base = RopeConfig(16, layout="half")
+    linear = RopeConfig(16, layout="half", scaling=scaling.Linear(4.0))
+    rope = RotaryEmbedding(base, max_positions=32)
+    q, k = _qk(t=1)
+    pos = torch.tensor([[9], [20]])
+
+    def check(config, scale=1.0):
+        with torch.no_grad():
+            got = rope(q, k, pos)
+        for g, x in zip(got, (q, k), strict=True):
+            want = scale * reference_rope(x.numpy(), pos.numpy(), config.inv_freq(), "half")
+            np.testing.assert_allclose(g.numpy(), want, atol=4e-6)
+
+    check(base)
+    rope.set_config(linear)  # same size, new values (the allocator may reuse the address)
+    check(linear)
+    pos = torch.tensor([[9], [100]])  # grows the tables
+    check(linear)
+    assert rope.max_positions == 128
+    rope.to(torch.float64)  # tables stay float32 (new tensors all the same)
+    check(linear)
+    with torch.no_grad():
+        rope.cos.copy_(rope.tables_for(torch.arange(128))[0])  # an in-place write, same values
+    check(linear)
+    with torch.no_grad():
+        rope.cos.mul_(2.0)
+        rope.sin.mul_(2.0)  # in place: every rotated vector doubles
+    check(linear, scale=2.0)

@@ -22,6 +22,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .. import kernels
 from .._optional import require
 from ..config import RopeConfig
 from ..tables import rope_tables
@@ -78,6 +79,8 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", torch.empty(0), persistent=False)
         # regime key -> (cos, sin) float32 tables, for length-dependent schemes
         self._regimes: OrderedDict = OrderedDict()
+        # the kernels' view of cos/sin, kept for decode steps: (key, plan); see _kernel_tables
+        self._planned: tuple = ((None, None, None), None)
         self._build(max_positions)
 
     # -- tables -------------------------------------------------------------------
@@ -210,10 +213,26 @@ class RotaryEmbedding(nn.Module):
     @staticmethod
     def _span(positions) -> tuple[int, int]:
         """(lowest, highest) of non-empty eager positions; ValueError for a negative one."""
-        low, high = (int(v) for v in torch.aminmax(positions))
+        if positions.numel() <= 64:  # a decode step's few: a list is cheaper than a reduction
+            values = positions.reshape(-1).tolist()
+            low, high = min(values), max(values)
+        else:
+            low, high = (int(v) for v in torch.aminmax(positions))
         if low < 0:
             raise ValueError(f"positions must be >= 0, got a minimum of {low}")
         return low, high
+
+    def _kernel_tables(self):
+        """``kernels.plan_tables`` of the static tables, made again whenever they change
+        (rebuilt, grown, moved, cast or written in place): ~3 us less per decode step."""
+        cos, sin = self.cos, self.sin
+        stamp = (cos.data_ptr(), sin.data_ptr(), cos._version, sin._version)
+        (held_cos, held_sin, held_stamp), plan = self._planned
+        # the held tensors keep their ids from being reused while the plan is kept
+        if held_cos is not cos or held_sin is not sin or held_stamp != stamp:
+            plan = kernels.plan_tables(cos, sin)
+            self._planned = ((cos, sin, stamp), plan)
+        return plan
 
     def _cover(self, positions) -> None:
         """Static tables: grow them to the largest position; refuse negative ones (eager)."""
@@ -250,15 +269,18 @@ class RotaryEmbedding(nn.Module):
             self._check_positions(positions)
             self._cover(positions)
             index = positions.unsqueeze(1) if positions.dim() == 2 else positions  # (B, 1, T)
-            rot = 2 * self.cos.shape[-1]
-            same_device = q.device == k.device == self.cos.device == positions.device
+            cos, sin = self.cos, self.sin
+            rot = 2 * cos.shape[-1]
+            same_device = q.device == k.device == cos.device == positions.device
             floating = q.dtype.is_floating_point and k.dtype.is_floating_point
             fits = rot <= q.shape[-1] and rot <= k.shape[-1]
             batch_ok = positions.dim() == 1 or positions.shape[0] in (1, k.shape[0])
             if same_device and floating and fits and batch_ok:
                 # everything rotate_qk checks is checked above: shapes, range, device
-                return rope_op._rotate_qk(q, k, self.cos, self.sin, layout, index.long())
-            return rope_op.rotate_qk(q, k, self.cos, self.sin, layout, positions=index)
+                if index.dtype != torch.long:
+                    index = index.long()
+                return rope_op._rotate_qk(q, k, cos, sin, layout, index, tables=self._kernel_tables())
+            return rope_op.rotate_qk(q, k, cos, sin, layout, positions=index)
         cos, sin = self.tables_for(positions, offset, length, seq_len=seq_len)
         if cos.dim() == 3:  # (B, T, R/2) -> (B, 1, T, R/2): one row per token, all heads
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
