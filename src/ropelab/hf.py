@@ -1,4 +1,4 @@
-"""Hugging Face transformers interop: attention modules in, ropelab attention out.
+"""Hugging Face transformers interop: attention modules and whole models in.
 
 ``attention_from_hf(module)`` reads a transformers attention module and its config
 and returns a :class:`ropelab.torch.Attention` with the same weights and the same
@@ -6,6 +6,11 @@ positional behaviour (rotary schedule, layout, partial rotary, chunking, qk norm
 temperature tuning, sliding window). Supported: ``LlamaAttention``,
 ``MistralAttention``, ``Qwen2Attention``, ``Llama4TextAttention``, ``GPTJAttention``,
 ``GPTNeoXAttention`` (and their subclasses).
+
+``transformer_from_hf(model)`` does the same for a whole Llama-family causal language
+model (``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``): a
+:class:`ropelab.torch.Transformer` with the same logits, on which the ropelab side can
+then be changed (``model.set_rope(...)`` for a context-extension scheme).
 
 Requires torch (``pip install 'ropelab[torch]'``); transformers itself is not
 imported: the module is recognised by its class name.
@@ -16,7 +21,7 @@ from __future__ import annotations
 from ._optional import require
 from .config import RopeConfig
 
-__all__ = ["SUPPORTED", "attention_from_hf"]
+__all__ = ["MODELS", "SUPPORTED", "attention_from_hf", "transformer_from_hf"]
 
 
 def _copy_linear(dst, weight, bias=None):
@@ -188,3 +193,82 @@ def attention_from_hf(module):
         f"attention_from_hf does not support {type(module).__module__}.{type(module).__qualname__}; "
         f"supported classes: {sorted(SUPPORTED)}"
     )
+
+
+#: transformers causal-LM classes :func:`transformer_from_hf` reads (the Llama layout:
+#: pre-norm RMSNorm blocks, SwiGLU MLP ``gate_proj``/``up_proj``/``down_proj``)
+MODELS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+def transformer_from_hf(model):
+    """A :class:`ropelab.torch.Transformer` equal to a transformers causal LM.
+
+    Args:
+        model: an instance of one of :data:`MODELS` (or a subclass), e.g. from
+            ``AutoModelForCausalLM.from_pretrained``.
+
+    Returns:
+        A Transformer in eval mode on the model's device and dtype, holding copies of
+        its weights (both models are in memory while it is built): every layer is a
+        "rope" layer whose attention is :func:`attention_from_hf` of the HF layer's,
+        all layers sharing one rotary table. Its logits equal the HF model's for the same
+        ``input_ids`` and positions. One difference of defaults: given an
+        ``attention_mask`` and no positions, ropelab counts positions along the mask
+        (left padding starts at 0, as ``generate`` does), while the HF forward counts
+        them from the first slot unless ``position_ids`` are passed.
+
+    Raises:
+        TypeError: the model's class is not one of :data:`MODELS`.
+        ValueError: the checkpoint uses something the Transformer does not have (an
+            activation other than SiLU, MLP biases).
+    """
+    torch = require("torch", feature="ropelab.hf")
+    from .torch import Transformer, TransformerConfig
+
+    if not any(cls.__name__ in MODELS for cls in type(model).__mro__):
+        raise TypeError(
+            f"transformer_from_hf does not support {type(model).__module__}.{type(model).__qualname__}; "
+            f"supported classes: {list(MODELS)}"
+        )
+    config = model.config
+    act = getattr(config, "hidden_act", "silu")
+    if act != "silu":
+        raise ValueError(f"hidden_act={act!r}: ropelab's SwiGLU MLP uses silu")
+    if getattr(config, "mlp_bias", False):
+        raise ValueError("mlp_bias=True: ropelab's MLP has no biases")
+    layers = model.model.layers
+    attns = [attention_from_hf(layer.self_attn) for layer in layers]
+    shared = attns[0].rope  # every layer has the same schedule: one table, not one per layer
+    for attn in attns[1:]:
+        attn.rope = shared
+    heads = config.num_attention_heads
+    ours = Transformer(
+        TransformerConfig(
+            config.vocab_size,
+            d_model=config.hidden_size,
+            num_heads=heads,
+            num_kv_heads=config.num_key_value_heads or heads,
+            head_dim=attns[0].head_dim,
+            layers=("rope",) * len(layers),
+            rope=RopeConfig.from_hf(config),
+            max_positions=shared.max_positions,
+            norm_eps=float(config.rms_norm_eps),
+            tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            mlp="swiglu",
+            mlp_hidden=config.intermediate_size,
+        )
+    )
+    weight = model.model.embed_tokens.weight
+    with torch.no_grad():
+        for block, layer, attn in zip(ours.blocks, layers, attns, strict=True):
+            block.attn = attn
+            block.attn_norm.weight.copy_(layer.input_layernorm.weight)
+            block.mlp_norm.weight.copy_(layer.post_attention_layernorm.weight)
+            for dst, src in ((block.mlp.gate, layer.mlp.gate_proj), (block.mlp.up, layer.mlp.up_proj),
+                             (block.mlp.down, layer.mlp.down_proj)):
+                dst.weight.copy_(src.weight)
+        ours.embed.weight.copy_(weight)
+        ours.norm.weight.copy_(model.model.norm.weight)
+        if not ours.config.tie_embeddings:
+            ours.lm_head.weight.copy_(model.lm_head.weight)
+    return ours.to(device=weight.device, dtype=weight.dtype).eval()

@@ -65,7 +65,9 @@ class TransformerConfig:
     Args:
         vocab_size: V.
         d_model, num_heads, num_kv_heads: width, query heads, key/value heads (default
-            ``num_heads``); head dim ``d_model // num_heads``.
+            ``num_heads``).
+        head_dim: width of each head; default ``d_model // num_heads`` (some
+            checkpoints, e.g. Qwen3 and Mistral NeMo, set it apart from d_model).
         layers: one layer kind per layer (see :data:`PATTERNS` and :func:`pattern`).
         rope: the schedule of "rope" layers; default
             ``RopeConfig(head_dim, theta=10000.0, layout="half")``.
@@ -75,6 +77,8 @@ class TransformerConfig:
             raise ValueError); initial size of the cached tables otherwise.
         mlp: ``"swiglu"`` (hidden ``2/3 * mlp_ratio * d_model``, the parameters of a
             GELU MLP of ratio ``mlp_ratio``) or ``"gelu"`` (hidden ``mlp_ratio * d_model``).
+        mlp_hidden: the MLP's hidden width, set outright (a checkpoint's
+            ``intermediate_size``); overrides ``mlp_ratio``.
         chunk_size, qk_norm: Llama 4 options of the "rope" layers.
         temperature_tuning: ``(attn_scale, floor_scale)`` of the "nope" layers.
         causal: decoder (True) or encoder (False) attention.
@@ -106,16 +110,23 @@ class TransformerConfig:
     absolute_scale: float = 1.0
     kind_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     mlp: str = "swiglu"
+    head_dim: int | None = None
+    mlp_hidden: int | None = None
 
     def __post_init__(self):
         set_ = object.__setattr__
         _positive_int("vocab_size", self.vocab_size)
         _positive_int("d_model", self.d_model)
         _positive_int("num_heads", self.num_heads)
-        if self.d_model % self.num_heads:
+        if self.head_dim is not None:
+            _positive_int("head_dim", self.head_dim)
+        elif self.d_model % self.num_heads:
             raise ValueError(
-                f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}"
+                f"d_model={self.d_model} is not divisible by num_heads={self.num_heads} "
+                f"(set head_dim to give heads a width of their own)"
             )
+        if self.mlp_hidden is not None:
+            _positive_int("mlp_hidden", self.mlp_hidden)
         kv = self.num_heads if self.num_kv_heads is None else self.num_kv_heads
         _positive_int("num_kv_heads", kv)
         if self.num_heads % kv:
@@ -128,7 +139,8 @@ class TransformerConfig:
         if unknown:
             raise ValueError(f"unknown layer kind(s) {unknown}; known kinds: {sorted(LAYER_KINDS)}")
         set_(self, "layers", layers)
-        head_dim = self.d_model // self.num_heads
+        head_dim = self.head_dim or self.d_model // self.num_heads
+        set_(self, "head_dim", head_dim)
         if self.rope is None:
             set_(self, "rope", RopeConfig(head_dim, theta=10000.0, layout="half"))
         elif not isinstance(self.rope, RopeConfig):
@@ -137,7 +149,7 @@ class TransformerConfig:
             )
         elif self.rope.head_dim != head_dim:
             raise ValueError(
-                f"rope.head_dim={self.rope.head_dim} does not match d_model // num_heads = {head_dim}"
+                f"rope.head_dim={self.rope.head_dim} does not match the model's head_dim={head_dim}"
             )
         if self.absolute not in ABSOLUTE:
             raise ValueError(f"absolute must be one of {ABSOLUTE}, got {self.absolute!r}")
@@ -177,10 +189,6 @@ class TransformerConfig:
                 )
 
     @property
-    def head_dim(self) -> int:
-        return self.d_model // self.num_heads
-
-    @property
     def num_layers(self) -> int:
         return len(self.layers)
 
@@ -188,16 +196,16 @@ class TransformerConfig:
 class MLP(nn.Module):
     """SwiGLU (``down(silu(gate(x)) * up(x))``) or GELU (``proj(gelu(fc(x)))``)."""
 
-    def __init__(self, d_model: int, ratio: float, kind: str):
+    def __init__(self, d_model: int, ratio: float, kind: str, hidden: int | None = None):
         super().__init__()
         self.kind = kind
         if kind == "swiglu":
-            hidden = max(1, round(2 * ratio * d_model / 3))
+            hidden = hidden or max(1, round(2 * ratio * d_model / 3))
             self.gate = nn.Linear(d_model, hidden, bias=False)
             self.up = nn.Linear(d_model, hidden, bias=False)
             self.down = nn.Linear(hidden, d_model, bias=False)
         else:
-            hidden = max(1, round(ratio * d_model))
+            hidden = hidden or max(1, round(ratio * d_model))
             self.fc = nn.Linear(d_model, hidden, bias=False)
             self.proj = nn.Linear(hidden, d_model, bias=False)
 
@@ -215,6 +223,7 @@ class Block(nn.Module):
         self.kind = config.layers[index]
         options = {
             "num_kv_heads": config.num_kv_heads,
+            "head_dim": config.head_dim,
             "causal": config.causal,
             **LAYER_KINDS[self.kind](config, index),
         }
@@ -223,7 +232,7 @@ class Block(nn.Module):
         self.attn_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.attn = attention_class(config.d_model, config.num_heads, **options)
         self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
-        self.mlp = MLP(config.d_model, config.mlp_ratio, config.mlp)
+        self.mlp = MLP(config.d_model, config.mlp_ratio, config.mlp, config.mlp_hidden)
 
     def forward(self, x, positions=None, cache=None, attention_mask=None):
         x = x + self.attn(self.attn_norm(x), positions, cache, attention_mask)

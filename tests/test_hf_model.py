@@ -1,0 +1,129 @@
+"""Whole-model parity: ropelab.hf.transformer_from_hf against transformers' causal LMs
+(tiny, random weights, float32, eager attention): logits, cached decoding, extension."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from ropelab import RopeConfig  # noqa: E402
+from ropelab.hf import transformer_from_hf  # noqa: E402
+from ropelab.torch import positions_from_mask  # noqa: E402
+
+TOL = 2e-5
+VOCAB = 97
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=88, num_hidden_layers=3,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+              rms_norm_eps=1e-5)
+
+
+def _model(kind, **overrides):
+    configs = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
+               "qwen2": transformers.Qwen2Config}
+    classes = {"llama": transformers.LlamaForCausalLM, "mistral": transformers.MistralForCausalLM,
+               "qwen2": transformers.Qwen2ForCausalLM}
+    config = configs[kind](**{**COMMON, **overrides})
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = classes[kind](config)
+    with torch.no_grad():  # every weight random (norms too), biases included
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def _batch(b=2, t=24, pad=(0, 5), seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (b, t), generator=g)
+    mask = torch.ones(b, t, dtype=torch.long)
+    for row, n in enumerate(pad):
+        mask[row, :n] = 0
+    return ids, mask
+
+
+def _assert_close(ours, ref, mask):
+    rows = mask.bool()  # padded rows are garbage in both
+    err = (ours[rows] - ref[rows]).abs().max() / ref[rows].abs().max()
+    assert err <= TOL, f"max error {float(err):.3g} relative to the logit scale"
+
+
+def _hf_logits(model, ids, mask):
+    # HF's forward counts positions from slot 0 unless told; generate() follows the mask
+    with torch.no_grad():
+        return model(ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
+
+
+CASES = {
+    "llama": ("llama", {}),
+    "llama-tied": ("llama", {"tie_word_embeddings": True}),
+    "llama-head-dim": ("llama", {"head_dim": 24}),  # heads wider than hidden / heads
+    "llama-bias": ("llama", {"attention_bias": True}),
+    "llama3-scaling": ("llama", {"rope_parameters": {
+        "rope_type": "llama3", "rope_theta": 50000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
+    "yarn": ("llama", {"rope_parameters": {
+        "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16}}),
+    "mistral-window": ("mistral", {"sliding_window": 8}),
+    "qwen2": ("qwen2", {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_logits_equal_transformers(case):
+    kind, overrides = CASES[case]
+    model = _model(kind, **overrides)
+    ours = transformer_from_hf(model)
+    ids, mask = _batch()
+    with torch.no_grad():
+        got = ours(ids, attention_mask=mask)
+    _assert_close(got, _hf_logits(model, ids, mask), mask)
+    # without padding both count positions from 0: the plain forwards agree
+    with torch.no_grad():
+        _assert_close(ours(ids[:1]), model(ids[:1]).logits, mask[:1])
+
+
+def test_cached_decoding_equals_the_transformers_forward():
+    model = _model("qwen2", num_key_value_heads=1)
+    ours = transformer_from_hf(model)
+    ids, mask = _batch(t=20, pad=(0, 3))
+    want = _hf_logits(model, ids, mask)
+    cache = ours.new_cache(batch=2, capacity=20)
+    steps = [(0, 12)] + [(t, t + 1) for t in range(12, 20)]  # a prompt, then one at a time
+    with torch.no_grad():
+        got = torch.cat([ours(ids[:, a:b], attention_mask=mask[:, :b], cache=cache) for a, b in steps], dim=1)
+    _assert_close(got, want, mask)
+
+
+def test_extension_swapped_in_equals_a_checkpoint_built_with_it():
+    """ropelab's side of the bargain: import a plain checkpoint, set YaRN on it, and get
+    what transformers gives for the same weights under a YaRN config."""
+    yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16}
+    plain = _model("llama")
+    extended = _model("llama", rope_parameters=yarn)
+    extended.load_state_dict(plain.state_dict())
+    ours = transformer_from_hf(plain)
+    ours.set_rope(RopeConfig.from_hf(extended.config))
+    ids, mask = _batch(t=48)
+    with torch.no_grad():
+        got = ours(ids, attention_mask=mask)
+    _assert_close(got, _hf_logits(extended, ids, mask), mask)
+    with torch.no_grad():  # and it is not the plain model's answer
+        plain_logits = _hf_logits(plain, ids, mask)
+    assert (got - plain_logits)[mask.bool()].abs().max() > 100 * TOL * plain_logits.abs().max()
+
+
+def test_layers_share_one_rotary_table():
+    ours = transformer_from_hf(_model("llama"))
+    tables = {id(block.attn.rope) for block in ours.blocks}
+    assert len(tables) == 1
+    assert ours.config.mlp_hidden == 88 and ours.config.norm_eps == 1e-5 and not ours.training
+
+
+def test_unsupported_models_are_refused_clearly():
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
+    with pytest.raises(TypeError, match="does not support .*GPT2LMHeadModel.*LlamaForCausalLM"):
+        transformer_from_hf(gpt2)
+    with pytest.raises(ValueError, match="hidden_act='gelu'"):
+        transformer_from_hf(_model("llama", hidden_act="gelu"))
+    with pytest.raises(ValueError, match="mlp_bias=True"):
+        transformer_from_hf(_model("llama", mlp_bias=True))
