@@ -218,6 +218,27 @@ def test_config_errors():
             TransformerConfig(V, absolute="sinusoidal", absolute_scale=bad)
     with pytest.raises(ValueError, match="absolute_scale=0.5 scales the sinusoidal table, but absolute='learned'"):
         TransformerConfig(V, absolute="learned", absolute_scale=0.5)
+    for name in ("head_dim", "mlp_hidden"):
+        for bad in (0, 2.5, True):
+            with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {bad!r}"):
+                TransformerConfig(V, **{name: bad})
+    with pytest.raises(ValueError, match="set head_dim"):
+        TransformerConfig(V, d_model=30, num_heads=4)
+
+
+def test_head_dim_and_mlp_hidden_set_outright():
+    """Heads wider than d_model / num_heads and an MLP width of its own (checkpoints)."""
+    cfg = TransformerConfig(V, d_model=30, num_heads=4, num_kv_heads=2, head_dim=12, mlp_hidden=50)
+    model = Transformer(cfg)
+    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+    assert cfg.rope.head_dim == 12 and attn.q_proj.out_features == 48 and attn.k_proj.out_features == 24
+    assert mlp.gate.out_features == 50 and mlp.down.in_features == 50
+    tokens = torch.randint(0, V, (2, 9))
+    cache = model.new_cache(batch=2, capacity=9)
+    with torch.no_grad():
+        full = model(tokens)
+        steps = torch.cat([model(tokens[:, :5], cache=cache)] + [model(tokens[:, t:t + 1], cache=cache) for t in range(5, 9)], 1)
+    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
 
 
 def test_forward_errors():
