@@ -273,7 +273,6 @@ def plan_tables(cos, sin):
                 rowstride=cstr[0])
 
 
-
 def _bind(tables, positions):
     """The table plan with this call's positions (or none) attached: what the kernels read."""
     if positions is None:
@@ -315,14 +314,24 @@ def _plan(x, tables, *, out=None):
     if merged is None:
         return None
     shape3, (xs3, os3, ts3, ps3) = merged
-    half, head_dim = tables["half"], xs.shape[-1]
-    serial = xs.size < PARALLEL_MIN_ELEMENTS  # a parallel launch would cost more than the work
-    cos, sin, pos, pstride = tables["cos"], tables["sin"], tables["pos"], tables["pstride"]
+    pos, pstride = tables["pos"], tables["pstride"]
     if inplace:
-        name = "rope_rows_inplace_serial" if serial else "rope_rows_inplace"
-        return name, (xflat, xs3, cos, sin, ts3, pos, ps3, pstride, shape3, half)
-    name = "rope_rows_out_serial" if serial else "rope_rows_out"
-    return name, (xflat, xs3, oflat, os3, cos, sin, ts3, pos, ps3, pstride, shape3, half, 2 * half, head_dim)
+        name = "rope_rows_inplace_serial" if _serial(xs) else "rope_rows_inplace"
+        return name, (xflat, xs3, tables["cos"], tables["sin"], ts3, pos, ps3, pstride, shape3, tables["half"])
+    return _out_call(xs, xflat, xs3, oflat, os3, tables, ts3, pos, ps3, pstride, shape3)
+
+
+def _serial(xs) -> bool:
+    """Run on the calling thread: a parallel launch would cost more than the work."""
+    return xs.size < PARALLEL_MIN_ELEMENTS
+
+
+def _out_call(xs, xflat, xs3, oflat, os3, tables, ts3, pos, ps3, pstride, shape3):
+    """The out-of-place kernel call for x (storage ``xs``, flat ``xflat``) into ``oflat``."""
+    half = tables["half"]
+    name = "rope_rows_out_serial" if _serial(xs) else "rope_rows_out"
+    return name, (xflat, xs3, oflat, os3, tables["cos"], tables["sin"], ts3, pos, ps3, pstride, shape3,
+                  half, 2 * half, xs.shape[-1])
 
 
 def _run(plan, *, layout, inverse):
@@ -429,7 +438,7 @@ def rope_rows(xs: tuple, tables, positions, *, layout: str):
     pshape = (1,) * (3 - pos.ndim) + pos.shape
     pstr = _broadcast_strides(pos.shape, tuple(st // 8 for st in pos.strides), pshape)
     pos = pos.reshape(-1)
-    cos, sin, half, rowstride = tables["cos"], tables["sin"], tables["half"], tables["rowstride"]
+    half = tables["half"]
     calls = []
     for x in xs:
         if x.dim() != 4 or x.requires_grad or not x.is_contiguous() or x.shape[-1] < 2 * half:
@@ -442,10 +451,8 @@ def rope_rows(xs: tuple, tables, positions, *, layout: str):
             return None
         out = torch.empty((B, H, T, D), dtype=x.dtype)
         strides = (H * T * D, T * D, D)
-        serial = storage.size < PARALLEL_MIN_ELEMENTS
-        calls.append((out, "rope_rows_out_serial" if serial else "rope_rows_out",
-                      (storage.reshape(-1), strides, _storage(out).reshape(-1), strides, cos, sin,
-                       (0, 0, 0), pos, pstr, rowstride, (B, H, T), half, 2 * half, D)))
+        calls.append((out, *_out_call(storage, storage.reshape(-1), strides, _storage(out).reshape(-1), strides,
+                                      tables, (0, 0, 0), pos, pstr, tables["rowstride"], (B, H, T))))
     for _, name, args in calls:
         _run((name, args), layout=layout, inverse=False)
     return tuple(out for out, _, _ in calls)
