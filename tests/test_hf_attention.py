@@ -18,7 +18,7 @@ from transformers.masking_utils import (  # noqa: E402
 
 from ropelab import RopeConfig  # noqa: E402
 from ropelab.hf import attention_from_hf  # noqa: E402
-from ropelab.torch import Attention, positions_from_mask  # noqa: E402
+from ropelab.torch import Attention, KVCache, positions_from_mask  # noqa: E402
 
 TOL = 2e-5
 
@@ -260,6 +260,69 @@ def test_mistral_sliding_window():
         ours = attention_from_hf(hf)
         assert ours.window == 6
         _assert_close(ours(x, attention_mask=mask), ref, mask)
+
+
+def _vl_positions(batch, text=(10, 10), grid=(2, 4, 5)):
+    """Qwen2-VL position ids (3, B, T) of text, an image of grid (t, h, w), text: the image
+    takes time t0 + i, height t0 + r, width t0 + c; text after it starts past the max."""
+    t0, (gt, gh, gw) = text[0], grid
+    head = torch.arange(t0).expand(3, t0)
+    i, r, c = torch.meshgrid(torch.arange(gt), torch.arange(gh), torch.arange(gw), indexing="ij")
+    image = torch.stack([i.reshape(-1), r.reshape(-1), c.reshape(-1)]) + t0
+    start = int(image.max()) + 1
+    tail = torch.arange(start, start + text[1]).expand(3, text[1])
+    return torch.cat([head, image, tail], dim=1)[:, None, :].expand(3, batch, -1).contiguous()
+
+
+def test_qwen2_vl_mrope_with_image_positions():
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import (
+        Qwen2VLAttention,
+        Qwen2VLRotaryEmbedding,
+    )
+
+    config = _eager(
+        Qwen2VLTextConfig(
+            hidden_size=64,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            num_hidden_layers=1,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        )
+    )
+    hf = _randomize(Qwen2VLAttention(config, 0))
+    vl = _vl_positions(2)  # 10 text tokens, a 2x4x5 image (40), 10 text tokens
+    x, mask, pos = _inputs(t=vl.shape[-1])
+    with torch.no_grad():
+        ref, _ = hf(x, attention_mask=_mask(config, x, mask, pos),
+                    position_embeddings=Qwen2VLRotaryEmbedding(config)(x, vl))
+        ours = attention_from_hf(hf)
+        assert ours.rope.mrope_section == (2, 3, 3)
+        got = ours(x, vl, attention_mask=mask)
+        _assert_close(got, ref, mask)
+        # the image positions matter: text-only positions give another answer
+        assert (ours(x, pos, attention_mask=mask) - ref)[mask.bool()].abs().max() > 100 * TOL * ref.abs().max()
+        # cached decoding with 3-axis positions equals the full forward
+        cache = KVCache(2, 2, 60, 16)
+        steps = [ours(x[:, :45], vl[..., :45], cache=cache, attention_mask=mask[:, :45])]
+        steps += [ours(x[:, t:t + 1], vl[..., t:t + 1], cache=cache, attention_mask=mask[:, :t + 1])
+                  for t in range(45, 60)]
+        _assert_close(torch.cat(steps, dim=1), ref, mask)
+
+
+def test_three_axis_positions_only_where_they_mean_something():
+    from ropelab.torch import MRoPE
+
+    cfg = RopeConfig(16, layout="half")
+    vl = _vl_positions(2, text=(3, 3), grid=(1, 2, 2))  # (3, 2, 10)
+    x = torch.randn(2, 10, 64)
+    with pytest.raises(ValueError, match=r"positions must be shaped \(T,\) = \(10,\) or \(B, T\) = \(2, 10\), got \(3, 2, 10\)"):
+        Attention(64, 4, rope=cfg)(x, vl)  # plain RoPE has one axis
+    with pytest.raises(ValueError, match=r"or \(3, B, T\) for this layer's rotary module, got \(3, 2, 9\)"):
+        Attention(64, 4, rope=MRoPE(cfg))(x, vl[..., :9])
+    with pytest.raises(ValueError, match=r"3-axis positions \(3, 2, 10\) \(M-RoPE\) go to the rotary module only; window=4"):
+        Attention(64, 4, rope=MRoPE(cfg), window=4)(x, vl)
 
 
 def test_qwen2_biases_on_qkv_only():

@@ -269,3 +269,28 @@ def test_compiles_fullgraph():
             compiled(tokens, attention_mask=mask), model(tokens, attention_mask=mask)
         )
         torch.testing.assert_close(compiled(tokens), model(tokens))
+
+
+def test_mrope_layers_take_three_axis_positions_through_the_model():
+    """A Qwen2-VL-like stack: (3, B, T) positions reach every M-RoPE layer; decoding
+    through the cache equals the full forward, and the axes change the answer."""
+    cfg = TransformerConfig(V, d_model=32, num_heads=2, layers=("mrope", "mrope"))
+    model = Transformer(cfg).eval()
+    with torch.no_grad():  # weights large enough for positions to show in the logits
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    tokens = torch.randint(0, V, (2, 12))
+    t = torch.arange(12)
+    vl = torch.stack([t, t, t])
+    vl[1, 4:8] = torch.tensor([4, 4, 5, 5])  # a 2x2 "image": height and width differ from time
+    vl[2, 4:8] = torch.tensor([4, 5, 4, 5])
+    vl = vl[:, None, :].expand(3, 2, 12)
+    cache = model.new_cache(batch=2, capacity=12)
+    with torch.no_grad():
+        full = model(tokens, positions=vl)
+        steps = [model(tokens[:, :6], positions=vl[..., :6], cache=cache)]
+        steps += [model(tokens[:, i:i + 1], positions=vl[..., i:i + 1], cache=cache) for i in range(6, 12)]
+        text_only = model(tokens, positions=t)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+    assert (full - text_only)[:, 5:].abs().max() > 1e-3  # tokens from the image on differ
+    torch.testing.assert_close(full[:, :4], text_only[:, :4], rtol=1e-5, atol=1e-5)  # before it, not

@@ -5,7 +5,8 @@ and returns a :class:`ropelab.torch.Attention` with the same weights and the sam
 positional behaviour (rotary schedule, layout, partial rotary, chunking, qk norm,
 temperature tuning, sliding window). Supported: ``LlamaAttention``,
 ``MistralAttention``, ``Qwen2Attention``, ``Llama4TextAttention``, ``GPTJAttention``,
-``GPTNeoXAttention`` (and their subclasses).
+``GPTNeoXAttention``, ``Qwen2VLAttention`` (M-RoPE; pass its 3-axis position ids) and
+their subclasses.
 
 ``transformer_from_hf(model)`` does the same for a whole Llama-family causal language
 model (``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``): a
@@ -157,6 +158,27 @@ def _gpt_neox(module):
     return _finish(attn, module, parts["q_proj"], parts["k_proj"], parts["v_proj"], module.dense)
 
 
+def _qwen2_vl(module):
+    """Qwen2VLAttention (Qwen2-VL's text decoder): M-RoPE over (time, height, width)
+    position ids, half layout, q/k/v bias, optional sliding window."""
+    from .torch import MRoPE
+
+    config = module.config
+    # transformers' default when the config names no sections (Qwen2-VL's 128-wide heads)
+    section = config.rope_parameters.get("mrope_section", [16, 24, 24])
+    rope = MRoPE(RopeConfig.from_hf(config), tuple(section), max_positions=config.max_position_embeddings)
+    attn = _new_attention(
+        config,
+        heads=config.num_attention_heads,
+        kv_heads=config.num_key_value_heads or config.num_attention_heads,
+        head_dim=module.head_dim,
+        rope=rope,
+        bias=module.q_proj.bias is not None,
+        window=getattr(module, "sliding_window", None),
+    )
+    return _finish(attn, module, module.q_proj, module.k_proj, module.v_proj, module.o_proj)
+
+
 #: transformers class name -> converter
 SUPPORTED = {
     "LlamaAttention": _llama_like,
@@ -165,6 +187,7 @@ SUPPORTED = {
     "Llama4TextAttention": _llama4,
     "GPTJAttention": _gptj,
     "GPTNeoXAttention": _gpt_neox,
+    "Qwen2VLAttention": _qwen2_vl,
 }
 
 

@@ -85,7 +85,8 @@ class Attention(nn.Module):
         head_dim: D (default ``d_model // num_heads``, which must then divide evenly).
         rope: None (NoPE), a :class:`ropelab.RopeConfig` (wrapped in a
             :class:`RotaryEmbedding`), or a module ``rope(q, k, positions) -> (q, k)``
-            with positions ``(B, T)`` long (xPos, M-RoPE and the like plug in here).
+            with positions ``(B, T)`` long (xPos, M-RoPE and the like plug in here). A
+            module with ``position_axes = 3`` (:class:`MRoPE`) also takes ``(3, B, T)``.
         causal: each token sees earlier slots only; False for bidirectional.
         bias: biases on the four projections.
         chunk_size: Llama 4 chunked attention: a token sees only tokens of its own
@@ -105,7 +106,9 @@ class Attention(nn.Module):
 
     ``forward(x, positions=None, cache=None, attention_mask=None) -> (B, T, d_model)``.
     ``positions`` (T,) or (B, T) long; by default they follow ``attention_mask``
-    (:func:`positions_from_mask`) or count on from the cache's length. ``cache`` is a
+    (:func:`positions_from_mask`) or count on from the cache's length. With an M-RoPE
+    module, ``(3, B or 1, T)`` (time, height, width, as Qwen2-VL's ``position_ids``) go to
+    it whole; the mask stays causal by slot and the cache records the time axis. ``cache`` is a
     :class:`KVCache` (or a one-layer :class:`Cache`); the new keys are written to it.
     """
 
@@ -228,8 +231,20 @@ class Attention(nn.Module):
             return positions.unsqueeze(0)
         if len(shape) == 2 and shape[1] == length and shape[0] in (1, batch):
             return positions
+        axes = getattr(self.rope, "position_axes", 1)
+        if axes > 1 and len(shape) == 3 and shape[0] == axes and shape[2] == length and shape[1] in (1, batch):
+            used = [f"{name}={getattr(self, name)!r}" for name in ("chunk_size", "window", "score_bias",
+                                                                   "temperature_tuning")
+                    if getattr(self, name) is not None]
+            if used:
+                raise ValueError(
+                    f"{axes}-axis positions {shape} (M-RoPE) go to the rotary module only; "
+                    f"{', '.join(used)} need one position per token: pass (B, T) positions"
+                )
+            return positions
+        many = f", or ({axes}, B, T) for this layer's rotary module" if axes > 1 else ""
         raise ValueError(
-            f"positions must be shaped (T,) = ({length},) or (B, T) = ({batch}, {length}), got {shape}"
+            f"positions must be shaped (T,) = ({length},) or (B, T) = ({batch}, {length}){many}, got {shape}"
         )
 
     def _mask(self, batch, length, past, q_pos, k_pos, attention_mask, device):
@@ -309,6 +324,14 @@ class Attention(nn.Module):
             positions = self._check_positions(positions, batch, length)  # (B or 1, T)
         return batch, length, layer_cache, past, positions
 
+    @staticmethod
+    def _axes(positions):
+        """``(positions for the rotary module, one position per token)``: 3-axis M-RoPE
+        positions ``(3, B, T)`` give the first (temporal) axis to the cache's records."""
+        if positions is not None and positions.dim() == 3:
+            return positions, positions[0]
+        return positions, positions
+
     def _project(self, x):
         """q ``(B, H, T, D)``, k and v ``(B, K, T, D)`` from x ``(B, T, d_model)``."""
         batch, length, _ = x.shape
@@ -322,6 +345,7 @@ class Attention(nn.Module):
         batch, length, layer_cache, past, positions = self._begin(
             x, positions, cache, attention_mask
         )
+        rope_positions, positions = self._axes(positions)
         total = past + length
 
         def pos_tensor():  # (B or 1, T) long, built only when something needs it
@@ -336,6 +360,8 @@ class Attention(nn.Module):
             q, k = self.rope(
                 q, k, positions, offset=past
             )  # slices the tables when positions is None
+        elif rope_positions is not None and rope_positions.dim() == 3:
+            q, k = self.rope(q, k, rope_positions.expand(-1, batch, length))
         elif self.rope is not None:
             q, k = self.rope(q, k, pos_tensor().expand(batch, length))
         if self.qk_norm:

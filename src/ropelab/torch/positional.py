@@ -294,6 +294,9 @@ class MRoPE(nn.Module):
     are equal and M-RoPE is plain RoPE.
     """
 
+    #: :class:`Attention` hands this module ``(3, B, T)`` positions whole
+    position_axes = 3
+
     def __init__(self, config: RopeConfig, mrope_section=None, *, max_positions: int = 4096):
         super().__init__()
         if not isinstance(config, RopeConfig):
