@@ -17,11 +17,20 @@ COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=88, num_hidden
               rms_norm_eps=1e-5)
 
 
+LLAMA4 = dict(head_dim=16, intermediate_size=40, intermediate_size_mlp=88, num_hidden_layers=4,
+              no_rope_layers=[1, 1, 1, 0], moe_layers=[], attention_chunk_size=8, use_qk_norm=True,
+              attn_temperature_tuning=True, floor_scale=4, attn_scale=0.5,
+              rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                               "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+
+
 def _model(kind, **overrides):
     configs = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
-               "qwen2": transformers.Qwen2Config}
+               "qwen2": transformers.Qwen2Config, "llama4": transformers.Llama4TextConfig}
     classes = {"llama": transformers.LlamaForCausalLM, "mistral": transformers.MistralForCausalLM,
-               "qwen2": transformers.Qwen2ForCausalLM}
+               "qwen2": transformers.Qwen2ForCausalLM, "llama4": transformers.Llama4ForCausalLM}
+    if kind == "llama4":
+        overrides = {**LLAMA4, **overrides}
     config = configs[kind](**{**COMMON, **overrides})
     config._attn_implementation = "eager"
     torch.manual_seed(0)
@@ -112,6 +121,23 @@ def test_extension_swapped_in_equals_a_checkpoint_built_with_it():
     assert (got - plain_logits)[mask.bool()].abs().max() > 100 * TOL * plain_logits.abs().max()
 
 
+def test_llama4_irope_model_equals_transformers():
+    """Llama 4's iRoPE at model level: three chunked RoPE layers with qk norm, then a NoPE
+    layer with temperature tuning; dense feed-forward layers."""
+    model = _model("llama4")
+    ours = transformer_from_hf(model)
+    assert ours.config.layers == ("rope", "rope", "rope", "nope")
+    assert (ours.config.chunk_size, ours.config.qk_norm, ours.config.temperature_tuning) == (8, True, (0.5, 4.0))
+    ids, _ = _batch(b=2, t=30)
+    full = torch.ones_like(ids)
+    with torch.no_grad():
+        # no padding: transformers' temperature tuning counts slots, ropelab positions
+        _assert_close(ours(ids), model(ids).logits, full)
+        cache = ours.new_cache(batch=2, capacity=30)
+        steps = [ours(ids[:, :13], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(13, 30)]
+    _assert_close(torch.cat(steps, dim=1), model(ids).logits, full)
+
+
 def test_layers_share_one_rotary_table():
     ours = transformer_from_hf(_model("llama"))
     tables = {id(block.attn.rope) for block in ours.blocks}
@@ -127,3 +153,5 @@ def test_unsupported_models_are_refused_clearly():
         transformer_from_hf(_model("llama", hidden_act="gelu"))
     with pytest.raises(ValueError, match="mlp_bias=True"):
         transformer_from_hf(_model("llama", mlp_bias=True))
+    with pytest.raises(ValueError, match="layer 1 is a mixture-of-experts layer"):
+        transformer_from_hf(_model("llama4", moe_layers=[1], num_local_experts=2))

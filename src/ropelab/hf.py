@@ -9,7 +9,8 @@ temperature tuning, sliding window). Supported: ``LlamaAttention``,
 their subclasses.
 
 ``transformer_from_hf(model)`` does the same for a whole Llama-family causal language
-model (``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``): a
+model (``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, and
+``Llama4ForCausalLM`` with dense layers: iRoPE's RoPE and NoPE layers): a
 :class:`ropelab.torch.Transformer` with the same logits, on which the ropelab side can
 then be changed (``model.set_rope(...)`` for a context-extension scheme).
 
@@ -219,8 +220,19 @@ def attention_from_hf(module):
 
 
 #: transformers causal-LM classes :func:`transformer_from_hf` reads (the Llama layout:
-#: pre-norm RMSNorm blocks, SwiGLU MLP ``gate_proj``/``up_proj``/``down_proj``)
-MODELS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+#: pre-norm RMSNorm blocks, SwiGLU MLP ``gate_proj``/``up_proj``/``down_proj``); Llama 4
+#: with dense feed-forward layers only (its iRoPE: RoPE and NoPE layers)
+MODELS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Llama4ForCausalLM")
+
+
+def _feed_forward(layer, index):
+    """The SwiGLU MLP of a decoder layer (``mlp``, or Llama 4's ``feed_forward``)."""
+    if getattr(layer, "is_moe_layer", False):
+        raise ValueError(
+            f"layer {index} is a mixture-of-experts layer: ropelab's Transformer has dense MLPs "
+            f"only (a Llama 4 config with moe_layers=[] converts)"
+        )
+    return layer.mlp if hasattr(layer, "mlp") else layer.feed_forward
 
 
 def transformer_from_hf(model):
@@ -232,18 +244,20 @@ def transformer_from_hf(model):
 
     Returns:
         A Transformer in eval mode on the model's device and dtype, holding copies of
-        its weights (both models are in memory while it is built): every layer is a
-        "rope" layer whose attention is :func:`attention_from_hf` of the HF layer's,
-        all layers sharing one rotary table. Its logits equal the HF model's for the same
-        ``input_ids`` and positions. One difference of defaults: given an
-        ``attention_mask`` and no positions, ropelab counts positions along the mask
-        (left padding starts at 0, as ``generate`` does), while the HF forward counts
-        them from the first slot unless ``position_ids`` are passed.
+        its weights (both models are in memory while it is built). Each layer is a
+        "rope" or (Llama 4's NoPE layers) "nope" layer whose attention is
+        :func:`attention_from_hf` of the HF layer's; the RoPE layers share one rotary
+        table. Its logits equal the HF model's for the same ``input_ids`` and positions.
+        One difference of defaults: given an ``attention_mask`` and no positions,
+        ropelab counts positions along the mask (left padding starts at 0, as
+        ``generate`` does), while the HF forward counts them from the first slot unless
+        ``position_ids`` are passed.
 
     Raises:
         TypeError: the model's class is not one of :data:`MODELS`.
         ValueError: the checkpoint uses something the Transformer does not have (an
-            activation other than SiLU, MLP biases).
+            activation other than SiLU, MLP biases, mixture-of-experts layers, MLPs of
+            different widths).
     """
     torch = require("torch", feature="ropelab.hf")
     from .torch import Transformer, TransformerConfig
@@ -260,10 +274,16 @@ def transformer_from_hf(model):
     if getattr(config, "mlp_bias", False):
         raise ValueError("mlp_bias=True: ropelab's MLP has no biases")
     layers = model.model.layers
+    mlps = [_feed_forward(layer, i) for i, layer in enumerate(layers)]
+    widths = sorted({mlp.gate_proj.out_features for mlp in mlps})
+    if len(widths) > 1:
+        raise ValueError(f"MLP widths {widths} differ between layers: ropelab's Transformer has one")
     attns = [attention_from_hf(layer.self_attn) for layer in layers]
-    shared = attns[0].rope  # every layer has the same schedule: one table, not one per layer
-    for attn in attns[1:]:
-        attn.rope = shared
+    rope_layers = [attn for attn in attns if attn.rope is not None]
+    nope_layers = [attn for attn in attns if attn.rope is None]
+    for attn in rope_layers[1:]:  # one schedule for all: one table, not one per layer
+        attn.rope = rope_layers[0].rope
+    first_rope = rope_layers[0] if rope_layers else None
     heads = config.num_attention_heads
     ours = Transformer(
         TransformerConfig(
@@ -272,23 +292,27 @@ def transformer_from_hf(model):
             num_heads=heads,
             num_kv_heads=config.num_key_value_heads or heads,
             head_dim=attns[0].head_dim,
-            layers=("rope",) * len(layers),
+            layers=tuple("nope" if attn.rope is None else "rope" for attn in attns),
             rope=RopeConfig.from_hf(config),
-            max_positions=shared.max_positions,
+            max_positions=first_rope.rope.max_positions if first_rope else 2048,
             norm_eps=float(config.rms_norm_eps),
             tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
             mlp="swiglu",
-            mlp_hidden=config.intermediate_size,
+            mlp_hidden=widths[0],
+            # as the first converted layer of each kind has them (the config describes the model)
+            chunk_size=first_rope.chunk_size if first_rope else None,
+            qk_norm=bool(first_rope and first_rope.qk_norm),
+            temperature_tuning=nope_layers[0].temperature_tuning if nope_layers else None,
         )
     )
     weight = model.model.embed_tokens.weight
     with torch.no_grad():
-        for block, layer, attn in zip(ours.blocks, layers, attns, strict=True):
+        for block, layer, attn, mlp in zip(ours.blocks, layers, attns, mlps, strict=True):
             block.attn = attn
             block.attn_norm.weight.copy_(layer.input_layernorm.weight)
             block.mlp_norm.weight.copy_(layer.post_attention_layernorm.weight)
-            for dst, src in ((block.mlp.gate, layer.mlp.gate_proj), (block.mlp.up, layer.mlp.up_proj),
-                             (block.mlp.down, layer.mlp.down_proj)):
+            for dst, src in ((block.mlp.gate, mlp.gate_proj), (block.mlp.up, mlp.up_proj),
+                             (block.mlp.down, mlp.down_proj)):
                 dst.weight.copy_(src.weight)
         ours.embed.weight.copy_(weight)
         ours.norm.weight.copy_(model.model.norm.weight)
