@@ -25,6 +25,15 @@ try:
 except ImportError:  # hypothesis is a dev extra; the property tests skip without it
     pass
 
+try:  # without a GPU, Triton kernels run under Triton's interpreter (set before any import)
+    import torch
+
+    _CUDA = torch.cuda.is_available()
+except ImportError:
+    _CUDA = False
+if not _CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def reference_inv_freq(theta: float, rotary_dim: int) -> np.ndarray:
     """``theta ** (-2i / R)`` in float64, one pair at a time (no shared code with ropelab)."""

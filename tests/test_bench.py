@@ -80,3 +80,23 @@ def test_peak_rss_sees_an_allocation():
         block = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MiB, touched
         del block
     assert mem.bytes >= 32 << 20
+
+
+def test_gpu_bench_script_runs_small(capsys):
+    """benchmarks/bench_gpu_rope.py (for lent GPUs) runs end to end at toy size here."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_gpu_rope.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu_rope", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--smoke"])
+    printed = capsys.readouterr().out
+    rows = next(iter(results["shapes"].values()))
+    assert {"copy (floor)", "ropelab in place", "ropelab out of place"} <= set(rows)
+    assert all(ms > 0 for ms in rows.values())
+    assert "targets (issue 7)" in printed and "decode step" in printed
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):  # without --smoke it refuses a machine with no GPU
+            module.main([])

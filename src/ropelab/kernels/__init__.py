@@ -4,10 +4,14 @@ RoPE is memory bound: the least it can cost is one read and one write of q and k
 fused kernels (:mod:`ropelab.kernels._numba`, numba, parallel over rows) rotate in one
 pass, in place or into a fresh output, for numpy arrays and torch CPU tensors of
 float32, float64, bfloat16 and float16 (math in float32, float64 for float64), both
-layouts, partial rotary, broadcast tables and per-token positions. Everything else
-(jax arrays, GPU tensors, negative or overlapping strides, inputs that need autograd,
-numba missing or ``ROPELAB_DISABLE_NUMBA=1``) goes through the reference path,
-:func:`ropelab.apply_rope`'s eager array code. The tests hold the two equal.
+layouts, partial rotary, broadcast tables and per-token positions. CUDA tensors of
+float32, bfloat16 and float16 go to the Triton kernel (:mod:`ropelab.kernels._triton`:
+q and k in one launch, cos/sin read once per token), when triton is installed and
+``ROPELAB_DISABLE_TRITON`` is unset. Everything else (jax arrays, float64 on a GPU,
+negative or overlapping strides, inputs that need autograd, numba or triton missing,
+``ROPELAB_DISABLE_NUMBA=1``) goes through the reference path, :func:`ropelab.apply_rope`'s
+eager array code. The tests hold them equal (the Triton kernel under Triton's
+interpreter on machines without a GPU).
 
 Shapes: x ``(..., T, D)``; cos/sin broadcastable to ``(..., T, R/2)``, or with
 ``positions`` (integers broadcastable to ``(..., T)``) a ``(P, R/2)`` table indexed by
@@ -28,6 +32,7 @@ from .._optional import array_kind
 
 __all__ = [
     "DISABLE_ENV",
+    "DISABLE_TRITON_ENV",
     "PARALLEL_MIN_ELEMENTS",
     "backend",
     "backend_note",
@@ -38,9 +43,11 @@ __all__ = [
     "rope",
     "rope_inplace",
     "rope_rows",
+    "TRITON_DEVICE_TYPES",
 ]
 
 DISABLE_ENV = "ROPELAB_DISABLE_NUMBA"
+DISABLE_TRITON_ENV = "ROPELAB_DISABLE_TRITON"
 
 # below this many elements of x the kernels run on the calling thread: a parallel
 # launch costs more than the whole rotation (a decode step of 32 heads x 128 is 4096)
@@ -79,13 +86,19 @@ def backend() -> str:
 
 
 def backend_note() -> str:
-    """One line saying which path runs, and why when it is the reference path."""
+    """One line saying which path runs (CPU, and GPU tensors), and why when it is the
+    reference path."""
     name, info = _backend()
     if name == "numba":
         import numba
 
-        return f"fused numba kernels (numba {numba.__version__}, {numba.get_num_threads()} threads)"
-    return f"reference path only: {info}"
+        cpu = f"fused numba kernels (numba {numba.__version__}, {numba.get_num_threads()} threads)"
+    else:
+        cpu = f"reference path only: {info}"
+    module = _triton_module()
+    if module is None:
+        return f"{cpu}; GPU tensors: reference path ({_TRITON[1]})"
+    return f"{cpu}; GPU tensors: Triton kernel (triton {module.triton.__version__})"
 
 
 def fused_available() -> bool:
@@ -340,6 +353,50 @@ def _run(plan, *, layout, inverse):
     getattr(_backend()[1], name)(*args, layout == "interleaved", -1.0 if inverse else 1.0)
 
 
+# -- the GPU path: Triton ------------------------------------------------------------
+
+#: device types whose torch tensors go to the Triton kernel (when triton is installed);
+#: tests add "cpu" to run the kernel under Triton's interpreter (TRITON_INTERPRET=1)
+TRITON_DEVICE_TYPES = ("cuda",)
+
+_TRITON: tuple | None = None  # None until first asked, then (module or None, why not)
+
+
+def _triton_module():
+    """The Triton kernel module, or None (triton missing, or disabled by the environment)."""
+    global _TRITON
+    if _TRITON is None:
+        if os.environ.get(DISABLE_TRITON_ENV, "").strip() not in ("", "0"):
+            _TRITON = (None, f"triton disabled by {DISABLE_TRITON_ENV}=1")
+        else:
+            try:
+                from . import _triton
+            except ImportError as err:
+                _TRITON = (None, f"triton is not installed ({err})")
+            else:
+                _TRITON = (_triton, "")
+    return _TRITON[0]
+
+
+def _triton_rope(xs, cos, sin, *, layout, positions, inverse, inplace):
+    """The Triton kernel's outputs for ``xs`` (torch tensors on a device of
+    :data:`TRITON_DEVICE_TYPES`), or None when it does not apply."""
+    torch = sys.modules.get("torch")
+    if torch is None or not all(isinstance(x, torch.Tensor) for x in xs):
+        return None
+    device = xs[0].device
+    if device.type not in TRITON_DEVICE_TYPES or _compiling():
+        return None
+    module = _triton_module()
+    if module is None:
+        return None
+    # tables and positions on the kernel's terms: float32 tensors on x's device
+    cos, sin = (torch.as_tensor(t, device=device).to(torch.float32) for t in (cos, sin))
+    if positions is not None:
+        positions = torch.as_tensor(positions, device=device)
+    return module.rope(tuple(xs), cos, sin, layout=layout, positions=positions, inverse=inverse, inplace=inplace)
+
+
 def _needs_grad(*arrays) -> bool:
     torch = sys.modules.get("torch")
     if torch is None or not torch.is_grad_enabled():
@@ -372,8 +429,13 @@ def rope_inplace(x, cos, sin, *, layout: str, positions=None, tables=None):
     :func:`ropelab.torch.rope_op.rotate` instead. ``tables``: :func:`plan_tables` of
     these cos/sin, kept by a caller that rotates with them often.
     """
+    xs = x if isinstance(x, tuple) else (x,)
+    if _triton_rope(xs, cos, sin, layout=layout, positions=positions, inverse=False, inplace=True) is not None:
+        for xi in xs:  # the kernel wrote through raw pointers: tell autograd (see below)
+            _torch().autograd.graph.increment_version(xi)
+        return x
     tables = None if _compiling() else _planned(cos, sin, positions, tables)
-    for xi in x if isinstance(x, tuple) else (x,):
+    for xi in xs:
         plan = None if tables is None else _plan(xi, tables)
         if plan is None:
             _reference_inplace(xi, cos, sin, layout=layout, positions=positions)
@@ -398,6 +460,9 @@ def rope(x, cos, sin, *, layout: str, positions=None, inverse: bool = False, tab
     xs = x if isinstance(x, tuple) else (x,)
     planned = None
     if not _compiling() and not _needs_grad(*xs, cos, sin):
+        outs = _triton_rope(xs, cos, sin, layout=layout, positions=positions, inverse=inverse, inplace=False)
+        if outs is not None:
+            return outs if isinstance(x, tuple) else outs[0]
         planned = _planned(cos, sin, positions, tables)
     outs = []
     for xi in xs:

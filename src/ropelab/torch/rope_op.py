@@ -4,16 +4,15 @@
 meaning and is differentiable. It is the custom op ``torch.ops.ropelab.rope``
 (``torch.library.custom_op``), so that
 
-- eager calls on CPU run the fused numba kernel of :mod:`ropelab.kernels` forward and
-  backward (the gradient of a rotation is the rotation by the negative angle: the same
-  kernel with sin negated);
+- eager calls run the fused kernels of :mod:`ropelab.kernels` forward and backward
+  (numba on CPU, Triton on CUDA; the gradient of a rotation is the rotation by the
+  negative angle: the same kernel with sin negated);
 - ``torch.compile(fullgraph=True)`` sees one opaque op with a fake (meta) impl and a
   registered autograd formula: no graph break;
-- other devices and dtypes (and numba missing) run the eager reference path inside the
-  op. A GPU kernel plugs in with
-  ``torch.library.register_kernel("ropelab::rope", "cuda", fn)``, ``fn`` taking the op's
-  arguments ``(x, cos, sin, layout, inverse, positions)`` and returning a new tensor
-  (see :func:`register_device_kernel`).
+- what no kernel covers (float64 on CUDA, numba or triton missing) runs the eager
+  reference path inside the op. Another kernel for a device plugs in with
+  :func:`register_device_kernel`, ``fn`` taking the op's arguments
+  ``(x, cos, sin, layout, inverse, positions)`` and returning a new tensor.
 
 Shapes: x ``(..., T, D)``; cos/sin broadcastable to ``(..., T, R/2)``, or with
 ``positions`` (integers broadcastable to ``(..., T)``) ``(P, R/2)`` tables.
@@ -194,8 +193,9 @@ def _prepare(x, cos, sin, layout, positions, *, values: bool = True):
 
 
 def _direct(x, cos, sin) -> bool:
-    """Call the kernels without the op: CPU, eager, nothing for autograd to record."""
-    return x.is_cpu and not _recording(x, cos, sin) and not torch.compiler.is_compiling()
+    """Call the kernels without the op: eager, nothing for autograd to record (the op
+    would add only its dispatch; on CUDA this also puts q and k in one Triton launch)."""
+    return not _recording(x, cos, sin) and not torch.compiler.is_compiling()
 
 
 def _recording(*tensors) -> bool:

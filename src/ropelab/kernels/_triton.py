@@ -1,0 +1,165 @@
+"""Triton kernel for RoPE on GPUs: q and k in one launch, cos/sin loaded once per token.
+
+Imported only through :mod:`ropelab.kernels`, which decides when it applies (CUDA
+tensors, triton installed). One program per token ``(b, t)``: it loads that token's
+cos/sin row once (by position, or from tables broadcast over batch and time) and rotates
+every head of q, then every head of k, a block of heads at a time; in place, or into
+fresh outputs with the features past the rotary dim copied. Math in float32, stored in
+the input's dtype (float32, bfloat16, float16).
+
+Triton's interpreter (``TRITON_INTERPRET=1``) runs the same kernel on CPU tensors: that
+is how the tests hold it to the reference path on machines without a GPU.
+
+Shapes (canonicalised by :func:`rope`): x ``(B, H, T, D)`` with unit stride over D;
+cos/sin ``(P, R/2)`` rows picked by ``positions`` broadcast to ``(B, 1, T)``, or tables
+broadcast to ``(B, 1, T, R/2)`` (one row per token, the same for every head).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+__all__ = ["DTYPES", "rope"]
+
+#: storage dtypes (names of torch dtypes) the kernel reads and writes
+DTYPES = ("float32", "bfloat16", "float16")
+
+# heads rotated per block of a program (more heads loop)
+_MAX_BLOCK_H = 16
+
+
+@triton.jit
+def _rotate_heads(x, out, H, sx_b, sx_h, sx_t, so_b, so_h, so_t, b, t, c, s, ia, ib, mi, rest, mr,
+                  HALF: tl.constexpr, BLOCK_H: tl.constexpr, COPY_REST: tl.constexpr):
+    """Rotate the H heads of token (b, t) of x into out (which may be x itself)."""
+    hs = tl.arange(0, BLOCK_H)
+    for h0 in range(0, H, BLOCK_H):
+        h = (h0 + hs).to(tl.int64)
+        mh = h < H
+        m2 = mh[:, None] & mi[None, :]
+        src = x + b * sx_b + t * sx_t + h[:, None] * sx_h
+        dst = out + b * so_b + t * so_t + h[:, None] * so_h
+        a = tl.load(src + ia[None, :], mask=m2, other=0.0).to(tl.float32)
+        bb = tl.load(src + ib[None, :], mask=m2, other=0.0).to(tl.float32)
+        tl.store(dst + ia[None, :], (a * c[None, :] - bb * s[None, :]).to(out.dtype.element_ty), mask=m2)
+        tl.store(dst + ib[None, :], (a * s[None, :] + bb * c[None, :]).to(out.dtype.element_ty), mask=m2)
+        if COPY_REST:  # out of place with partial rotary: the rest passes through
+            mrest = mh[:, None] & mr[None, :]
+            v = tl.load(src + 2 * HALF + rest[None, :], mask=mrest, other=0.0)
+            tl.store(dst + 2 * HALF + rest[None, :], v, mask=mrest)
+
+
+@triton.jit
+def _rope_kernel(q, k, q_out, k_out, cos, sin, pos, T, HQ, HK,
+                 sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, oq_b, oq_h, oq_t, ok_b, ok_h, ok_t,
+                 c_b, c_t, c_p, p_b, p_t, sign,
+                 HALF: tl.constexpr, REST: tl.constexpr, BLOCK_HALF: tl.constexpr,
+                 BLOCK_REST: tl.constexpr, BLOCK_H: tl.constexpr, INTERLEAVED: tl.constexpr,
+                 HAS_POS: tl.constexpr, COPY_REST: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // T
+    t = pid % T
+    i = tl.arange(0, BLOCK_HALF)
+    mi = i < HALF
+    if HAS_POS:
+        row = tl.load(pos + b * p_b + t * p_t).to(tl.int64) * c_p
+    else:
+        row = b * c_b + t * c_t
+    c = tl.load(cos + row + i, mask=mi, other=0.0).to(tl.float32)
+    s = tl.load(sin + row + i, mask=mi, other=0.0).to(tl.float32) * sign
+    if INTERLEAVED:
+        ia = 2 * i
+        ib = 2 * i + 1
+    else:
+        ia = i
+        ib = i + HALF
+    rest = tl.arange(0, BLOCK_REST)
+    mr = rest < REST
+    _rotate_heads(q, q_out, HQ, sq_b, sq_h, sq_t, oq_b, oq_h, oq_t, b, t, c, s, ia, ib, mi, rest, mr,
+                  HALF, BLOCK_H, COPY_REST)
+    _rotate_heads(k, k_out, HK, sk_b, sk_h, sk_t, ok_b, ok_h, ok_t, b, t, c, s, ia, ib, mi, rest, mr,
+                  HALF, BLOCK_H, COPY_REST)
+
+
+def _as4(x):
+    """x ``(..., T, D)`` as a 4-D view ``(B, H, T, D)`` (leading dims padded, or None when
+    more than two of them would need merging)."""
+    while x.dim() < 4:
+        x = x.unsqueeze(0)
+    return x if x.dim() == 4 else None
+
+
+def _token_strides(t, shape):
+    """Element strides over (B, T) of ``t`` broadcast to ``shape`` = (B, H, T, ...), or
+    None when it differs between heads (the kernel reads one row per token)."""
+    import torch
+
+    try:
+        t = torch.broadcast_to(t, shape)
+    except RuntimeError:
+        return None
+    if shape[1] > 1 and t.stride(1) != 0:
+        return None
+    return t.stride(0), t.stride(2)
+
+
+def rope(xs: tuple, cos, sin, *, layout: str, positions=None, inverse: bool = False, inplace: bool = False):
+    """Rotate each tensor of ``xs`` (q, or q and k) in one launch; the outputs (``xs``
+    themselves when ``inplace``), or None when the kernel does not apply.
+
+    It applies to tensors of :data:`DTYPES` on one device, shaped ``(..., T, D)`` with at
+    most four dims and a unit stride over D, sharing B and T; float32 tables whose rows
+    are the same for every head; integer positions. Shapes and values are the caller's
+    to check (:func:`ropelab.apply_rope` does).
+    """
+    import torch
+
+    if not 1 <= len(xs) <= 2:
+        return None
+    views = [_as4(x) for x in xs]
+    if any(v is None or str(v.dtype).removeprefix("torch.") not in DTYPES or v.stride(-1) != 1 for v in views):
+        return None
+    device = views[0].device
+    if any(v.device != device for v in views) or cos.device != device or sin.device != device:
+        return None
+    B, _, T, D = views[0].shape
+    if B * T == 0 or any(v.shape[0] != B or v.shape[2] != T or v.shape[3] != D for v in views):
+        return None
+    if cos.dtype != torch.float32 or sin.dtype != torch.float32 or cos.shape != sin.shape or cos.stride(-1) != 1 \
+            or sin.stride() != cos.stride():
+        return None
+    half = cos.shape[-1]
+    if 2 * half > D:
+        return None
+    if positions is None:
+        strides = _token_strides(cos, (B, views[0].shape[1], T, half))
+        if strides is None:
+            return None
+        c_b, c_t, c_p, p_b, p_t, pos = *strides, 0, 0, 0, cos
+    else:
+        if cos.dim() != 2 or positions.dtype.is_floating_point or positions.device != device:
+            return None
+        pstr = _token_strides(positions, (B, views[0].shape[1], T))
+        if pstr is None:
+            return None
+        c_b, c_t, c_p, (p_b, p_t), pos = 0, 0, cos.stride(0), pstr, positions
+    outs = views if inplace else [torch.empty(v.shape, dtype=v.dtype, device=device) for v in views]
+    q, k = views[0], views[-1]
+    qo, ko = outs[0], outs[-1]
+    hq, hk = q.shape[1], (k.shape[1] if len(views) == 2 else 0)
+    rest = D - 2 * half
+    _rope_kernel[(B * T,)](
+        q, k, qo, ko, cos, sin, pos, T, hq, hk,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        qo.stride(0), qo.stride(1), qo.stride(2), ko.stride(0), ko.stride(1), ko.stride(2),
+        c_b, c_t, c_p, p_b, p_t, -1.0 if inverse else 1.0,
+        HALF=half, REST=rest, BLOCK_HALF=triton.next_power_of_2(half),
+        BLOCK_REST=triton.next_power_of_2(max(rest, 1)),
+        BLOCK_H=min(_MAX_BLOCK_H, triton.next_power_of_2(max(hq, hk, 1))),
+        INTERLEAVED=layout == "interleaved", HAS_POS=positions is not None,
+        COPY_REST=not inplace and rest > 0,
+    )
+    if inplace:
+        return tuple(xs)
+    return tuple(out.view(x.shape) for out, x in zip(outs, xs, strict=True))
