@@ -137,7 +137,10 @@ def bench_decode(device, reps):
         rows = {"ropelab RotaryEmbedding": time_ms(lambda: ours(q, k, position), reps)}
         try:
             from transformers import LlamaConfig
-            from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+            from transformers.models.llama.modeling_llama import (
+                LlamaRotaryEmbedding,
+                apply_rotary_pos_emb,
+            )
         except ImportError:
             LlamaRotaryEmbedding = None
         if LlamaRotaryEmbedding is not None:
