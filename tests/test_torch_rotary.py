@@ -155,6 +155,30 @@ def test_dynamic_schemes_pick_frequencies_from_max_position(scheme):
     np.testing.assert_allclose(q3.numpy(), ref, atol=5e-6)
 
 
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        scaling.DynamicNTK(4.0, 16),
+        scaling.LongRoPE([1.0, 1.5, 2.0, 3.0], [2.0, 3.0, 4.0, 8.0], 16, factor=4.0),
+    ],
+)
+def test_dynamic_tables_longer_than_the_original_length_keep_base_frequencies(scheme):
+    """Tables built (or grown) past the original length still rotate short sequences
+    with the base frequencies: the static tables are the short regime, not their size's."""
+    config = RopeConfig(8, scaling=scheme)
+    rope = RotaryEmbedding(config, max_positions=64)  # 4x the original length
+    q, k = _qk(d=8, t=4)
+    for positions in ([0, 1, 2, 3], [40, 41, 42, 43], [5, 6, 7, 8]):  # short, long, short again
+        seq_len = max(positions) + 1
+        q2, _ = rope(q, k, torch.tensor(positions))
+        ref = reference_rope(q.numpy(), np.array(positions), config.inv_freq(seq_len), "interleaved",
+                             config.attention_factor)
+        np.testing.assert_allclose(q2.numpy(), ref, atol=5e-6, err_msg=str(positions))
+    q3, _ = rope(q, k, offset=2)  # positions=None within the original length
+    ref = reference_rope(q.numpy(), np.arange(2, 6), config.inv_freq(6), "interleaved", config.attention_factor)
+    np.testing.assert_allclose(q3.numpy(), ref, atol=5e-6)
+
+
 def test_set_config_swaps_scheme():
     base = RopeConfig(16, layout="half")
     linear = RopeConfig(16, layout="half", scaling=scaling.Linear(4.0))

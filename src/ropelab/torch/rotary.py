@@ -103,9 +103,11 @@ class RotaryEmbedding(nn.Module):
         )
 
     def _build(self, n: int) -> None:
-        # the static tables; for dynamic schemes these are the regime at or below the
-        # original length (seq_len=None picks it)
-        self.cos, self.sin = self._tables(n, None)
+        # the static tables; for dynamic schemes the regime at or below the original
+        # length, whatever n is (seq_len=None would mean n, a longer regime when n
+        # exceeds the original length)
+        base = self.config.scaling.original_max_position if self.config.dynamic else None
+        self.cos, self.sin = self._tables(n, base)
         self._regimes.clear()
 
     def ensure(self, n: int) -> None:
