@@ -72,8 +72,11 @@ CASES = {
         "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
     "yarn": ("llama", {"rope_parameters": {
         "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16}}),
-    "dynamic-ntk": ("llama", {"rope_parameters": {  # past 16 positions the frequencies change
-        "rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0, "original_max_position_embeddings": 16}}),
+    # transformers' dynamic type grows past max_position_embeddings: within it here (64),
+    # and past it (16 < 24 tokens), where the frequencies follow the longest position
+    "dynamic-ntk": ("llama", {"rope_parameters": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}}),
+    "dynamic-ntk-grown": ("llama", {"max_position_embeddings": 16, "rope_parameters": {
+        "rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}}),
     "mistral-window": ("mistral", {"sliding_window": 8}),
     "qwen2": ("qwen2", {}),
 }
