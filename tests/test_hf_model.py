@@ -26,9 +26,11 @@ LLAMA4 = dict(head_dim=16, intermediate_size=40, intermediate_size_mlp=88, num_h
 
 def _model(kind, **overrides):
     configs = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
-               "qwen2": transformers.Qwen2Config, "llama4": transformers.Llama4TextConfig}
+               "qwen2": transformers.Qwen2Config, "llama4": transformers.Llama4TextConfig,
+               "phi3": transformers.Phi3Config}
     classes = {"llama": transformers.LlamaForCausalLM, "mistral": transformers.MistralForCausalLM,
-               "qwen2": transformers.Qwen2ForCausalLM, "llama4": transformers.Llama4ForCausalLM}
+               "qwen2": transformers.Qwen2ForCausalLM, "llama4": transformers.Llama4ForCausalLM,
+               "phi3": transformers.Phi3ForCausalLM}
     if kind == "llama4":
         overrides = {**LLAMA4, **overrides}
     config = configs[kind](**{**COMMON, **overrides})
@@ -79,6 +81,16 @@ CASES = {
         "rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}}),
     "mistral-window": ("mistral", {"sliding_window": 8}),
     "qwen2": ("qwen2", {}),
+    # Phi-3 long-context: fused qkv and gate/up, partial rotary, LongRoPE short and long
+    # factors (the long ones past 16 tokens, as with 24 here), with its attention factor
+    "phi3-longrope": ("phi3", {"pad_token_id": 0, "partial_rotary_factor": 0.75, "original_max_position_embeddings": 16,
+                               "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0,
+                                                   "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+                                                   "long_factor": [1.5, 2.0, 3.0, 4.0, 6.0, 8.0],
+                                                   "original_max_position_embeddings": 16}}),
+    "phi3-short": ("phi3", {"pad_token_id": 0, "original_max_position_embeddings": 32, "rope_parameters": {
+        "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 4 + [1.5] * 4,
+        "long_factor": [4.0] * 8, "original_max_position_embeddings": 32}}),
 }
 
 

@@ -5,12 +5,13 @@ and returns a :class:`ropelab.torch.Attention` with the same weights and the sam
 positional behaviour (rotary schedule, layout, partial rotary, chunking, qk norm,
 temperature tuning, sliding window). Supported: ``LlamaAttention``,
 ``MistralAttention``, ``Qwen2Attention``, ``Llama4TextAttention``, ``GPTJAttention``,
-``GPTNeoXAttention``, ``Qwen2VLAttention`` (M-RoPE; pass its 3-axis position ids) and
-their subclasses.
+``GPTNeoXAttention``, ``Qwen2VLAttention`` (M-RoPE; pass its 3-axis position ids),
+``Phi3Attention`` (LongRoPE) and their subclasses.
 
 ``transformer_from_hf(model)`` does the same for a whole Llama-family causal language
-model (``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, and
-``Llama4ForCausalLM`` with dense layers: iRoPE's RoPE and NoPE layers): a
+model (``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``,
+``Phi3ForCausalLM`` and ``Llama4ForCausalLM`` with dense layers: iRoPE's RoPE and NoPE
+layers): a
 :class:`ropelab.torch.Transformer` with the same logits, on which the ropelab side can
 then be changed (``model.set_rope(...)`` for a context-extension scheme).
 
@@ -159,6 +160,32 @@ def _gpt_neox(module):
     return _finish(attn, module, parts["q_proj"], parts["k_proj"], parts["v_proj"], module.dense)
 
 
+def _phi3(module):
+    """Phi3Attention: fused ``qkv_proj`` (q rows, then k, then v), half layout with partial
+    rotary, LongRoPE in the Phi-3 long-context checkpoints, optional sliding window."""
+    torch = require("torch", feature="ropelab.hf")
+    config = module.config
+    heads = config.num_attention_heads
+    kv = config.num_key_value_heads or heads
+    dim = module.head_dim
+    attn = _new_attention(
+        config,
+        heads=heads,
+        kv_heads=kv,
+        head_dim=dim,
+        rope=RopeConfig.from_hf(config),
+        bias=False,
+        window=getattr(config, "sliding_window", None),
+    )
+    fused = module.qkv_proj.weight.detach()
+    parts = []
+    for rows in fused.split([heads * dim, kv * dim, kv * dim]):
+        lin = torch.nn.Linear(fused.shape[1], rows.shape[0], bias=False)
+        _copy_linear(lin, rows)
+        parts.append(lin)
+    return _finish(attn, module, *parts, module.o_proj)
+
+
 def _qwen2_vl(module):
     """Qwen2VLAttention (Qwen2-VL's text decoder): M-RoPE over (time, height, width)
     position ids, half layout, q/k/v bias, optional sliding window."""
@@ -189,6 +216,7 @@ SUPPORTED = {
     "GPTJAttention": _gptj,
     "GPTNeoXAttention": _gpt_neox,
     "Qwen2VLAttention": _qwen2_vl,
+    "Phi3Attention": _phi3,
 }
 
 
@@ -222,17 +250,22 @@ def attention_from_hf(module):
 #: transformers causal-LM classes :func:`transformer_from_hf` reads (the Llama layout:
 #: pre-norm RMSNorm blocks, SwiGLU MLP ``gate_proj``/``up_proj``/``down_proj``); Llama 4
 #: with dense feed-forward layers only (its iRoPE: RoPE and NoPE layers)
-MODELS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Llama4ForCausalLM")
+MODELS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM", "Llama4ForCausalLM")
 
 
 def _feed_forward(layer, index):
-    """The SwiGLU MLP of a decoder layer (``mlp``, or Llama 4's ``feed_forward``)."""
+    """The gate, up and down weights of a decoder layer's SwiGLU MLP (``mlp``, Llama 4's
+    ``feed_forward``; Phi-3 fuses gate and up in ``gate_up_proj``, gate first)."""
     if getattr(layer, "is_moe_layer", False):
         raise ValueError(
             f"layer {index} is a mixture-of-experts layer: ropelab's Transformer has dense MLPs "
             f"only (a Llama 4 config with moe_layers=[] converts)"
         )
-    return layer.mlp if hasattr(layer, "mlp") else layer.feed_forward
+    mlp = layer.mlp if hasattr(layer, "mlp") else layer.feed_forward
+    if hasattr(mlp, "gate_up_proj"):
+        gate, up = mlp.gate_up_proj.weight.chunk(2, dim=0)
+        return gate, up, mlp.down_proj.weight
+    return mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight
 
 
 def transformer_from_hf(model):
@@ -275,7 +308,7 @@ def transformer_from_hf(model):
         raise ValueError("mlp_bias=True: ropelab's MLP has no biases")
     layers = model.model.layers
     mlps = [_feed_forward(layer, i) for i, layer in enumerate(layers)]
-    widths = sorted({mlp.gate_proj.out_features for mlp in mlps})
+    widths = sorted({gate.shape[0] for gate, _, _ in mlps})
     if len(widths) > 1:
         raise ValueError(f"MLP widths {widths} differ between layers: ropelab's Transformer has one")
     attns = [attention_from_hf(layer.self_attn) for layer in layers]
@@ -311,9 +344,8 @@ def transformer_from_hf(model):
             block.attn = attn
             block.attn_norm.weight.copy_(layer.input_layernorm.weight)
             block.mlp_norm.weight.copy_(layer.post_attention_layernorm.weight)
-            for dst, src in ((block.mlp.gate, mlp.gate_proj), (block.mlp.up, mlp.up_proj),
-                             (block.mlp.down, mlp.down_proj)):
-                dst.weight.copy_(src.weight)
+            for dst, src in zip((block.mlp.gate, block.mlp.up, block.mlp.down), mlp, strict=True):
+                dst.weight.copy_(src)
         ours.embed.weight.copy_(weight)
         ours.norm.weight.copy_(model.model.norm.weight)
         if not ours.config.tie_embeddings:
