@@ -172,3 +172,37 @@ def test_unsupported_models_are_refused_clearly():
         transformer_from_hf(_model("llama", mlp_bias=True))
     with pytest.raises(ValueError, match="layer 1 is a mixture-of-experts layer"):
         transformer_from_hf(_model("llama4", moe_layers=[1], num_local_experts=2))
+
+
+@pytest.mark.parametrize("case", ["llama", "dynamic-ntk-grown", "phi3-longrope"])
+def test_greedy_generation_equals_transformers_generate(case):
+    """Prompt, then one token at a time through ropelab's cache, against transformers'
+    generate: the same tokens and the same logits at every step, also where the
+    frequencies move with the length (dynamic NTK grown past its length; LongRoPE
+    switching to its long factors mid-generation).
+
+    Phi-3's generate drops its cache when the sequence first passes the original length
+    and runs the whole sequence again (every key moves to the long factors); ropelab's
+    cache keeps keys as they were rotated, so the loop rebuilds it there the same way.
+    """
+    kind, overrides = CASES[case]
+    model = _model(kind, **overrides)
+    ours = transformer_from_hf(model)
+    prompt, steps = _batch(b=1, t=12, pad=(0,))[0], 10  # 12 + 10 tokens: past 16 while generating
+    switch = overrides.get("original_max_position_embeddings") if kind == "phi3" else None
+    with torch.no_grad():
+        out = model.generate(prompt, max_new_tokens=steps, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, pad_token_id=0)
+        cache = ours.new_cache(batch=1, capacity=prompt.shape[1] + steps)
+        logits = ours(prompt, cache=cache)[:, -1]
+        sequence = prompt
+        for i in range(steps):
+            _assert_close(logits, out.logits[i], torch.ones(1, dtype=torch.long))
+            token = logits.argmax(-1, keepdim=True)
+            sequence = torch.cat([sequence, token], 1)
+            if switch is not None and sequence.shape[1] == switch + 1:  # Phi-3's rebuild
+                cache = ours.new_cache(batch=1, capacity=prompt.shape[1] + steps)
+                logits = ours(sequence, cache=cache)[:, -1]
+            else:
+                logits = ours(token, cache=cache)[:, -1]
+    assert torch.equal(sequence, out.sequences)
