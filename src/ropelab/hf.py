@@ -41,6 +41,15 @@ def _linear_like(src):
     return torch.nn.Linear(src.in_features, src.out_features, bias=src.bias is not None)
 
 
+def _linear_of(weight, bias=None):
+    """A fresh nn.Linear holding copies of ``weight`` (out, in) and ``bias`` (a block of a
+    fused projection)."""
+    torch = require("torch", feature="ropelab.hf")
+    lin = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    _copy_linear(lin, weight, bias)
+    return lin
+
+
 def _new_attention(config, *, heads, kv_heads, head_dim, rope, bias, **options):
     from .torch import Attention
 
@@ -134,7 +143,6 @@ def _gpt_neox(module):
     The fused projection's output is laid out per head as ``[q_h | k_h | v_h]``
     (``view(B, T, H, 3 * D)`` then ``chunk(3)``), so rows are split head by head.
     """
-    torch = require("torch", feature="ropelab.hf")
     config = module.config
     heads = config.num_attention_heads
     dim = module.head_size
@@ -150,20 +158,14 @@ def _gpt_neox(module):
     )
     w = fused.weight.detach().view(heads, 3, dim, -1)  # (H, q/k/v, D, d_model)
     b = fused.bias.detach().view(heads, 3, dim) if has_bias else None
-    parts = {}
-    for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
-        lin = torch.nn.Linear(fused.in_features, heads * dim, bias=has_bias)
-        _copy_linear(
-            lin, w[:, i].reshape(heads * dim, -1), None if b is None else b[:, i].reshape(-1)
-        )
-        parts[name] = lin
-    return _finish(attn, module, parts["q_proj"], parts["k_proj"], parts["v_proj"], module.dense)
+    q, k, v = (_linear_of(w[:, i].reshape(heads * dim, -1), None if b is None else b[:, i].reshape(-1))
+               for i in range(3))
+    return _finish(attn, module, q, k, v, module.dense)
 
 
 def _phi3(module):
     """Phi3Attention: fused ``qkv_proj`` (q rows, then k, then v), half layout with partial
     rotary, LongRoPE in the Phi-3 long-context checkpoints, optional sliding window."""
-    torch = require("torch", feature="ropelab.hf")
     config = module.config
     heads = config.num_attention_heads
     kv = config.num_key_value_heads or heads
@@ -177,13 +179,8 @@ def _phi3(module):
         bias=False,
         window=getattr(config, "sliding_window", None),
     )
-    fused = module.qkv_proj.weight.detach()
-    parts = []
-    for rows in fused.split([heads * dim, kv * dim, kv * dim]):
-        lin = torch.nn.Linear(fused.shape[1], rows.shape[0], bias=False)
-        _copy_linear(lin, rows)
-        parts.append(lin)
-    return _finish(attn, module, *parts, module.o_proj)
+    q, k, v = (_linear_of(rows) for rows in module.qkv_proj.weight.detach().split([heads * dim, kv * dim, kv * dim]))
+    return _finish(attn, module, q, k, v, module.o_proj)
 
 
 def _qwen2_vl(module):
