@@ -18,6 +18,7 @@ from transformers.masking_utils import (  # noqa: E402
 
 from ropelab import RopeConfig  # noqa: E402
 from ropelab.hf import attention_from_hf  # noqa: E402
+from ropelab.hf.compat import attention_forward, causal_mask  # noqa: E402
 from ropelab.torch import Attention, KVCache, positions_from_mask  # noqa: E402
 
 TOL = 2e-5
@@ -52,9 +53,7 @@ def _assert_close(ours, ref, mask):
 
 
 def _mask(config, x, mask, pos, make=create_causal_mask):
-    return make(
-        config=config, inputs_embeds=x, attention_mask=mask, past_key_values=None, position_ids=pos
-    )
+    return causal_mask(make, config=config, inputs_embeds=x, attention_mask=mask, position_ids=pos)
 
 
 LLAMA_SCALINGS = {
@@ -195,7 +194,7 @@ def test_gptj_interleaved_partial_rotary():
     hf = _randomize(GPTJAttention(config, 0))
     x, mask, pos = _inputs()
     with torch.no_grad():
-        ref, _ = hf(x, attention_mask=_mask(config, x, mask, pos), position_ids=pos)
+        ref = attention_forward(hf, x, attention_mask=_mask(config, x, mask, pos), position_ids=pos)
         ours = attention_from_hf(hf)
         assert (ours.rope.config.layout, ours.rope.config.rotary_dim, ours.head_dim) == (
             "interleaved",

@@ -20,7 +20,10 @@ SUBCOMMANDS = {
 
 
 def _parser(argv) -> tuple[argparse.ArgumentParser, object]:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="ropelab", description="positional encoding for attention")
+    parser.add_argument("--version", action="version", version=f"ropelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     wanted = next((a for a in argv if not a.startswith("-")), None)
