@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import assert_decode_equals_full  # noqa: E402
+from ropelab_testing import assert_decode_equals_full  # noqa: E402
 
 from ropelab import RopeConfig, scaling  # noqa: E402
 from ropelab.torch import Attention, Cache, KVCache, RotaryEmbedding, positions_from_mask  # noqa: E402

@@ -87,7 +87,7 @@ def test_gpu_bench_script_runs_small(capsys):
     import importlib.util
     import pathlib
 
-    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_gpu_rope.py"
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "bench_gpu_rope.py"
     spec = importlib.util.spec_from_file_location("bench_gpu_rope", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

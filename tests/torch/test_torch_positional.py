@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import assert_decode_equals_full  # noqa: E402
+from ropelab_testing import assert_decode_equals_full  # noqa: E402
 
 import ropelab  # noqa: E402
 from ropelab import RopeConfig  # noqa: E402

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import reference_inv_freq, reference_rope
+from ropelab_testing import reference_inv_freq, reference_rope
 
 import ropelab
 from ropelab import RopeConfig, apply_rope, apply_rope_, rope_tables

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import reference_inv_freq
+from ropelab_testing import reference_inv_freq
 
 from ropelab import RopeConfig
 from ropelab.scaling import Linear, LongRoPE, YaRN

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import reference_inv_freq
+from ropelab_testing import reference_inv_freq
 
 from ropelab import RopeConfig
 from ropelab.scaling import NTK, DynamicNTK, Linear, Llama3, LongRoPE, YaRN

@@ -10,7 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import reference_inv_freq
+from ropelab_testing import reference_inv_freq
 
 import ropelab
 from ropelab.cli import main
