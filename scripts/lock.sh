@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Refresh requirements/lock.txt: the exact versions (transitive dependencies included)
-# that scripts/test.sh and scripts/main.sh install. Resolved by pip-tools from
-# pyproject.toml's `dev` extra (a superset of what main.sh needs), with torch held to the
-# CPU build named in requirements/torch-cpu.txt. Never edit the lock by hand.
+# Refresh the locks: the exact versions (transitive dependencies included) that the
+# README's two commands install. Resolved by pip-tools from pyproject.toml:
+#   requirements/lock.txt       the `dev` extra: scripts/test.sh (and CI)
+#   requirements/lock-main.txt  the `torch,lab,plot` extras: scripts/main.sh, resolved
+#                               within lock.txt, so both hold the same versions
+# torch is held to the CPU build named in requirements/torch-cpu.txt. Never edit a lock by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$(mktemp -d)
@@ -13,4 +15,8 @@ python3 -m venv "$tools/venv"
     --no-emit-index-url --no-emit-find-links --allow-unsafe \
     --constraint requirements/torch-cpu.txt \
     --output-file requirements/lock.txt pyproject.toml
-echo "requirements/lock.txt refreshed; run bash scripts/test.sh before committing it"
+"$tools/venv/bin/pip-compile" -q --upgrade --extra torch --extra lab --extra plot --strip-extras \
+    --no-emit-index-url --no-emit-find-links --allow-unsafe \
+    --constraint requirements/lock.txt \
+    --output-file requirements/lock-main.txt pyproject.toml
+echo "requirements/lock.txt and lock-main.txt refreshed; run bash scripts/test.sh before committing it"

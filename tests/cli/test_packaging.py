@@ -30,17 +30,23 @@ def test_metadata_states_ranges_not_pins():
     assert pinned == [], f"exact pins in pyproject.toml: {pinned}"
 
 
-def test_lock_holds_every_dependency_and_the_cpu_torch():
-    lock = (ROOT / "requirements" / "lock.txt").read_text()
-    pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", lock, flags=re.M))
-    pins = {name.lower().replace("_", "-"): version for name, version in pins.items()}
-    assert pins["torch"].endswith("+cpu"), pins["torch"]
+def _pins(lock: str) -> dict[str, str]:
+    text = (ROOT / "requirements" / lock).read_text()
+    pins = re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", text, flags=re.M)
+    return {name.lower().replace("_", "-"): version for name, version in pins}
+
+
+def test_locks_hold_every_dependency_and_the_cpu_torch():
+    full, main = _pins("lock.txt"), _pins("lock-main.txt")
+    assert full["torch"].endswith("+cpu"), full["torch"]
     for requirement in _requirements():
         name = re.match(r"[A-Za-z0-9_.\-]+", requirement).group(0).lower().replace("_", "-")
         if name != "ropelab":
-            assert name in pins, f"{name} is not in requirements/lock.txt"
-    for script in ("test.sh", "main.sh"):
-        assert "requirements/lock.txt" in (ROOT / "scripts" / script).read_text(), script
+            assert name in full, f"{name} is not in requirements/lock.txt"
+    # the main job's lock is resolved within the test lock: the same versions
+    assert {name: full.get(name) for name in main} == main
+    for script, lock in (("test.sh", "lock.txt"), ("main.sh", "lock-main.txt")):
+        assert f"requirements/{lock}" in (ROOT / "scripts" / script).read_text(), script
 
 
 def test_version_flag():
