@@ -309,20 +309,6 @@ def test_nnx_matches_torch_attention(name, with_positions):
     assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, np.max(np.abs(want)))
 
 
-def test_load_torch_state_dict_transposes_weights():
-    torch = pytest.importorskip("torch")
-    lin = torch.nn.Linear(16, 8)
-    module = Attention(16, 2, head_dim=4, bias=True, rngs=nnx.Rngs(0))
-    sd = {f"{n}.{p}": getattr(torch.nn.Linear(16, 8) if n != "o_proj" else torch.nn.Linear(8, 16), p).detach()
-          for n in ("q_proj", "k_proj", "v_proj", "o_proj") for p in ("weight", "bias")}
-    sd["q_proj.weight"], sd["q_proj.bias"] = lin.weight.detach(), lin.bias.detach()
-    load_torch_state_dict(module, sd)
-    x = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
-    with torch.no_grad():
-        want = lin(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(np.asarray(module.q_proj(x)), want, rtol=1e-5, atol=1e-6)
-
-
 # --- errors ----------------------------------------------------------------------------------
 
 
@@ -336,12 +322,12 @@ def test_error_attention_d_model_not_divisible():
 
 
 def test_error_attention_kv_heads_do_not_divide():
-    with pytest.raises(ValueError, match="num_heads=4 must be a multiple of num_kv_heads=3"):
+    with pytest.raises(ValueError, match="num_heads=4 is not divisible by num_kv_heads=3"):
         Attention(32, 4, num_kv_heads=3, rngs=nnx.Rngs(0))
 
 
 def test_error_attention_num_heads():
-    with pytest.raises(ValueError, match="num_heads must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_heads must be a positive integer, got 0"):
         Attention(32, 0, rngs=nnx.Rngs(0))
 
 
@@ -390,55 +376,6 @@ def test_error_traced_float_positions():
     module = Attention(16, 2, rope=ropelab.RopeConfig(8), rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="traced positions must be integers"):
         nnx.jit(lambda m, a, p: m(a, p))(module, np.zeros((1, 3, 16), np.float32), jnp.arange(3.0))
-
-
-def test_error_load_missing_key():
-    sd = _sd()
-    del sd["v_proj.weight"]
-    with pytest.raises(ValueError, match=r"missing keys \['v_proj.weight'\]"):
-        load_torch_state_dict(Attention(16, 2, rngs=nnx.Rngs(0)), sd)
-
-
-def test_error_load_missing_bias():
-    with pytest.raises(ValueError, match="missing keys.*q_proj.bias"):
-        load_torch_state_dict(Attention(16, 2, bias=True, rngs=nnx.Rngs(0)), _sd(bias=False))
-
-
-def test_error_load_unexpected_key_and_strict_false():
-    sd = _sd()
-    sd["rotary.freqs"] = np.zeros(4, np.float32)
-    module = Attention(16, 2, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"unexpected keys \['rotary.freqs'\]"):
-        load_torch_state_dict(module, sd)
-    load_torch_state_dict(module, sd, strict=False)
-    np.testing.assert_array_equal(np.asarray(module.k_proj.kernel[...]), sd["k_proj.weight"].T)
-
-
-def test_error_load_shape_mismatch_changes_nothing():
-    module = Attention(16, 2, rngs=nnx.Rngs(0))
-    before = np.asarray(module.q_proj.kernel[...]).copy()
-    sd = _sd()
-    sd["o_proj.weight"] = np.zeros((16, 8), np.float32)
-    with pytest.raises(ValueError, match=r"o_proj.weight has shape \(16, 8\), expected \(16, 16\)"):
-        load_torch_state_dict(module, sd)
-    np.testing.assert_array_equal(np.asarray(module.q_proj.kernel[...]), before)
-
-
-def test_error_load_not_a_mapping():
-    with pytest.raises(TypeError, match="state_dict must be a mapping"):
-        load_torch_state_dict(Attention(16, 2, rngs=nnx.Rngs(0)), [1, 2])
-
-
-def test_error_load_integer_weights():
-    sd = _sd()
-    sd["q_proj.weight"] = np.zeros((16, 16), np.int64)
-    with pytest.raises(TypeError, match="q_proj.weight must be a floating-point array"):
-        load_torch_state_dict(Attention(16, 2, rngs=nnx.Rngs(0)), sd)
-
-
-def test_error_load_module_without_projections():
-    with pytest.raises(TypeError, match="has none of the projections"):
-        load_torch_state_dict(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), _sd())
 
 
 def test_error_from_torch_state_dict_heads():

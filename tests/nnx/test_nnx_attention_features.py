@@ -23,6 +23,7 @@ from flax import nnx  # noqa: E402
 
 import ropelab  # noqa: E402
 import ropelab.torch as rt  # noqa: E402
+from ropelab.attention_spec import AttentionSpec  # noqa: E402
 from ropelab.nnx import Attention, KVCache, load_torch_state_dict, positions_from_mask  # noqa: E402
 
 D_MODEL, HEADS, HEAD_DIM = 32, 4, 8
@@ -114,6 +115,30 @@ def test_matches_torch_attention(name, mode):
     # the options are seen: the same weights without them give another answer
     plain = torch_forward(torch_module(name, features=False), x, positions, mask)
     assert np.max(np.abs(plain - want)) > 1e-3
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_holds_the_same_spec_as_torch(name):
+    """One AttentionSpec, held by both front ends, is what makes them mean the same."""
+    t_mod, n_mod = torch_module(name), nnx_module(name)
+    assert isinstance(n_mod.spec, AttentionSpec)
+    assert n_mod.spec == t_mod.spec
+    assert (n_mod.chunk_size, n_mod.window, n_mod.temperature_tuning) == (
+        t_mod.chunk_size, t_mod.window, t_mod.temperature_tuning
+    )
+
+
+def test_an_option_set_later_is_validated_and_used():
+    x, _ = inputs()
+    n_mod, t_mod = nnx_module("window-causal"), torch_module("window-causal")
+    n_mod.window = t_mod.window = 5
+    assert n_mod.spec.window == 5
+    assert_close(n_mod(x), torch_forward(t_mod, x))
+    assert np.max(np.abs(np.asarray(n_mod(x)) - np.asarray(nnx_module("window-causal")(x)))) > 1e-3
+    with pytest.raises(ValueError, match="window must be a positive integer or None, got 0"):
+        n_mod.window = 0
+    with pytest.raises(AttributeError, match="num_kv_heads is fixed by the projection weights"):
+        n_mod.num_kv_heads = 1
 
 
 def test_positions_from_mask_matches_torch():

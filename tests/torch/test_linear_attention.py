@@ -292,3 +292,10 @@ def test_long_inputs_go_by_segments_with_the_same_result(monkeypatch):
     )
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(state.k_sum.numpy(), _phi(k).sum(2), rtol=1e-10)
+
+
+def test_layer_checks_the_mask_shape():
+    """The subclass with its own score path shares Attention's input checks."""
+    x = torch.randn(2, 5, 16)
+    with pytest.raises(ValueError, match=r"attention_mask must be shaped \(B, S\) = \(2, 5\)"):
+        LinearAttention(16, 2)(x, attention_mask=torch.ones(2, 4, dtype=torch.long))

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 from ropelab_testing import assert_decode_equals_full  # noqa: E402
 
 from ropelab import RopeConfig, scaling  # noqa: E402
+from ropelab.attention_spec import AttentionSpec  # noqa: E402
 from ropelab.torch import Attention, Cache, KVCache, RotaryEmbedding, positions_from_mask  # noqa: E402
 
 
@@ -288,6 +289,8 @@ def test_errors():
         Attention(64, 4, temperature_tuning=(0.1,))
     with pytest.raises(ValueError, match="dropout"):
         Attention(64, 4, dropout=1.5)
+    with pytest.raises(TypeError, match="causal must be a bool, got 1"):
+        Attention(64, 4, causal=1)
     attn = Attention(64, 4, rope=RopeConfig(16))
     x = _x(t=5)
     with pytest.raises(ValueError, match=r"x must be shaped \(B, T, d_model=64\)"):
@@ -308,6 +311,33 @@ def test_errors():
         attn(x, cache={})
     with pytest.raises(ValueError, match="capacity"):
         KVCache(2, 4, 0, 16)
+
+
+def test_options_live_in_the_spec():
+    attn = Attention(64, 4, num_kv_heads=2, rope=RopeConfig(16), chunk_size=8, qk_norm=True)
+    assert attn.spec == AttentionSpec(64, 4, num_kv_heads=2, chunk_size=8, qk_norm=True)
+    assert (attn.num_kv_heads, attn.head_dim, attn.chunk_size, attn.window) == (2, 16, 8, None)
+    assert str(attn).splitlines()[1].strip() == (
+        "d_model=64, heads=4, kv_heads=2, head_dim=16, causal=True, chunk_size=8, qk_norm_eps=1e-06"
+    )
+    assert "causal=False, NoPE" in str(Attention(64, 4, causal=False))
+    with pytest.raises(ValueError, match="window must be a positive integer or None, got 0"):
+        attn.window = 0
+    with pytest.raises(AttributeError, match="head_dim is fixed by the projection weights"):
+        attn.head_dim = 8
+
+
+def test_an_option_set_later_equals_one_given_at_construction():
+    torch.manual_seed(4)
+    late = Attention(64, 4, rope=RopeConfig(16))
+    early = Attention(64, 4, rope=RopeConfig(16), window=3, temperature_tuning=(0.5, 2.0))
+    early.load_state_dict(late.state_dict())
+    x = _x(t=9)
+    before = late(x)
+    late.window, late.temperature_tuning = 3, (0.5, 2.0)
+    assert late.spec == early.spec
+    torch.testing.assert_close(late(x), early(x))
+    assert (late(x) - before).abs().max() > 1e-3
 
 
 def test_compiles_fullgraph_with_padding_chunk_and_window():

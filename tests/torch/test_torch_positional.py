@@ -1,5 +1,6 @@
-"""ropelab.torch.positional: each scheme against its paper's formula or transformers,
-inside Attention / Transformer, with a KV cache (decode equals full forward)."""
+"""ropelab.torch.positional: each module against its paper's formula or transformers,
+inside Attention, with a KV cache (decode equals full forward). The layer kinds that
+build them are tested in test_kinds.py, ShawAttention in test_shaw.py."""
 
 import math
 
@@ -19,7 +20,6 @@ from ropelab.torch.positional import (  # noqa: E402
     AxialRoPE,
     LearnedAbsolute,
     MRoPE,
-    ShawAttention,
     T5Bias,
     XPos,
     default_mrope_section,
@@ -260,70 +260,6 @@ def test_mrope_rejects_positions_with_two_axes():
         MRoPE(RopeConfig(32))(q, k, torch.zeros(2, 2, 9, dtype=torch.long))
 
 
-# --- Shaw ------------------------------------------------------------------------------
-
-
-def _shaw_reference(attn, x, positions):
-    """float64 loops over (i, j) of Shaw et al.'s eq. 3-5, causal."""
-    w = {n: p.detach().double().numpy() for n, p in attn.named_parameters()}
-    x = x.detach().double().numpy()
-    b, t, _ = x.shape
-    h, kv, d, c = attn.num_heads, attn.num_kv_heads, attn.head_dim, attn.clip
-    q = (x @ w["q_proj.weight"].T).reshape(b, t, h, d)
-    k = (x @ w["k_proj.weight"].T).reshape(b, t, kv, d)
-    v = (x @ w["v_proj.weight"].T).reshape(b, t, kv, d)
-    out = np.zeros((b, t, h, d))
-    for bb in range(b):
-        for hh in range(h):
-            g = hh // (h // kv)
-            for i in range(t):
-                e = np.full(t, -np.inf)
-                for j in range(i + 1):
-                    r = min(max(positions[bb, j] - positions[bb, i], -c), c) + c
-                    e[j] = q[bb, i, hh] @ (k[bb, j, g] + w["rel_k.weight"][r]) / math.sqrt(d)
-                p = np.exp(e - e.max())
-                p /= p.sum()
-                for j in range(i + 1):
-                    r = min(max(positions[bb, j] - positions[bb, i], -c), c) + c
-                    out[bb, i, hh] += p[j] * (v[bb, j, g] + w["rel_v.weight"][r])
-    return out.reshape(b, t, h * d) @ w["o_proj.weight"].T
-
-
-def test_shaw_equals_loop_reference():
-    torch.manual_seed(2)
-    attn = ShawAttention(32, 4, num_kv_heads=2, clip=3)
-    with torch.no_grad():  # make the relative vectors matter
-        attn.rel_k.weight.normal_(std=1.0)
-        attn.rel_v.weight.normal_(std=1.0)
-    x = torch.randn(2, 9, 32)
-    positions = np.stack([np.arange(9), np.arange(9) + 5])
-    got = attn(x, torch.as_tensor(positions))
-    ref = _shaw_reference(attn, x, positions)
-    np.testing.assert_allclose(got.detach().double().numpy(), ref, rtol=1e-4, atol=1e-5)
-
-
-def test_shaw_state_dict_has_attention_projection_names():
-    keys = set(ShawAttention(32, 4, clip=2).state_dict())
-    assert {
-        "q_proj.weight",
-        "k_proj.weight",
-        "v_proj.weight",
-        "o_proj.weight",
-        "rel_k.weight",
-        "rel_v.weight",
-    } == keys
-
-
-def test_shaw_rejects_rope():
-    with pytest.raises(ValueError, match="takes no rope"):
-        ShawAttention(32, 4, rope=RopeConfig(8))
-
-
-def test_shaw_rejects_zero_clip():
-    with pytest.raises(ValueError, match="clip"):
-        ShawAttention(32, 4, clip=0)
-
-
 # --- every scheme in Attention with a KV cache -----------------------------------------
 
 
@@ -333,7 +269,6 @@ ATTENTIONS = {
     "xpos": lambda: Attention(32, 4, rope=XPos(RopeConfig(8, layout="half"), scale_base=16.0)),
     "prope": lambda: Attention(32, 4, num_kv_heads=2, rope=RopeConfig(8, scaling=PRoPE(0.5))),
     "mrope": lambda: Attention(32, 4, rope=MRoPE(RopeConfig(8, layout="half"), (2, 1, 1))),
-    "shaw": lambda: ShawAttention(32, 4, num_kv_heads=2, clip=3),
     "axial": lambda: Attention(32, 4, rope=AxialRoPE(RopeConfig(8), 3)),
 }
 
@@ -348,35 +283,6 @@ def test_cached_decoding_equals_full_forward(name):
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[0, :3] = 0  # left padding
     assert_decode_equals_full(attn, x, mask)
-
-
-@pytest.mark.parametrize("kind", ["alibi", "t5", "xpos", "prope", "mrope"])
-def test_transformer_layer_kinds_decode_equals_full(kind):
-    torch.manual_seed(6)
-    options = {"prope": {"p": 0.5}, "t5": {"num_buckets": 8, "max_distance": 6}}
-    cfg = TransformerConfig(
-        40,
-        d_model=32,
-        num_heads=4,
-        layers=(kind, "rope"),
-        kind_options={kind: options[kind]} if kind in options else {},
-    )
-    model = Transformer(cfg).eval()
-    tokens = torch.randint(0, 40, (2, 10))
-    full = model(tokens)
-    cache = model.new_cache(2, 12)
-    steps = [model(tokens[:, :4], cache=cache)] + [
-        model(tokens[:, t : t + 1], cache=cache) for t in range(4, 10)
-    ]
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
-
-
-def test_prope_kind_uses_p_option():
-    cfg = TransformerConfig(
-        40, d_model=32, num_heads=4, layers=("prope",), kind_options={"prope": {"p": 0.25}}
-    )
-    rope = Transformer(cfg).blocks[0].attn.rope.config
-    assert rope.scaling == PRoPE(0.25)
 
 
 @pytest.mark.parametrize("absolute", ["learned", "sinusoidal"])
@@ -432,17 +338,6 @@ def test_axial_module_equals_numpy_tables():
     )
 
 
-def test_axial_kind_needs_cols():
-    with pytest.raises(ValueError, match="cols"):
-        Transformer(TransformerConfig(40, d_model=32, num_heads=4, layers=("axial",)))
-    model = Transformer(
-        TransformerConfig(
-            40, d_model=32, num_heads=4, layers=("axial",), kind_options={"axial": {"cols": 5}}
-        )
-    )
-    assert model.blocks[0].attn.rope.cols == 5
-
-
 # --- relative schemes see only relative positions ----------------------------------------
 
 from hypothesis import given, settings  # noqa: E402
@@ -460,17 +355,8 @@ def test_bias_modules_depend_on_relative_positions_only(shift, start):
         torch.testing.assert_close(module(q + shift, k + shift), module(q, k))
 
 
-@settings(max_examples=10, deadline=None)
-@given(shift=st.integers(1, 100_000))
-def test_shaw_output_depends_on_relative_positions_only(shift):
-    torch.manual_seed(3)
-    attn = ShawAttention(16, 2, clip=2)
-    x = torch.randn(1, 6, 16)
-    torch.testing.assert_close(attn(x, torch.arange(6) + shift), attn(x, torch.arange(6)))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["t5", "xpos", "shaw"])
+@pytest.mark.parametrize("name", ["t5", "xpos"])
 def test_compiles_fullgraph(name):
     torch.manual_seed(8)
     attn = ATTENTIONS[name]()
@@ -478,13 +364,3 @@ def test_compiles_fullgraph(name):
     torch.testing.assert_close(
         torch.compile(attn, fullgraph=True)(x), attn(x), rtol=1e-4, atol=1e-5
     )
-
-
-def test_shaw_and_linear_attention_check_the_mask_shape():
-    """The subclasses with their own score path share Attention's input checks."""
-    from ropelab.torch import LinearAttention, ShawAttention
-
-    x = torch.randn(2, 5, 16)
-    for layer in (ShawAttention(16, 2, clip=2), LinearAttention(16, 2)):
-        with pytest.raises(ValueError, match=r"attention_mask must be shaped \(B, S\) = \(2, 5\)"):
-            layer(x, attention_mask=torch.ones(2, 4, dtype=torch.long))

@@ -40,7 +40,7 @@ MODELS = {
     ),
     "rope-learned": dict(layers=("rope",), absolute="learned", max_positions=32),
     "nope-sinusoidal": dict(layers=("nope",), absolute="sinusoidal", max_positions=4),
-    # the kinds registered by ropelab.torch.positional, each beside a rope layer
+    # the other built-in kinds of ropelab.torch.kinds, each beside a rope layer
     "alibi": dict(layers=("alibi", "rope")),
     "t5": dict(layers=("t5", "nope")),
     "xpos": dict(layers=("xpos",)),

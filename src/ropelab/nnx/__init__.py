@@ -15,9 +15,10 @@ from .._optional import require
 require("jax", feature="ropelab.nnx")
 require("flax", feature="ropelab.nnx")
 
-from .attention import Attention, attend, load_torch_state_dict, position_tables, rms_norm  # noqa: E402
+from .attention import Attention, attend, position_tables, rms_norm  # noqa: E402
 from .cache import KVCache, positions_from_mask  # noqa: E402
 from .mha import RopeMHA  # noqa: E402
+from .torch_weights import load_torch_state_dict  # noqa: E402
 
 __all__ = [
     "Attention",

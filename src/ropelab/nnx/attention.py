@@ -17,17 +17,21 @@ The positional part is the core's: cos/sin come from :func:`ropelab.rope_tables`
 on the host, exact at any position) and the rotation from :func:`ropelab.apply_rope`.
 Nothing here re-derives frequencies. ``rope=None`` is NoPE: no rotation at all.
 
+What the options mean (which keys a query sees, the temperature) is written once, in
+:class:`ropelab.attention_spec.AttentionSpec` (``module.spec``), which
+:class:`ropelab.torch.Attention` holds too; this module adds the ``(B, T, H, D)`` layout
+of :func:`jax.nn.dot_product_attention`, the padding rules of a fixed-size cache and jit.
+
 The projections are named ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj`` like
-:class:`ropelab.torch.Attention` and Hugging Face's Llama attention, and
-:func:`load_torch_state_dict` copies a torch state dict in (a torch ``Linear.weight`` is
-``(out, in)``; an NNX ``Linear.kernel`` is ``(in, out)``).
+:class:`ropelab.torch.Attention` and Hugging Face's Llama attention, so
+:func:`ropelab.nnx.load_torch_state_dict` (``ropelab.nnx.torch_weights``) copies a torch
+state dict in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Mapping
 
 import jax
@@ -35,13 +39,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ..attention_spec import AttentionSpec, SpecField, check_count
 from ..config import RopeConfig
 from ..rotary import apply_rope
 from ..tables import rope_tables
 from .cache import KVCache, positions_from_mask
-from .cache import check_count as _check_count
+from .torch_weights import load_torch_state_dict
 
-__all__ = ["Attention", "attend", "load_torch_state_dict", "position_tables", "rms_norm"]
+__all__ = ["Attention", "attend", "position_tables", "rms_norm"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -128,27 +133,6 @@ def rms_norm(x, eps: float):
     return (xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)).astype(x.dtype)
 
 
-def _check_option(name: str, value):
-    """chunk_size / window: None or a positive integer (the torch module's message)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-    return int(value)
-
-
-def _check_temperature_tuning(value):
-    if value is None:
-        return None
-    try:
-        attn_scale, floor_scale = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature_tuning must be (attn_scale, floor_scale), got {value!r}") from None
-    if not (math.isfinite(attn_scale) and floor_scale > 0 and math.isfinite(floor_scale)):
-        raise ValueError(f"temperature_tuning needs a finite attn_scale and floor_scale > 0, got {value!r}")
-    return (attn_scale, floor_scale)
-
-
 def _concrete_int(value):
     """``value`` as a Python int, or None when it is traced (inside jit)."""
     try:
@@ -186,6 +170,10 @@ class Attention(nnx.Module):
         max_positions: rows of the cached table used for positions traced under jit.
         rngs: ``nnx.Rngs`` for the projection weights.
 
+    The options but ``rope`` and ``max_positions`` are validated and kept in
+    ``self.spec`` (:class:`~ropelab.attention_spec.AttentionSpec`); ``module.chunk_size``
+    and the like read it, and setting one validates the new value.
+
     Call: ``module(x, positions=None, *, attention_mask=None, cache=None)``.
 
     - ``x`` ``(B, T, d_model)`` (or ``(T, d_model)`` without mask and cache).
@@ -209,6 +197,18 @@ class Attention(nnx.Module):
     filled slot instead, as in the torch module; their outputs are a pad's, never used.
     """
 
+    # the options live in self.spec; these read them (and setting one re-validates)
+    d_model = SpecField()
+    num_heads = SpecField()
+    num_kv_heads = SpecField()
+    head_dim = SpecField()
+    causal = SpecField()
+    chunk_size = SpecField()
+    window = SpecField()
+    qk_norm = SpecField()
+    qk_norm_eps = SpecField()
+    temperature_tuning = SpecField()
+
     def __init__(
         self,
         d_model: int,
@@ -227,52 +227,31 @@ class Attention(nnx.Module):
         max_positions: int = 8192,
         rngs: nnx.Rngs,
     ):
-        d_model = _check_count("d_model", d_model)
-        num_heads = _check_count("num_heads", num_heads)
-        num_kv_heads = num_heads if num_kv_heads is None else _check_count("num_kv_heads", num_kv_heads)
-        if num_heads % num_kv_heads:
-            raise ValueError(
-                f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}"
-            )
-        if head_dim is None:
-            if d_model % num_heads:
-                raise ValueError(
-                    f"d_model={d_model} is not divisible by num_heads={num_heads}; "
-                    "pass head_dim explicitly or change the sizes"
-                )
-            head_dim = d_model // num_heads
-        head_dim = _check_count("head_dim", head_dim)
+        #: the validated options and the meaning they give (shared with ropelab.torch.Attention)
+        self.spec = spec = AttentionSpec(
+            d_model,
+            num_heads,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            causal=causal,
+            bias=bias,
+            chunk_size=chunk_size,
+            window=window,
+            qk_norm=qk_norm,
+            qk_norm_eps=qk_norm_eps,
+            temperature_tuning=temperature_tuning,
+        )
         if rope is not None:
             if not isinstance(rope, RopeConfig):
                 raise TypeError(f"rope must be a ropelab.RopeConfig or None (NoPE), got {rope!r}")
-            if rope.head_dim != head_dim:
-                raise ValueError(
-                    f"rope.head_dim={rope.head_dim} does not match the attention head_dim={head_dim}"
-                )
-        if not isinstance(causal, bool):
-            raise TypeError(f"causal must be a bool, got {causal!r}")
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {bias!r}")
-        if not isinstance(qk_norm, bool):
-            raise TypeError(f"qk_norm must be a bool, got {qk_norm!r}")
-        if isinstance(qk_norm_eps, bool) or not (isinstance(qk_norm_eps, (int, float)) and qk_norm_eps > 0):
-            raise ValueError(f"qk_norm_eps must be a number > 0, got {qk_norm_eps!r}")
-        self.d_model = d_model
-        self.num_heads = num_heads
-        self.num_kv_heads = num_kv_heads
-        self.head_dim = head_dim
+            spec.check_rope(rope)
         self.rope = rope
-        self.causal = causal
-        self.chunk_size = _check_option("chunk_size", chunk_size)
-        self.window = _check_option("window", window)
-        self.qk_norm = qk_norm
-        self.qk_norm_eps = float(qk_norm_eps)
-        self.temperature_tuning = _check_temperature_tuning(temperature_tuning)
-        self.max_positions = _check_count("max_positions", max_positions)
-        self.q_proj = nnx.Linear(d_model, num_heads * head_dim, use_bias=bias, rngs=rngs)
-        self.k_proj = nnx.Linear(d_model, num_kv_heads * head_dim, use_bias=bias, rngs=rngs)
-        self.v_proj = nnx.Linear(d_model, num_kv_heads * head_dim, use_bias=bias, rngs=rngs)
-        self.o_proj = nnx.Linear(num_heads * head_dim, d_model, use_bias=bias, rngs=rngs)
+        self.max_positions = check_count("max_positions", max_positions)
+        width, kv_width = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+        self.q_proj = nnx.Linear(spec.d_model, width, use_bias=bias, rngs=rngs)
+        self.k_proj = nnx.Linear(spec.d_model, kv_width, use_bias=bias, rngs=rngs)
+        self.v_proj = nnx.Linear(spec.d_model, kv_width, use_bias=bias, rngs=rngs)
+        self.o_proj = nnx.Linear(width, spec.d_model, use_bias=bias, rngs=rngs)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -318,35 +297,6 @@ class Attention(nnx.Module):
         new = jax.lax.dynamic_slice_in_dim(mask, cache.length, length, axis=1)  # (B, T)
         return mask, new
 
-    def _keep(self, q_slot, k_slot, q_pos, k_pos, key_valid, filled):
-        """Boolean keep-mask (B, 1, T, S) of which keys each query sees, or None."""
-        keep = None
-
-        def both(a, b):
-            return b if a is None else a & b
-
-        if self.causal:  # by slot: a token sees the keys written before it and itself
-            keep = k_slot[None, None, :] <= q_slot[None, :, None]  # (1, T, S)
-        qp, kp = q_pos[:, :, None], k_pos[:, None, :]  # (B, T, 1), (B, 1, S)
-        if self.chunk_size is not None:
-            keep = both(keep, (qp // self.chunk_size) == (kp // self.chunk_size))
-        if self.window is not None:
-            near = (qp - kp) < self.window
-            if not self.causal:
-                near = near & ((kp - qp) < self.window)
-            keep = both(keep, near)
-        if key_valid is not None:
-            keep = both(keep, key_valid[:, None, :])
-        if filled is not None:
-            keep = both(keep, filled[None, None, :])
-        if keep is None:
-            return None
-        # a row with no key at all (a left pad under a causal mask) would give NaN;
-        # let it see every filled key instead: its output is a pad's and is never used
-        empty = ~jnp.any(keep, axis=-1, keepdims=True)
-        keep = keep | (empty if filled is None else empty & filled[None, None, :])
-        return keep[:, None]  # (B or 1, 1, T, S)
-
     # -- call -----------------------------------------------------------------------
 
     def __call__(self, x, positions=None, *, attention_mask=None, cache=None):
@@ -368,7 +318,8 @@ class Attention(nnx.Module):
         if positions is not None and unbatched and len(positions.shape) != 1:
             raise ValueError(f"an unbatched x needs positions shaped (T,), got {tuple(positions.shape)}")
         B, T, _ = x.shape
-        H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
+        spec = self.spec
+        H, K, D = spec.num_heads, spec.num_kv_heads, spec.head_dim
         if positions is not None:
             check_positions(positions, B, T)
 
@@ -406,25 +357,22 @@ class Attention(nnx.Module):
             cos, sin = rope_for(self.rope, positions, B, T, max_positions=self.max_positions)
             q = apply_rope(q, cos, sin, layout=self.rope.layout)
             k = apply_rope(k, cos, sin, layout=self.rope.layout)
-        if self.qk_norm:
-            q, k = rms_norm(q, self.qk_norm_eps), rms_norm(k, self.qk_norm_eps)
+        if spec.qk_norm:
+            q, k = rms_norm(q, spec.qk_norm_eps), rms_norm(k, spec.qk_norm_eps)
 
         pos = jnp.arange(T, dtype=jnp.int32) if positions is None else jnp.asarray(positions)
         pos = jnp.broadcast_to(pos.reshape((-1, T)), (B, T))  # (B, T)
-        if self.temperature_tuning is not None:
-            attn_scale, floor_scale = self.temperature_tuning
-            # the form of transformers' Llama4TextAttention, in float32
-            scale = jnp.log1p(jnp.floor((pos.astype(jnp.float32) + 1.0) / floor_scale)) * attn_scale + 1.0
+        if spec.temperature_tuning is not None:
+            scale = spec.query_scale(pos.astype(jnp.float32), jnp)  # (B, T) float32
             q = (q * scale[:, :, None, None]).astype(q.dtype)  # (B, T, 1, 1)
 
         bad = None
         if cache is None:
-            plain = new_mask is None and self.chunk_size is None and self.window is None
-            if plain:
-                out = attend(q, k, v, causal=self.causal)
+            if spec.plain(padded=new_mask is not None):  # the kernel's causal flag says it all
+                out = attend(q, k, v, causal=spec.causal)
             else:
                 slots = jnp.arange(T)
-                keep = self._keep(slots, slots, pos, pos, new_mask, None)
+                keep = spec.keep(slots, slots, pos, pos, key_valid=new_mask)  # (B or 1, 1, T, T)
                 out = attend(q, k, v, causal=False, mask=keep)
         else:
             cache = cache.update(k, v, pos, new_mask)
@@ -432,7 +380,7 @@ class Attention(nnx.Module):
             slots = jnp.arange(C)
             q_slot = start + jnp.arange(T)
             filled = slots < start + T
-            keep = self._keep(q_slot, slots, pos, cache.positions, cache.valid, filled)
+            keep = spec.keep(q_slot, slots, pos, cache.positions, key_valid=cache.valid, filled=filled)
             out = attend(q, cache.keys.astype(q.dtype), cache.values.astype(q.dtype), causal=False, mask=keep)
             if past is None:  # traced: what outside jit would be a ValueError is NaN here
                 bad = start + T > C
@@ -472,7 +420,7 @@ class Attention(nnx.Module):
                 f"{sorted(state_dict)}"
             )
         q_rows, d_model = tuple(state_dict["q_proj.weight"].shape)
-        num_heads = _check_count("num_heads", num_heads)
+        num_heads = check_count("num_heads", num_heads)
         if q_rows % num_heads:
             raise ValueError(
                 f"q_proj.weight has {q_rows} rows, not a multiple of num_heads={num_heads}"
@@ -494,66 +442,3 @@ class Attention(nnx.Module):
             rngs=nnx.Rngs(0),
         )
         return load_torch_state_dict(module, state_dict)
-
-
-_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "out_proj")
-
-
-def _to_numpy(name: str, value) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, without importing torch here
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":
-            value = value.float()
-        value = value.numpy()
-    arr = np.asarray(value)
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {arr.dtype}")
-    return arr
-
-
-def load_torch_state_dict(module: nnx.Module, state_dict: Mapping, *, strict: bool = True) -> nnx.Module:
-    """Copy a torch state dict's projection weights into an NNX attention module, in place.
-
-    Works for :class:`Attention` (``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``) and
-    :class:`ropelab.nnx.RopeMHA` (``out_proj``). Torch ``Linear.weight`` ``(out, in)``
-    becomes the kernel ``(in, out)``; biases copy as they are. Values may be torch
-    tensors or numpy arrays; they are stored in each parameter's own dtype.
-
-    With ``strict`` (the default) a key the module has no parameter for, a missing key
-    or a shape mismatch raises ValueError. Returns ``module``.
-    """
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
-    expected: dict[str, tuple[nnx.Linear, str]] = {}
-    for name in _PROJECTIONS:
-        layer = getattr(module, name, None)
-        if isinstance(layer, nnx.Linear):
-            expected[f"{name}.weight"] = (layer, "kernel")
-            if layer.bias is not None:
-                expected[f"{name}.bias"] = (layer, "bias")
-    if not expected:
-        raise TypeError(f"{type(module).__name__} has none of the projections {_PROJECTIONS}")
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    if missing or (strict and unexpected):
-        raise ValueError(
-            f"state_dict does not fit {type(module).__name__}: missing keys {missing}, "
-            f"unexpected keys {unexpected}"
-        )
-    updates = []
-    for key, (layer, attr) in expected.items():
-        value = _to_numpy(key, state_dict[key])
-        param = getattr(layer, attr)
-        if attr == "kernel":
-            value = value.T  # torch (out, in) -> nnx (in, out)
-        if tuple(value.shape) != tuple(param.get_value().shape):
-            want = tuple(param.get_value().shape)
-            if attr == "kernel":
-                want = want[::-1]
-            raise ValueError(
-                f"{key} has shape {tuple(state_dict[key].shape)}, expected {want} (torch (out, in) layout)"
-            )
-        updates.append((param, jnp.asarray(value, dtype=param.get_value().dtype)))
-    for param, value in updates:  # all checked first: a failed load changes nothing
-        param.set_value(value)
-    return module

@@ -17,7 +17,8 @@ from flax import nnx
 
 from ..config import RopeConfig
 from ..rotary import apply_rope
-from .attention import _check_count, attend, position_tables
+from .attention import attend, position_tables
+from .cache import check_count as _check_count
 
 __all__ = ["RopeMHA"]
 

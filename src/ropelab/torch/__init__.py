@@ -12,8 +12,9 @@ from .linear_attention import (
     linear_attention,
     linear_attention_step,
 )
-from .positional import ALiBiBias, AxialRoPE, LearnedAbsolute, MRoPE, ShawAttention, T5Bias, XPos
+from .positional import ALiBiBias, AxialRoPE, LearnedAbsolute, MRoPE, T5Bias, XPos
 from .rotary import RotaryEmbedding
+from .shaw import ShawAttention
 from .transformer import PATTERNS, Transformer, TransformerConfig, pattern
 
 __all__ = [

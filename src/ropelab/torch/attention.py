@@ -10,6 +10,10 @@ Shapes: B batch, T new tokens, S keys (cached + new), H heads, K kv heads, D hea
     x (B, T, d_model); q (B, H, T, D); k, v (B, K, S, D); positions (B, T) long;
     attention_mask (B, S) with 1 for tokens and 0 for padding, Hugging Face style.
 
+What the options mean (which keys a query sees, the temperature) is written once, in
+:class:`ropelab.attention_spec.AttentionSpec` (``module.spec``), which
+:class:`ropelab.nnx.Attention` holds too; this module adds torch's layout and kernel.
+
 The kernel is ``torch.nn.functional.scaled_dot_product_attention``. A plainly causal
 call (no padding, chunk, window or score bias, no cached prefix under several new
 tokens) passes ``is_causal=True`` and no mask, so no T x T matrix is built; the others
@@ -22,6 +26,7 @@ from __future__ import annotations
 import math
 
 from .._optional import require
+from ..attention_spec import AttentionSpec, SpecField
 from ..config import RopeConfig
 
 torch = require("torch", feature="ropelab.torch")
@@ -65,16 +70,6 @@ def eager_attention(q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
     return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
-def _check_count(name, value, *, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}"
-        )
-    return value
-
-
 class Attention(nn.Module):
     """Grouped-query attention whose positional encoding is a component.
 
@@ -101,6 +96,10 @@ class Attention(nn.Module):
             -> float`` broadcastable to ``(B, H, T, S)``, added to the scores (ALiBi, T5).
         dropout: attention dropout probability while training.
 
+    The options but ``rope``, ``score_bias`` and ``dropout`` are validated and kept in
+    ``self.spec`` (:class:`~ropelab.attention_spec.AttentionSpec`); ``attn.chunk_size``
+    and the like read it, and setting one validates the new value.
+
     YaRN's and LongRoPE's attention factor is inside the rope tables (cos and sin are
     multiplied by it, as transformers does), so scores scale by its square.
 
@@ -111,6 +110,18 @@ class Attention(nn.Module):
     it whole; the mask stays causal by slot and the cache records the time axis. ``cache`` is a
     :class:`KVCache` (or a one-layer :class:`Cache`); the new keys are written to it.
     """
+
+    # the options live in self.spec; these read them (and setting one re-validates)
+    d_model = SpecField()
+    num_heads = SpecField()
+    num_kv_heads = SpecField()
+    head_dim = SpecField()
+    causal = SpecField()
+    chunk_size = SpecField()
+    window = SpecField()
+    qk_norm = SpecField()
+    qk_norm_eps = SpecField()
+    temperature_tuning = SpecField()
 
     def __init__(
         self,
@@ -131,47 +142,25 @@ class Attention(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        _check_count("d_model", d_model)
-        _check_count("num_heads", num_heads)
-        if head_dim is None:
-            if d_model % num_heads:
-                raise ValueError(
-                    f"d_model={d_model} is not divisible by num_heads={num_heads}; "
-                    "pass head_dim or choose num_heads dividing d_model"
-                )
-            head_dim = d_model // num_heads
-        _check_count("head_dim", head_dim)
-        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        _check_count("num_kv_heads", num_kv_heads)
-        if num_heads % num_kv_heads:
-            raise ValueError(
-                f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}"
-            )
-        self.chunk_size = _check_count("chunk_size", chunk_size, allow_none=True)
-        self.window = _check_count("window", window, allow_none=True)
-        if temperature_tuning is not None:
-            try:
-                attn_scale, floor_scale = (float(v) for v in temperature_tuning)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"temperature_tuning must be (attn_scale, floor_scale), got {temperature_tuning!r}"
-                ) from None
-            if not (math.isfinite(attn_scale) and floor_scale > 0 and math.isfinite(floor_scale)):
-                raise ValueError(
-                    f"temperature_tuning needs a finite attn_scale and floor_scale > 0, got {temperature_tuning!r}"
-                )
-            temperature_tuning = (attn_scale, floor_scale)
-        self.temperature_tuning = temperature_tuning
-        if not (isinstance(qk_norm_eps, (int, float)) and qk_norm_eps > 0):
-            raise ValueError(f"qk_norm_eps must be a number > 0, got {qk_norm_eps!r}")
+        #: the validated options and the meaning they give (shared with ropelab.nnx.Attention)
+        self.spec = AttentionSpec(
+            d_model,
+            num_heads,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            causal=causal,
+            bias=bias,
+            chunk_size=chunk_size,
+            window=window,
+            qk_norm=qk_norm,
+            qk_norm_eps=qk_norm_eps,
+            temperature_tuning=temperature_tuning,
+        )
+        spec = self.spec
         if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if isinstance(rope, RopeConfig):
-            if rope.head_dim != head_dim:
-                raise ValueError(
-                    f"rope config has head_dim={rope.head_dim} but the attention heads have "
-                    f"head_dim={head_dim}"
-                )
+            self.spec.check_rope(rope)
             rope = RotaryEmbedding(rope)
         elif rope is not None and not isinstance(rope, nn.Module):
             raise TypeError(
@@ -181,21 +170,12 @@ class Attention(nn.Module):
             raise TypeError(
                 f"score_bias must be None or an nn.Module, got {type(score_bias).__name__}"
             )
-
-        self.d_model, self.num_heads, self.num_kv_heads, self.head_dim = (
-            d_model,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-        )
-        self.causal = bool(causal)
-        self.qk_norm = bool(qk_norm)
-        self.qk_norm_eps = float(qk_norm_eps)
         self.dropout = float(dropout)
-        self.q_proj = nn.Linear(d_model, num_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(d_model, num_kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(d_model, num_kv_heads * head_dim, bias=bias)
-        self.o_proj = nn.Linear(num_heads * head_dim, d_model, bias=bias)
+        width, kv_width = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+        self.q_proj = nn.Linear(spec.d_model, width, bias=spec.bias)
+        self.k_proj = nn.Linear(spec.d_model, kv_width, bias=spec.bias)
+        self.v_proj = nn.Linear(spec.d_model, kv_width, bias=spec.bias)
+        self.o_proj = nn.Linear(width, spec.d_model, bias=spec.bias)
         self.rope = rope
         self.score_bias = score_bias
         #: "sdpa" (fused, default) or "eager" (the plain path, for checks)
@@ -247,40 +227,22 @@ class Attention(nn.Module):
             f"positions must be shaped (T,) = ({length},) or (B, T) = ({batch}, {length}){many}, got {shape}"
         )
 
+    def _keep(self, past, length, q_pos, k_pos, attention_mask, device):
+        """The spec's boolean keep-mask (B or 1, 1, T, S), or None when every key is seen."""
+        slots = torch.arange(past + length, device=device)  # new token i sits in slot past + i
+        key_valid = None if attention_mask is None else attention_mask.to(torch.bool)
+        return self.spec.keep(slots[past:], slots, q_pos, k_pos, key_valid=key_valid)
+
     def _mask(self, batch, length, past, q_pos, k_pos, attention_mask, device):
         """Boolean keep-mask (B or 1, 1, T, S), or None with is_causal when plain causal."""
-        total = past + length
-        plain = attention_mask is None and self.chunk_size is None and self.window is None
-        if plain and self.score_bias is None:
-            if not self.causal:
+        if self.spec.plain(padded=attention_mask is not None) and self.score_bias is None:
+            if not self.spec.causal:
                 return None, False
-            if past == 0:
+            if past == 0:  # SDPA's is_causal is the T == S triangle: no mask to build
                 return None, True
             if length == 1:  # one new token sees every cached key
                 return None, False
-        keep = None
-        if self.causal:  # by slot: new token i sits in slot past + i
-            keep = torch.ones(length, total, dtype=torch.bool, device=device).tril(diagonal=past)
-            keep = keep.unsqueeze(0)  # (1, T, S)
-        if self.chunk_size is not None or self.window is not None:
-            qp, kp = q_pos[:, :, None], k_pos[:, None, :]  # (B, T, 1), (B, 1, S)
-            if self.chunk_size is not None:
-                same = (qp // self.chunk_size) == (kp // self.chunk_size)
-                keep = same if keep is None else keep & same
-            if self.window is not None:
-                near = (qp - kp) < self.window
-                if not self.causal:
-                    near = near & ((kp - qp) < self.window)
-                keep = near if keep is None else keep & near
-        if attention_mask is not None:
-            pad = attention_mask.to(torch.bool)[:, None, :]  # (B, 1, S)
-            keep = pad if keep is None else keep & pad
-        if keep is None:
-            return None, False
-        # a row with no key at all (a left pad under a causal mask) would give NaN;
-        # let it see every key instead: its output is a pad's and is never used
-        keep = keep | ~keep.any(dim=-1, keepdim=True)
-        return keep.unsqueeze(1), False  # (B or 1, 1, T, S)
+        return self._keep(past, length, q_pos, k_pos, attention_mask, device), False
 
     # -- forward --------------------------------------------------------------------
 
@@ -353,7 +315,8 @@ class Attention(nn.Module):
                 return positions
             return torch.arange(past, total, device=x.device).unsqueeze(0)
 
-        heads, kv, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        spec = self.spec
+        heads, kv, dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
         q, k, v = self._project(x)
 
         if isinstance(self.rope, RotaryEmbedding):
@@ -364,20 +327,13 @@ class Attention(nn.Module):
             q, k = self.rope(q, k, rope_positions.expand(-1, batch, length))
         elif self.rope is not None:
             q, k = self.rope(q, k, pos_tensor().expand(batch, length))
-        if self.qk_norm:
-            q, k = rms_norm(q, self.qk_norm_eps), rms_norm(k, self.qk_norm_eps)
-        if self.temperature_tuning is not None:
-            attn_scale, floor_scale = self.temperature_tuning
-            # the form of transformers' Llama4TextAttention, in float32
-            scale = (
-                torch.log1p(torch.floor((pos_tensor().float() + 1.0) / floor_scale)) * attn_scale
-                + 1.0
-            )
+        if spec.qk_norm:
+            q, k = rms_norm(q, spec.qk_norm_eps), rms_norm(k, spec.qk_norm_eps)
+        if spec.temperature_tuning is not None:
+            scale = spec.query_scale(pos_tensor().float(), torch)  # (B or 1, T) float32
             q = (q * scale[:, None, :, None]).to(q.dtype)  # (B or 1, 1, T, 1)
 
-        need_pos = (
-            self.chunk_size is not None or self.window is not None or self.score_bias is not None
-        )
+        need_pos = not spec.plain(padded=False) or self.score_bias is not None
         q_pos = (
             pos_tensor().expand(batch, length) if (need_pos or layer_cache is not None) else None
         )
@@ -411,18 +367,4 @@ class Attention(nn.Module):
         return self.o_proj(y)
 
     def extra_repr(self) -> str:
-        opts = [
-            f"d_model={self.d_model}",
-            f"heads={self.num_heads}",
-            f"kv_heads={self.num_kv_heads}",
-            f"head_dim={self.head_dim}",
-            f"causal={self.causal}",
-        ]
-        for name in ("chunk_size", "window", "temperature_tuning"):
-            if getattr(self, name) is not None:
-                opts.append(f"{name}={getattr(self, name)}")
-        if self.qk_norm:
-            opts.append(f"qk_norm_eps={self.qk_norm_eps}")
-        if self.rope is None:
-            opts.append("NoPE")
-        return ", ".join(opts)
+        return self.spec.summary() + (", NoPE" if self.rope is None else "")

@@ -1,17 +1,18 @@
-"""The other positional encodings as PyTorch modules, and their transformer layer kinds.
+"""The other positional encodings as PyTorch modules.
 
 Each module plugs into :class:`ropelab.torch.Attention` through one option:
 
 - ``rope=``: modules ``forward(q, k, positions) -> (q, k)``: :class:`XPos` (Sun et al.
-  2022), :class:`MRoPE` (Qwen2-VL); p-RoPE is a :class:`ropelab.RopeConfig` with
-  ``scaling=PRoPE(p)``, so it needs no module.
+  2022), :class:`MRoPE` (Qwen2-VL), :class:`AxialRoPE` (2-D patches); p-RoPE is a
+  :class:`ropelab.RopeConfig` with ``scaling=PRoPE(p)``, so it needs no module.
 - ``score_bias=``: modules ``forward(q_positions, k_positions) -> bias`` added to the
   scores inside the fused SDPA kernel: :class:`ALiBiBias` (Press et al. 2022),
   :class:`T5Bias` (Raffel et al. 2020).
-- Shaw et al. (2018) need their own score path (a query-dependent relative term and a
-  relative term in the values): :class:`ShawAttention` is an Attention with the same
-  projections, masks and KV cache, and that path.
 - :class:`LearnedAbsolute` is GPT-2's learned position table, added to token embeddings.
+
+Shaw et al. (2018) need their own score path: :class:`ropelab.torch.ShawAttention`
+(``ropelab.torch.shaw``). The transformer layer kinds that use these modules are in
+``ropelab.torch.kinds``.
 
 The tables (slopes, buckets, scales, frequencies) come from :mod:`ropelab.positional`
 and :mod:`ropelab.tables`, computed in float64 on the host and cached here.
@@ -23,20 +24,14 @@ Shapes: B batch, H heads, K kv heads, T new tokens, S keys, D head dim, R rotary
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Any
-
 import numpy as np
 
 from .._optional import require
 from ..config import RopeConfig
 from ..positional import (
-    PRoPE,
     alibi_slopes,
     axial_axis_config,
     mrope_axis_of_pair,
-    shaw_relative_index,
     t5_relative_buckets,
     xpos_scales,
 )
@@ -46,8 +41,6 @@ nn = torch.nn
 F = torch.nn.functional
 
 from . import rope_op  # noqa: E402
-from .attention import Attention  # noqa: E402
-from .kinds import register_layer_kind  # noqa: E402
 from .rotary import RotaryEmbedding  # noqa: E402
 
 __all__ = [
@@ -55,7 +48,6 @@ __all__ = [
     "AxialRoPE",
     "LearnedAbsolute",
     "MRoPE",
-    "ShawAttention",
     "T5Bias",
     "XPos",
     "default_mrope_section",
@@ -363,168 +355,3 @@ class AxialRoPE(nn.Module):
 
     def extra_repr(self) -> str:
         return f"cols={self.cols}"
-
-
-# ---------------------------------------------------------------------------------------
-# Shaw et al.: relative key and value vectors (own score path)
-# ---------------------------------------------------------------------------------------
-
-
-class ShawAttention(Attention):
-    """Relative position representations (Shaw et al. 2018, arXiv:1803.02155).
-
-    ``e_ij = q_i . (k_j + a^K_ij) / sqrt(D)``, ``out_i = sum_j p_ij (v_j + a^V_ij)``, with
-    ``a_ij = w[clip(j - i, -clip, clip)]`` learned vectors shared by all heads (as in
-    the paper), ``2 * clip + 1`` of each (``rel_k``, ``rel_v``). The relative terms are
-    gathered from ``q @ w^K`` (B, H, T, 2c+1) and scattered into (B, H, T, 2c+1) before
-    ``@ w^V``, so no (T, S, D) tensor is built.
-
-    Same constructor as :class:`Attention` (no ``rope`` or ``score_bias``: the relative
-    vectors are the positional encoding) plus ``clip``; same projections (``q_proj``,
-    ``k_proj``, ``v_proj``, ``o_proj``), masks, positions and KV cache. The scores are
-    formed explicitly (the fused kernel has no value-side term).
-    """
-
-    def __init__(self, d_model: int, num_heads: int, *, clip: int = 16, **kwargs):
-        for name in ("rope", "score_bias"):
-            if kwargs.get(name) is not None:
-                raise ValueError(
-                    f"ShawAttention takes no {name}: its relative vectors are the positions"
-                )
-        super().__init__(d_model, num_heads, **kwargs)
-        self.clip = _check_int("clip", clip)
-        self.rel_k = nn.Embedding(2 * self.clip + 1, self.head_dim)
-        self.rel_v = nn.Embedding(2 * self.clip + 1, self.head_dim)
-        nn.init.normal_(self.rel_k.weight, std=0.02)
-        nn.init.normal_(self.rel_v.weight, std=0.02)
-
-    def forward(self, x, positions=None, cache=None, attention_mask=None):
-        batch, length, layer_cache, past, positions = self._begin(
-            x, positions, cache, attention_mask
-        )
-        if positions is None:
-            positions = torch.arange(past, past + length, device=x.device).unsqueeze(0)
-        total = past + length
-        q_pos = positions.expand(batch, length)  # (B, T)
-        heads, kv, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        q, k, v = self._project(x)  # (B, H, T, D), (B, K, T, D)
-        if self.qk_norm:
-            from .attention import rms_norm
-
-            q, k = rms_norm(q, self.qk_norm_eps), rms_norm(k, self.qk_norm_eps)
-        k_pos = q_pos
-        if layer_cache is not None:
-            k, v, k_pos = layer_cache.update(k, v, q_pos)  # (B, K, S, D), (B, S)
-        if kv != heads:
-            k = k.repeat_interleave(heads // kv, dim=1)
-            v = v.repeat_interleave(heads // kv, dim=1)
-
-        keep, is_causal = self._mask(batch, length, past, q_pos, k_pos, attention_mask, x.device)
-        if is_causal:  # _mask leaves plain causal to the kernel's flag; this path needs the matrix
-            keep = torch.ones(length, total, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        index = shaw_relative_index(q_pos, k_pos, self.clip)  # (B, T, S) in [0, 2c]
-        index = index[:, None].expand(batch, heads, length, total)  # (B, H, T, S)
-        rel_scores = torch.matmul(q, self.rel_k.weight.t().to(q.dtype))  # (B, H, T, 2c+1)
-        scores = torch.matmul(q, k.transpose(-1, -2)) + rel_scores.gather(-1, index)
-        scores = scores / math.sqrt(dim)
-        if keep is not None:
-            scores = scores.masked_fill(~keep, float("-inf"))
-        p = torch.softmax(scores.float(), dim=-1).to(v.dtype)  # (B, H, T, S)
-        if self.training and self.dropout:
-            p = F.dropout(p, self.dropout)
-        per_distance = torch.zeros(
-            batch, heads, length, 2 * self.clip + 1, dtype=p.dtype, device=p.device
-        )
-        per_distance.scatter_add_(-1, index, p)  # attention mass per clipped distance
-        y = torch.matmul(p, v) + torch.matmul(
-            per_distance, self.rel_v.weight.to(p.dtype)
-        )  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(batch, length, heads * dim)
-        return self.o_proj(y)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr().replace("NoPE", f"Shaw clip={self.clip}")
-
-
-# ---------------------------------------------------------------------------------------
-# Layer kinds for ropelab.torch.Transformer (config.kind_options[name] holds the options)
-# ---------------------------------------------------------------------------------------
-
-
-def _split(
-    config, name: str, module_keys: tuple[str, ...]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """kind_options[name] split into the module's own options and extra Attention ones."""
-    options = dict(config.kind_options.get(name, {}))
-    own = {key: options.pop(key) for key in module_keys if key in options}
-    return own, options
-
-
-@register_layer_kind("alibi")
-def alibi_layer(config, index: int) -> dict[str, Any]:
-    """No rotation; ALiBi's linear distance penalty on the scores (inside SDPA)."""
-    _, extra = _split(config, "alibi", ())
-    return {"rope": None, "score_bias": ALiBiBias(config.num_heads), **extra}
-
-
-@register_layer_kind("t5")
-def t5_layer(config, index: int) -> dict[str, Any]:
-    """No rotation; a learned bias per head and T5 bucket (options: num_buckets, max_distance)."""
-    own, extra = _split(config, "t5", ("num_buckets", "max_distance", "bidirectional"))
-    own.setdefault("bidirectional", not config.causal)
-    return {"rope": None, "score_bias": T5Bias(config.num_heads, **own), **extra}
-
-
-@register_layer_kind("xpos")
-def xpos_layer(config, index: int) -> dict[str, Any]:
-    """xPos on ``config.rope`` (options: scale_base, gamma, center)."""
-    own, extra = _split(config, "xpos", ("scale_base", "gamma", "center"))
-    return {"rope": XPos(config.rope, max_positions=config.max_positions, **own), **extra}
-
-
-@register_layer_kind("prope")
-def prope_layer(config, index: int) -> dict[str, Any]:
-    """p-RoPE: ``config.rope`` with only the fastest fraction p of pairs rotating (option p, default 0.75)."""
-    own, extra = _split(config, "prope", ("p",))
-    rope = dataclasses.replace(config.rope, scaling=PRoPE(own.get("p", 0.75)))
-    return {"rope": rope, **extra}
-
-
-@register_layer_kind("axial")
-def axial_layer(config, index: int) -> dict[str, Any]:
-    """2-D axial RoPE on ``config.rope`` for patches on a grid (option cols, required)."""
-    own, extra = _split(config, "axial", ("cols",))
-    if "cols" not in own:
-        raise ValueError(
-            'the "axial" layer kind needs kind_options={"axial": {"cols": GRID_WIDTH}}'
-        )
-    return {
-        "rope": AxialRoPE(config.rope, own["cols"], max_positions=config.max_positions),
-        **extra,
-    }
-
-
-@register_layer_kind("mrope")
-def mrope_layer(config, index: int) -> dict[str, Any]:
-    """M-RoPE on ``config.rope`` (option mrope_section); text positions make it RoPE."""
-    own, extra = _split(config, "mrope", ("mrope_section",))
-    return {
-        "rope": MRoPE(config.rope, own.get("mrope_section"), max_positions=config.max_positions),
-        **extra,
-    }
-
-
-@register_layer_kind("shaw")
-def shaw_layer(config, index: int) -> dict[str, Any]:
-    """Shaw et al. relative attention (option clip, default 16)."""
-    own, extra = _split(config, "shaw", ("clip",))
-    return {"attention_class": ShawAttention, "clip": own.get("clip", 16), **extra}
-
-
-@register_layer_kind("linear_attention")
-def linear_attention_layer(config, index: int) -> dict[str, Any]:
-    """Katharopoulos et al. linear attention with RoPE after the feature map (RoFormer eq. 19)."""
-    from .linear_attention import LinearAttention
-
-    own, extra = _split(config, "linear_attention", ("block_size", "eps"))
-    return {"attention_class": LinearAttention, "rope": config.rope, **own, **extra}
