@@ -71,7 +71,7 @@ def test_theta_wrong_type():
 
 
 def test_unknown_layout():
-    with pytest.raises(ValueError, match=r"'neox'.*interleaved"):
+    with pytest.raises(ValueError, match=r"layout must be one of 'interleaved', 'half'; got 'neox'"):
         RopeConfig(64, layout="neox")
 
 
@@ -123,7 +123,7 @@ def test_per_layer_rope_parameters_rejected():
         "full_attention": {"rope_type": "default", "rope_theta": 1e6},
         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
     }
-    with pytest.raises(ValueError, match=r"per-layer-type.*full_attention"):
+    with pytest.raises(ValueError, match=r"per layer type.*full_attention"):
         RopeConfig.from_hf(
             {"hidden_size": 256, "num_attention_heads": 4, "rope_parameters": params}
         )
@@ -154,11 +154,16 @@ def test_layout_from_model_type(model_type, layout):
 def test_layout_override_and_rope_interleave_flag():
     base = {"model_type": "llama", "hidden_size": 256, "num_attention_heads": 4}
     assert RopeConfig.from_hf(base, layout="interleaved").layout == "interleaved"
-    assert RopeConfig.from_hf({**base, "rope_interleave": True}).layout == "interleaved"
-    assert (
-        RopeConfig.from_hf({**base, "model_type": "deepseek_v3", "rope_interleave": False}).layout
-        == "half"
-    )
+    # Llama's attention never reads rope_interleave: transformers pairs it half either way
+    assert RopeConfig.from_hf({**base, "rope_interleave": True}).layout == "half"
+    # DeepSeek-V3's attention picks by the flag, which defaults to true
+    deepseek = {**base, "model_type": "deepseek_v3"}
+    assert RopeConfig.from_hf(deepseek).layout == "interleaved"
+    assert RopeConfig.from_hf({**deepseek, "rope_interleave": False}).layout == "half"
+    # a config without model_type is taken at its word
+    plain = {"hidden_size": 256, "num_attention_heads": 4, "rope_theta": 1e4}
+    assert RopeConfig.from_hf({**plain, "rope_interleave": True}).layout == "interleaved"
+    assert RopeConfig.from_hf(plain).layout == "half"
 
 
 def test_from_hf_keys():
