@@ -274,3 +274,40 @@ def test_from_hf_model_type_rotary_defaults():
         ).rotary_dim
         == 128
     )
+
+
+# ---------------------------------------------------------------- dataclasses.replace
+
+
+def test_replace_head_dim_moves_a_derived_rotary_dim():
+    cfg = RopeConfig(128, layout="half")
+    wider = dataclasses.replace(cfg, head_dim=256)
+    assert (wider.head_dim, wider.rotary_dim) == (256, 256)
+    np.testing.assert_allclose(wider.inv_freq(), reference_inv_freq(1e4, 256), rtol=1e-15)
+    # an explicit rotary_dim is kept (partial rotary stays partial)
+    partial = dataclasses.replace(RopeConfig(128, rotary_dim=64), head_dim=256)
+    assert (partial.head_dim, partial.rotary_dim) == (256, 64)
+    # set to None, it is derived again
+    assert dataclasses.replace(partial, rotary_dim=None).rotary_dim == 256
+    assert RopeConfig(128) == RopeConfig(128, rotary_dim=128)
+
+
+def test_replace_a_scheme_recomputes_its_attention_factor():
+    yarn = YaRN(4.0, 2048)
+    eight = dataclasses.replace(yarn, factor=8.0)
+    assert eight == YaRN(8.0, 2048)
+    assert eight.attention_factor == pytest.approx(0.1 * np.log(8.0) + 1)
+    longrope = LongRoPE([1.0, 2.0], [3.0, 4.0], 100, factor=4.0)
+    sixteen = dataclasses.replace(longrope, factor=16.0)
+    assert sixteen.attention_factor == pytest.approx(np.sqrt(1 + np.log(16.0) / np.log(100)))
+    cfg = RopeConfig(64, scaling=yarn)
+    assert dataclasses.replace(cfg, scaling=eight).attention_factor == eight.attention_factor
+
+
+def test_replace_keeps_a_given_attention_factor_and_repr_shows_it():
+    yarn = YaRN(4.0, 2048, attention_factor=1.5)
+    assert "attention_factor=1.5" in repr(yarn)
+    assert yarn.attention_factor_override == 1.5 and YaRN(4.0, 2048).attention_factor_override is None
+    assert dataclasses.replace(yarn, factor=8.0).attention_factor == 1.5
+    assert dataclasses.replace(yarn, attention_factor=None) == YaRN(4.0, 2048)
+    assert dataclasses.replace(yarn, attention_factor=None).attention_factor_override is None
