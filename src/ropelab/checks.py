@@ -46,9 +46,13 @@ def _type_error(name: str, expected: str, value: Any) -> TypeError:
     return TypeError(f"{name} must be {expected}, got {show(value)} ({type(value).__name__})")
 
 
+def _num(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _bounds(kind: str, minimum, maximum, *, above=None) -> str:
-    low = f"> {above:g}" if above is not None else (None if minimum is None else f">= {minimum:g}")
-    high = None if maximum is None else f"<= {maximum:g}"
+    low = f"> {_num(above)}" if above is not None else (None if minimum is None else f">= {_num(minimum)}")
+    high = None if maximum is None else f"<= {_num(maximum)}"
     parts = [p for p in (low, high) if p]
     return f"{kind} {' and '.join(parts)}" if parts else kind
 

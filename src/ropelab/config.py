@@ -393,21 +393,23 @@ def read_config_json(path) -> dict:
     from pathlib import Path
 
     path = Path(path)
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"cannot read {str(path)!r} as a config.json: {reason}")
+
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
-        raise ValueError(f"{str(path)!r} is {size} bytes; a config.json is at most {MAX_JSON_BYTES}")
+        raise refuse(f"it is {size} bytes, more than the {MAX_JSON_BYTES} a config.json may be")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{str(path)!r} is not UTF-8 text: {err}") from None
+        raise refuse(f"it is not UTF-8 text ({err})") from None
     if _json_depth(text) > MAX_JSON_DEPTH:
-        raise ValueError(f"{str(path)!r} nests objects deeper than {MAX_JSON_DEPTH} levels")
+        raise refuse(f"it nests objects and arrays deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(text, parse_int=_json_int)
     except ValueError as err:  # JSONDecodeError and the integer bound
-        raise ValueError(f"{str(path)!r} is not a valid config.json: {err}") from None
+        raise refuse(f"it is not valid JSON ({err})") from None
     if not isinstance(data, dict):
-        raise ValueError(
-            f"{str(path)!r} holds a JSON {type(data).__name__}, expected an object (config.json)"
-        )
+        raise refuse(f"it holds a JSON {type(data).__name__}, expected an object")
     return data
