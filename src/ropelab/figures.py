@@ -49,6 +49,14 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 
 
+def _config(head_dim, theta) -> RopeConfig:
+    """The full-width RoPE of the figures, its arguments checked under their own names."""
+    head_dim = check_int("head_dim", head_dim, minimum=2)
+    if head_dim % 2:
+        raise ValueError(f"head_dim must be even (the figures rotate whole heads), got {head_dim}")
+    return RopeConfig(head_dim, theta=check_float("theta", theta, above=1.0))
+
+
 @dataclass
 class DecayCurve:
     head_dim: int
@@ -62,7 +70,7 @@ def roformer_decay(
 ) -> DecayCurve:
     """RoFormer's relative upper bound at distances ``0 .. max_distance`` (sec. 3.4.3)."""
     check_int("max_distance", max_distance, minimum=1)
-    config = RopeConfig(head_dim, theta=theta)
+    config = _config(head_dim, theta)
     m = np.arange(max_distance + 1)
     cos, sin = rope_tables(config, m)  # (N, d/2): e^{i m theta_k} = cos + i sin
     partial = np.cumsum(cos, axis=-1) + 1j * np.cumsum(sin, axis=-1)  # S_1 .. S_{d/2}
@@ -113,7 +121,7 @@ def pi_bounds(
     the coefficients, and the extrapolated scores, grow to ~1e9 instead.
     """
     check_int("length", length, minimum=2)
-    config = RopeConfig(head_dim, theta=theta)
+    config = _config(head_dim, theta)
     rng = np.random.default_rng(seed)
     s = np.arange(length)
     y = rng.standard_normal(length)
