@@ -122,6 +122,8 @@ class RopeConfig:
         if outer is not None and outer != model_type:
             label = f"model_type {show(outer)} (its text part: {label})"
         try:
+            if model_type is not None and not isinstance(model_type, str):
+                raise TypeError(f"model_type must be a string, got {show(model_type)}")
             # a multimodal config's class may give its text part other defaults than the
             # text config class alone does: look the outer one up first
             defaults = families.DEFAULT_ROPE.get(outer) or families.DEFAULT_ROPE.get(model_type, {})
@@ -163,8 +165,6 @@ _MAX_POSITION = 2**62
 def _read_hf(
     cls, cfg: dict, model_type: str | None, layout: str | None, defaults: dict
 ) -> RopeConfig:
-    if model_type is not None and not isinstance(model_type, str):
-        raise TypeError(f"model_type must be a string, got {show(model_type)}")
     if model_type in families.REFUSED:
         raise ValueError(families.REFUSED[model_type])
     if layout is not None:
@@ -205,6 +205,8 @@ def _read_hf(
     for key in _PARAM_NUMBERS:
         if params.get(key) is not None:
             check_float(key, params[key])
+    if params.get("truncate") is not None:
+        _flag("truncate", params["truncate"])
     if params.get("factor") is not None:
         check_float("factor", params["factor"], maximum=_MAX_FACTOR)
     for key in ("short_factor", "long_factor"):
@@ -234,7 +236,7 @@ def _read_hf(
             theta = cfg.get(key)
     if theta is None:
         theta = defaults.get("rope_theta", 10000.0)
-    theta = check_float("rope_theta", theta)
+    theta = check_float("rope_theta", theta, above=1.0)
 
     if layout is None:
         flag = cfg.get("rope_interleave")
@@ -261,9 +263,7 @@ def _head_dim(cfg: dict, model_type: str | None) -> int:
     """``head_dim``, else ``hidden_size / num_attention_heads`` (which must divide)."""
     head_dim_key = families.HEAD_DIM_KEY.get(model_type, "head_dim")
     head_dim = cfg.get(head_dim_key, cfg.get("head_dim"))
-    # transformers reads `getattr(config, "head_dim", None) or hidden // heads`: a 0 or a
-    # null head_dim in a family's config means "derive it"
-    if head_dim is not None and not (head_dim == 0 and model_type in families.ROPE_MODEL_TYPES):
+    if head_dim is not None:  # null: derived, as transformers does
         return check_int(head_dim_key, head_dim, minimum=2, maximum=MAX_HEAD_DIM)
     hidden_key, hidden = _first(cfg, "hidden_size", "n_embd", "d_model")
     heads_key, heads = _first(cfg, "num_attention_heads", "n_head")
@@ -278,7 +278,9 @@ def _head_dim(cfg: dict, model_type: str | None) -> int:
             f"{hidden_key}={hidden} is not divisible by {heads_key}={heads}; give head_dim "
             "explicitly if the heads are not hidden_size / num_attention_heads wide"
         )
-    return check_int(f"head_dim ({hidden_key} / {heads_key})", hidden // heads, maximum=MAX_HEAD_DIM)
+    return check_int(
+        f"head_dim ({hidden_key} / {heads_key})", hidden // heads, minimum=2, maximum=MAX_HEAD_DIM
+    )
 
 
 def _rotary_dim(
@@ -313,6 +315,9 @@ def _nested(params: Mapping) -> bool:
 def _text_part(cfg: dict) -> dict:
     """The text model's config of a multimodal config.json, as transformers'
     ``get_text_config(decoder=True)`` finds it (``text_config``, ``decoder``, ``generator``)."""
+    part = cfg.get("text_config")
+    if part is not None and not isinstance(part, Mapping):
+        raise TypeError(f"text_config must be a JSON object, got {show(part)}")
     for key in ("text_config", "decoder", "generator"):
         part = cfg.get(key)
         if isinstance(part, Mapping):

@@ -15,8 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from ropelab import RopeConfig, apply_rope, apply_rope_, preset, rope_tables
-from ropelab import exercises, reference
+from ropelab import RopeConfig, apply_rope, apply_rope_, exercises, preset, reference, rope_tables
 from ropelab.checks import check_bool, check_choice, check_float, check_int
 from ropelab.config import read_config_json
 from ropelab.scaling import Linear, LongRoPE, YaRN
@@ -197,7 +196,6 @@ def _transformer_config(**kwargs):
 
 
 def _inplace_on_leaf():
-    torch = _torch()
     q, cos, sin = _llama_q("torch")
     q.requires_grad_(True)
     return apply_rope_(q, cos, sin, layout="half")
