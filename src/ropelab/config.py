@@ -266,7 +266,7 @@ def _head_dim(cfg: dict, model_type: str | None) -> int:
     if head_dim is not None:  # null: derived, as transformers does
         return check_int(head_dim_key, head_dim, minimum=2, maximum=MAX_HEAD_DIM)
     hidden_key, hidden = _first(cfg, "hidden_size", "n_embd", "d_model")
-    heads_key, heads = _first(cfg, "num_attention_heads", "n_head")
+    heads_key, heads = _first(cfg, "num_attention_heads", "n_head", "n_heads")
     if hidden is None or heads is None:
         raise ValueError(
             "it gives neither head_dim nor hidden_size and num_attention_heads"
@@ -344,7 +344,9 @@ def _as_dict(config: Any) -> tuple[str | None, dict]:
         )
     out = to_dict()
     # attributes that to_dict() may drop but transformers reads with getattr
-    for key in ("head_dim", "rope_parameters", "max_position_embeddings"):
+    for key in (
+        "head_dim", "hidden_size", "num_attention_heads", "rope_parameters", "max_position_embeddings"
+    ):
         if key not in out and getattr(config, key, None) is not None:
             out[key] = getattr(config, key)
     return outer if isinstance(outer, str) else None, out

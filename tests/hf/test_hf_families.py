@@ -306,3 +306,27 @@ def test_configs_without_rope_are_refused():
     for cls in (transformers.GPT2Config, transformers.BertConfig, transformers.T5Config):
         with pytest.raises(ValueError, match=cls().model_type):
             RopeConfig.from_hf(cls())
+
+
+def test_readme_gives_the_sweep_counts():
+    """README's paragraph states the counts of the sweep for the transformers it names."""
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    stated = re.search(
+        r"With transformers ([\d.]+): (\d+) model types in (\d+) packages; \*\*(\d+) read and "
+        r"matched\*\* \((\d+) of\s+them interleaved\) and \*\*(\d+) refused\*\*",
+        readme,
+    )
+    assert stated, "README lost its paragraph of family counts"
+    version, types, packages, matched, interleaved, refused = stated.groups()
+    if not transformers.__version__.startswith(version):
+        pytest.skip(f"README counts transformers {version}; {transformers.__version__} is installed")
+    results = {m: outcome(m) for m, _ in _CASES}
+    kinds = [r.kind for r in results.values()]
+    layouts = [
+        RopeConfig.from_hf(CONFIG_MAPPING[m]()).layout for m, r in results.items() if r.kind == "match"
+    ]
+    got = (len(_CASES), len(rope_packages()), kinds.count("match"), layouts.count("interleaved"),
+           kinds.count("refused"))
+    print(f"transformers {transformers.__version__}: {got[0]} model types in {got[1]} packages, "
+          f"{got[2]} matched ({got[3]} interleaved), {got[4]} refused")
+    assert got == (int(types), int(packages), int(matched), int(interleaved), int(refused))
