@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import families
-from .checks import check_choice, check_float, check_int, derived, is_derived, show
+from .checks import check_bool, check_choice, check_float, check_int, derived, is_derived, show
 from .scaling import Scheme, default_inv_freq, scheme_from_hf
 
 __all__ = ["LAYOUTS", "MAX_HEAD_DIM", "RopeConfig", "check_layout", "read_config_json"]
@@ -206,7 +206,7 @@ def _read_hf(
         if params.get(key) is not None:
             check_float(key, params[key])
     if params.get("truncate") is not None:
-        _flag("truncate", params["truncate"])
+        check_bool("truncate", params["truncate"])
     if params.get("factor") is not None:
         check_float("factor", params["factor"], maximum=_MAX_FACTOR)
     for key in ("short_factor", "long_factor"):
@@ -243,9 +243,9 @@ def _read_hf(
         if model_type in families.INTERLEAVE_FLAG:
             if flag is None:
                 flag = families.INTERLEAVE_FLAG[model_type]
-            layout = "interleaved" if _flag("rope_interleave", flag) else "half"
+            layout = "interleaved" if check_bool("rope_interleave", flag) else "half"
         elif model_type is None and flag is not None:
-            layout = "interleaved" if _flag("rope_interleave", flag) else "half"
+            layout = "interleaved" if check_bool("rope_interleave", flag) else "half"
         else:
             layout = "interleaved" if model_type in families.INTERLEAVED else "half"
     scheme = scheme_from_hf(params, cfg)
@@ -300,12 +300,6 @@ def _rotary_dim(
         return None
     fraction = check_float(key, fraction, above=0.0, maximum=1.0)
     return int(head_dim * fraction)  # int() truncates, as transformers does
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be true or false, got {show(value)}")
-    return value
 
 
 def _nested(params: Mapping) -> bool:

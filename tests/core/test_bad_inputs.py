@@ -119,7 +119,7 @@ BAD: list[Bad] = [
     Bad("from_hf rope_parameters list", lambda: RopeConfig.from_hf(_hf_dict(rope_parameters=[1, 2])), TypeError, "rope_parameters must be a JSON object or null, got [1, 2]"),
     Bad("from_hf long_factor strings", lambda: RopeConfig.from_hf(_hf_dict(rope_scaling={"rope_type": "longrope", "short_factor": ["a"], "long_factor": [1.0]})), TypeError, "short_factor[0] must be a number, got 'a'"),
     Bad("from_hf model_type number", lambda: RopeConfig.from_hf({"model_type": 7, "rope_theta": 1e4, "head_dim": 64}), TypeError, "model_type must be a string, got 7"),
-    Bad("from_hf rope_interleave string", lambda: RopeConfig.from_hf(_hf_dict(model_type="deepseek_v3", rope_interleave="yes")), TypeError, "rope_interleave must be true or false, got 'yes'"),
+    Bad("from_hf rope_interleave string", lambda: RopeConfig.from_hf(_hf_dict(model_type="deepseek_v3", rope_interleave="yes")), TypeError, "rope_interleave must be True or False, got 'yes'"),
     Bad("from_hf no sizes", lambda: RopeConfig.from_hf({"rope_theta": 1e4}), ValueError, "neither head_dim nor hidden_size"),
     Bad("from_hf not a config", lambda: RopeConfig.from_hf(3), TypeError, "expected a transformers config or a config.json dict, got int"),
     # --- config.json on disk
