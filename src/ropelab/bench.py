@@ -40,10 +40,20 @@ QUICK = dict(shape=(1, 4, 256, 64), reps=3, attn_T=(128, 256), attn=dict(d_model
              decode_ctx=(128, 256), decode_reps=3)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes, few repetitions (a smoke test)")
     parser.add_argument("--out", default="out/bench", help="directory for bench.json and bench.png")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per contender")
+    parser.add_argument("--reps", type=_positive_int, default=None, help="timed repetitions per contender (>= 1)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile contender")
     parser.add_argument("--no-jax", action="store_true", help="skip the jax contender")
     parser.add_argument("--no-plot", action="store_true", help="write bench.json only")
@@ -453,9 +463,13 @@ def _plot(result: dict, path: Path) -> None:
 
 
 def run(args) -> int:
-    from ._optional import require
+    from .cli import need, output_dir
 
-    torch = require("torch", feature="ropelab bench")
+    # everything the run needs, before minutes of timing
+    torch = need("torch", feature="ropelab bench")
+    if not args.no_plot:
+        need("matplotlib", feature="ropelab bench's bench.png (or pass --no-plot)")
+    out = output_dir(args.out)
     from . import kernels
 
     cfg = QUICK if args.quick else FULL
@@ -497,8 +511,6 @@ def run(args) -> int:
     for note in notes:
         print(f"note: {note}")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     result = dict(
         backend=kernels.backend(), backend_note=backend, quick=bool(args.quick),
         machine=dict(cpus=os.cpu_count(), processor=platform.processor() or platform.machine(),
@@ -510,10 +522,7 @@ def run(args) -> int:
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     written = [str(out / "bench.json")]
     if not args.no_plot:
-        try:
-            _plot(result, out / "bench.png")
-            written.append(str(out / "bench.png"))
-        except ImportError:
-            print("note: matplotlib is not installed; no bench.png (pip install 'ropelab[plot]')")
+        _plot(result, out / "bench.png")
+        written.append(str(out / "bench.png"))
     print("wrote " + ", ".join(written))
     return 0

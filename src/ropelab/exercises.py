@@ -11,11 +11,10 @@ in float64. Seed 002 needs the ``jax`` extra and imports it only when called.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from . import reference
+from .checks import check_float, check_int
 from .config import RopeConfig
 from .rotary import apply_rope as _apply_rope
 from .tables import rope_tables
@@ -31,14 +30,8 @@ __all__ = [
 
 
 def _integer(name: str, value, *, minimum: int = 1) -> int:
-    """``value`` as an int; floats are accepted when integral (the seeds pass 4.0 for 4)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value != int(value):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
+    """``value`` as an int; floats are accepted when whole (the seeds pass 4.0 for 4)."""
+    return check_int(name, value, minimum=minimum, whole_floats=True)
 
 
 def _array(name: str, value, ndim: int | None = None) -> np.ndarray:
@@ -130,10 +123,7 @@ class iRoPETransformer:
         except TypeError:
             raise TypeError(f"rope_layers must be a set of layer indices, got {rope_layers!r}") from None
         for idx in layers:
-            if isinstance(idx, bool) or not isinstance(idx, numbers.Integral) or not 0 <= idx < self.num_layers:
-                raise ValueError(
-                    f"rope_layers must hold layer indices in [0, {self.num_layers}), got {idx!r}"
-                )
+            check_int("an entry of rope_layers", idx, minimum=0, maximum=self.num_layers - 1)
         self.rope_layers = layers
 
     @property
@@ -143,12 +133,7 @@ class iRoPETransformer:
 
     def forward_layer(self, Q, K, V, positions, layer_idx):
         """Causal attention of layer ``layer_idx``: RoPE there if it is a RoPE layer."""
-        if (
-            isinstance(layer_idx, bool)
-            or not isinstance(layer_idx, numbers.Integral)
-            or not 0 <= layer_idx < self.num_layers
-        ):
-            raise ValueError(f"layer_idx must be an integer in [0, {self.num_layers}), got {layer_idx!r}")
+        check_int("layer_idx", layer_idx, minimum=0, maximum=self.num_layers - 1)
         use_rope = layer_idx in self.rope_layers
         return irope_attention(Q, K, V, positions, use_rope=use_rope, causal=True)
 
@@ -227,8 +212,7 @@ def mha_rope(seed, x, num_heads, d_model, base):
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != width:
         raise ValueError(f"x must be 2-D (T, d_model={width}), got shape {x.shape}")
-    if isinstance(base, bool) or not isinstance(base, numbers.Real):
-        raise TypeError(f"base must be a number, got {base!r}")
+    check_float("base", base, above=1.0)
     from flax import nnx
 
     from .nnx import RopeMHA
@@ -248,12 +232,11 @@ def rope_apply(seed, x, base):
     gives ``10000 ** (-2/4) = 1e-2`` rad; this follows the formula, so
     ``rope_apply(0, [[0,0,0,0],[1,0,0,1]], 1e4)`` ends ``-sin(0.01), cos(0.01)``.
     """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"x must be 2-D (T, d), got shape {x.shape}")
+    x = _array("x", x, 2)
+    base = check_float("base", base, above=1.0)
     T, d = x.shape
     if d % 2:
         raise ValueError(f"RoPE needs an even feature dimension d, got d={d}")
-    config = RopeConfig(d, theta=float(base), layout="interleaved")
+    config = RopeConfig(d, theta=base, layout="interleaved")
     cos, sin = rope_tables(config, np.arange(T))
     return _apply_rope(x, cos, sin, layout="interleaved").reshape(-1)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .checks import check_float, check_int
 from .config import RopeConfig
 from .tables import rope_tables
 
@@ -48,6 +49,14 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 
 
+def _config(head_dim, theta) -> RopeConfig:
+    """The full-width RoPE of the figures, its arguments checked under their own names."""
+    head_dim = check_int("head_dim", head_dim, minimum=2)
+    if head_dim % 2:
+        raise ValueError(f"head_dim must be even (the figures rotate whole heads), got {head_dim}")
+    return RopeConfig(head_dim, theta=check_float("theta", theta, above=1.0))
+
+
 @dataclass
 class DecayCurve:
     head_dim: int
@@ -60,9 +69,8 @@ def roformer_decay(
     head_dim: int = 128, theta: float = 10000.0, max_distance: int = 256
 ) -> DecayCurve:
     """RoFormer's relative upper bound at distances ``0 .. max_distance`` (sec. 3.4.3)."""
-    if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 1:
-        raise ValueError(f"max_distance must be a positive integer, got {max_distance!r}")
-    config = RopeConfig(head_dim, theta=theta)
+    check_int("max_distance", max_distance, minimum=1)
+    config = _config(head_dim, theta)
     m = np.arange(max_distance + 1)
     cos, sin = rope_tables(config, m)  # (N, d/2): e^{i m theta_k} = cos + i sin
     partial = np.cumsum(cos, axis=-1) + 1j * np.cumsum(sin, axis=-1)  # S_1 .. S_{d/2}
@@ -112,9 +120,8 @@ def pi_bounds(
     their code resolves, which reproduces their "beyond 8000". With no cut (float64)
     the coefficients, and the extrapolated scores, grow to ~1e9 instead.
     """
-    if isinstance(length, bool) or not isinstance(length, int) or length < 2:
-        raise ValueError(f"length must be an integer >= 2, got {length!r}")
-    config = RopeConfig(head_dim, theta=theta)
+    check_int("length", length, minimum=2)
+    config = _config(head_dim, theta)
     rng = np.random.default_rng(seed)
     s = np.arange(length)
     y = rng.standard_normal(length)
@@ -185,12 +192,9 @@ def min_base_for_length(
     narrower than ``step`` can be missed: for d=128 and L=4096 the bases around 2.696e4
     pass in an island 0.05% wide, below the 2.86e4 that the default step finds.
     """
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be a positive integer, got {length!r}")
-    if not (start > 1.0):
-        raise ValueError(f"start must be a base > 1, got {start!r}")
-    if not (1.0 < step <= 2.0):
-        raise ValueError(f"step must be a ratio in (1, 2], got {step!r}")
+    check_int("length", length, minimum=1)
+    check_float("start", start, above=1.0)
+    check_float("step", step, above=1.0, maximum=2.0)
     fail = None
     base = float(start)
     while _min_cos_sum(head_dim, base, length) < 0:
@@ -329,29 +333,61 @@ def plot_base(result: BaseBound, path: str) -> list[str]:
     return lines
 
 
+def _option(check, **bounds):
+    """An argparse type that reads a number and checks it with ``check`` (from
+    ropelab.checks), so a bad value is reported against the option's own name."""
+
+    def parse(text: str):
+        try:
+            value = float(text) if check is check_float else int(text)
+        except ValueError:
+            kind = "a number" if check is check_float else "an integer"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        try:
+            return check("the value", value, **bounds)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
+def _even(text: str) -> int:
+    value = _option(check_int, minimum=2, maximum=1 << 16)(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"the value must be even (pairs of features), got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="figures", help="folder for the PNGs and numbers.json (default: figures)"
     )
     parser.add_argument(
-        "--head-dim", type=int, default=128, help="d, the rotary head dimension (default 128)"
+        "--head-dim", type=_even, default=128, help="d, the rotary head dimension, even (default 128)"
     )
     parser.add_argument(
-        "--theta", type=float, default=10000.0, help="RoPE base for figures 1 and 2"
+        "--theta", type=_option(check_float, above=1.0), default=10000.0,
+        help="RoPE base for figures 1 and 2 (> 1)",
     )
     parser.add_argument(
-        "--decay-distance", type=int, default=256, help="largest distance in figure 1"
+        "--decay-distance", type=_option(check_int, minimum=1), default=256,
+        help="largest distance in figure 1",
     )
     parser.add_argument(
-        "--pi-length", type=int, default=2048, help="L, the fitted range in figure 2"
+        "--pi-length", type=_option(check_int, minimum=2), default=2048,
+        help="L, the fitted range in figure 2",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of figure 2's random targets")
     parser.add_argument(
-        "--pi-rcond", type=float, default=1e-7, help="singular-value cut of figure 2's fit"
+        "--seed", type=_option(check_int, minimum=0), default=0,
+        help="seed of figure 2's random targets",
+    )
+    parser.add_argument(
+        "--pi-rcond", type=_option(check_float, above=0.0, maximum=1.0), default=1e-7,
+        help="singular-value cut of figure 2's fit",
     )
     parser.add_argument(
         "--lengths",
-        type=int,
+        type=_option(check_int, minimum=1, maximum=1 << 24),
         nargs="+",
         default=[1024, 2048, 4096, 8192, 16384, 32768, 65536],
         help="context lengths of figure 3 (the search costs ~O(L) per base tried)",
@@ -359,7 +395,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    os.makedirs(args.out, exist_ok=True)
+    from .cli import need, output_dir
+
+    need("matplotlib", feature="ropelab figures")  # before the minute of computing
+    output_dir(args.out)
     decay = roformer_decay(args.head_dim, args.theta, args.decay_distance)
     pi = pi_bounds(args.head_dim, args.theta, args.pi_length, args.seed, args.pi_rcond)
     base = base_bound(args.head_dim, args.lengths)

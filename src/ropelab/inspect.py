@@ -7,14 +7,13 @@ blended); above the table, the model, layout, dims, base, scheme and attention f
 Writes a PNG comparing scaled and unscaled wavelengths (matplotlib, imported on use).
 
 Uses rich for the table when it is installed, plain text otherwise. Exit codes: 0 on
-success, 2 for an unknown preset, an unreadable file or an invalid config, 1 when only
-the plot could not be written.
+success, 2 for an unknown preset, an unreadable file, an invalid config, an unwritable
+``--out`` or a missing matplotlib (without ``--no-plot``), all found before any output.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -24,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ._optional import available, require
-from .config import RopeConfig
+from .checks import MAX_POSITION
+from .cli import CommandError, need, output_dir
+from .config import RopeConfig, read_config_json
 from .presets import PRESETS, preset_hf_config
 from .scaling import DynamicNTK, LongRoPE, default_inv_freq
 
@@ -34,7 +35,7 @@ __all__ = ["Schedule", "add_arguments", "load", "plot_schedule", "run", "schedul
 _TOL = 1e-9
 
 
-class InspectError(ValueError):
+class InspectError(CommandError, ValueError):
     """A preset or config file that cannot be inspected (reported with exit code 2)."""
 
 
@@ -98,13 +99,11 @@ def load(spec: str) -> tuple[str, dict]:
             f"{spec!r} is neither a preset nor a config.json file; presets: {', '.join(sorted(PRESETS))}"
         )
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InspectError(f"cannot read {str(path)!r} as a config.json: {err}") from None
-    if not isinstance(data, dict):
-        raise InspectError(
-            f"{str(path)!r} holds a JSON {type(data).__name__}, expected an object (config.json)"
-        )
+        data = read_config_json(path)
+    except OSError as err:
+        raise InspectError(f"cannot read {str(path)!r}: {err.strerror or err}") from None
+    except ValueError as err:
+        raise InspectError(str(err)) from None
     name = path.parent.name if path.stem == "config" and path.parent.name else path.stem
     return name or str(path), data
 
@@ -119,6 +118,12 @@ def _text_part(data: dict) -> dict:
     return data
 
 
+def _length(value) -> int | None:
+    """A length from the config.json if it is one (from_hf has checked the keys it reads)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_POSITION
+    return value if ok else None
+
+
 def _context(cfg: RopeConfig, data: dict) -> int | None:
     original = getattr(cfg.scaling, "original_max_position", None)
     if original is not None:
@@ -131,8 +136,8 @@ def _context(cfg: RopeConfig, data: dict) -> int | None:
         data.get("max_position_embeddings"),
         data.get("n_positions"),
     ):
-        if value:
-            return int(value)
+        if _length(value):
+            return _length(value)
     return None
 
 
@@ -140,8 +145,8 @@ def _default_seq_len(cfg: RopeConfig, data: dict, context: int | None) -> int | 
     """The length shown for length-dependent schemes when --seq-len is not given."""
     scheme = cfg.scaling
     if isinstance(scheme, LongRoPE):  # the extended length: the long factors
-        extended = _text_part(data).get("max_position_embeddings")
-        return int(extended) if extended else scheme.original_max_position + 1
+        extended = _length(_text_part(data).get("max_position_embeddings"))
+        return extended or scheme.original_max_position + 1
     if isinstance(scheme, DynamicNTK):  # factor times the original length
         return int(math.ceil(scheme.factor * scheme.original_max_position))
     return None
@@ -317,11 +322,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        s = schedule(args.config, seq_len=args.seq_len)
-    except InspectError as err:
-        print(f"ropelab inspect: error: {err}", file=sys.stderr)
-        return 2
+    if not args.no_plot:  # what the plot needs is checked before anything is printed
+        need("matplotlib", feature="ropelab inspect's plot (or pass --no-plot)")
+        output_dir(args.out)
+    s = schedule(args.config, seq_len=args.seq_len)
     if available("rich") and not args.plain:
         _print_rich(s)
     else:
@@ -330,8 +334,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         path = plot_schedule(s, args.out)
-    except ImportError as err:
-        print(f"ropelab inspect: cannot write the plot: {err} (or pass --no-plot)", file=sys.stderr)
-        return 1
+    except OSError as err:
+        raise CommandError(f"cannot write the plot to --out {args.out!r}: {err}") from None
     print(f"plot: {path}")
     return 0

@@ -8,6 +8,7 @@ user configs take the same road.
 
 from __future__ import annotations
 
+from .checks import show
 from .config import RopeConfig
 from .presets_data import PRESETS
 
@@ -16,6 +17,8 @@ __all__ = ["PRESETS", "preset", "preset_hf_config"]
 
 def preset_hf_config(name: str) -> dict:
     """The config.json fields of a preset (a copy)."""
+    if not isinstance(name, str):
+        raise TypeError(f"a preset name must be a string, got {show(name)} ({type(name).__name__})")
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
     return dict(PRESETS[name])

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import check_bool, check_float, check_int
+
 __all__ = ["attention", "causal_mask"]
 
 
 def causal_mask(tq: int, tk: int) -> np.ndarray:
     """Boolean ``(Tq, Tk)`` mask, True where query ``i`` may see key ``j <= i + Tk - Tq``."""
-    for name, value in (("tq", tq), ("tk", tk)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    tq = check_int("tq", tq, minimum=0)
+    tk = check_int("tk", tk, minimum=0)
     i = np.arange(tq)[:, None]
     j = np.arange(tk)[None, :]
     return j <= i + (tk - tq)
@@ -62,8 +63,7 @@ def attention(q, k, v, *, causal: bool = True, mask=None, scale: float | None = 
     q = _as_float64("q", q)
     k = _as_float64("k", k)
     v = _as_float64("v", v)
-    if not isinstance(causal, (bool, np.bool_)):
-        raise TypeError(f"causal must be a bool, got {causal!r}")
+    causal = check_bool("causal", causal)
     heads, tq, d = q.shape[-3:]
     kv_heads, tk, dk = k.shape[-3:]
     if dk != d:
@@ -80,10 +80,7 @@ def attention(q, k, v, *, causal: bool = True, mask=None, scale: float | None = 
         # (..., K, Tk, D) -> (..., H, Tk, D): each kv head serves H/K consecutive query heads
         k = np.repeat(k, heads // kv_heads, axis=-3)
         v = np.repeat(v, heads // kv_heads, axis=-3)
-    if scale is None:
-        scale = 1.0 / np.sqrt(d)
-    elif isinstance(scale, bool) or not np.isfinite(scale):
-        raise ValueError(f"scale must be a finite number or None, got {scale!r}")
+    scale = 1.0 / np.sqrt(d) if scale is None else check_float("scale", scale)
 
     scores = np.einsum("...qd,...kd->...qk", q, k) * float(scale)  # (..., H, Tq, Tk)
     visible = np.ones(scores.shape[-2:], dtype=bool)

@@ -27,10 +27,12 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+
+from .checks import check_float, derived, is_derived
 
 __all__ = [
     "SCHEMES",
@@ -242,47 +244,41 @@ class YaRN(Scheme):
     beta_slow: float = 1.0
     mscale: float | None = None
     mscale_all_dim: float | None = None
-    attention_factor_override: float | None = field(default=None, repr=False)
+    #: the factor on cos and sin; computed from the others unless given (see the docstring)
+    attention_factor: float | None = None
     truncate: bool = True
     name: ClassVar[str] = "yarn"
 
-    def __init__(
-        self,
-        factor,
-        original_max_position,
-        beta_fast=32,
-        beta_slow=1,
-        mscale=None,
-        mscale_all_dim=None,
-        attention_factor=None,
-        truncate=True,
-    ):
+    def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "factor", _check_factor("YaRN", factor))
-        set_(self, "original_max_position", _check_length("YaRN original_max_position", original_max_position))
-        set_(self, "beta_fast", _check_positive("YaRN beta_fast", beta_fast))
-        set_(self, "beta_slow", _check_positive("YaRN beta_slow", beta_slow))
+        set_(self, "factor", _check_factor("YaRN", self.factor))
+        set_(self, "original_max_position", _check_length("YaRN original_max_position", self.original_max_position))
+        set_(self, "beta_fast", _check_positive("YaRN beta_fast", self.beta_fast))
+        set_(self, "beta_slow", _check_positive("YaRN beta_slow", self.beta_slow))
         if self.beta_fast <= self.beta_slow:
             raise ValueError(
                 f"YaRN needs beta_fast > beta_slow (rotations of the fast and slow ends of the "
-                f"ramp), got beta_fast={beta_fast!r}, beta_slow={beta_slow!r}"
+                f"ramp), got beta_fast={self.beta_fast!r}, beta_slow={self.beta_slow!r}"
             )
-        for label, value in (("mscale", mscale), ("mscale_all_dim", mscale_all_dim)):
+        for label in ("mscale", "mscale_all_dim"):
+            value = getattr(self, label)
             if value is not None and (not isinstance(value, numbers.Real) or not value >= 0):
                 raise ValueError(f"YaRN {label} must be a number >= 0 or None, got {value!r}")
-        set_(self, "mscale", None if mscale is None else float(mscale))
-        set_(self, "mscale_all_dim", None if mscale_all_dim is None else float(mscale_all_dim))
-        if attention_factor is not None:
-            attention_factor = _check_positive("YaRN attention_factor", attention_factor)
-        set_(self, "attention_factor_override", attention_factor)
-        if not isinstance(truncate, bool):
-            raise TypeError(f"YaRN truncate must be a bool, got {truncate!r}")
-        set_(self, "truncate", truncate)
+            set_(self, label, None if value is None else float(value))
+        if not isinstance(self.truncate, bool):
+            raise TypeError(f"YaRN truncate must be a bool, got {self.truncate!r}")
+        # computed (and recomputed by dataclasses.replace) unless the caller set it
+        if self.attention_factor is None or is_derived(self.attention_factor):
+            set_(self, "attention_factor", derived(self._computed_attention_factor()))
+        else:
+            set_(self, "attention_factor", _check_positive("YaRN attention_factor", self.attention_factor))
 
     @property
-    def attention_factor(self) -> float:
-        if self.attention_factor_override is not None:
-            return self.attention_factor_override
+    def attention_factor_override(self) -> float | None:
+        """The attention factor the caller set, or None when it is computed."""
+        return None if is_derived(self.attention_factor) else self.attention_factor
+
+    def _computed_attention_factor(self) -> float:
         if self.mscale and self.mscale_all_dim:
             return _yarn_mscale(self.factor, self.mscale) / _yarn_mscale(
                 self.factor, self.mscale_all_dim
@@ -416,22 +412,19 @@ class LongRoPE(Scheme):
     long_factor: tuple[float, ...]
     original_max_position: int
     factor: float | None = None
-    attention_factor_override: float | None = field(default=None, repr=False)
+    #: the factor on cos and sin; computed from factor unless given (see the docstring)
+    attention_factor: float | None = None
     name: ClassVar[str] = "longrope"
     dynamic: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        short_factor: Sequence[float],
-        long_factor: Sequence[float],
-        original_max_position: int,
-        factor: float | None = None,
-        attention_factor: float | None = None,
-    ):
+    def __post_init__(self):
         set_ = object.__setattr__
-        for label, values in (("short_factor", short_factor), ("long_factor", long_factor)):
-            values = tuple(float(v) for v in values)
-            if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        for label in ("short_factor", "long_factor"):
+            given = getattr(self, label)
+            if isinstance(given, (str, bytes)) or not isinstance(given, (Sequence, np.ndarray)):
+                raise TypeError(f"LongRoPE {label} must be a list of numbers, got {given!r}")
+            values = tuple(check_float(f"LongRoPE {label}[{i}]", v) for i, v in enumerate(given))
+            if not values or not all(v > 0 for v in values):
                 raise ValueError(
                     f"LongRoPE {label} must be a non-empty list of positive numbers, got {values!r}"
                 )
@@ -441,11 +434,17 @@ class LongRoPE(Scheme):
                 f"LongRoPE short_factor and long_factor must have the same length, got "
                 f"{len(self.short_factor)} and {len(self.long_factor)}"
             )
-        set_(self, "original_max_position", _check_length("LongRoPE original_max_position", original_max_position))
-        set_(self, "factor", None if factor is None else _check_factor("LongRoPE", factor))
-        if attention_factor is not None:
-            attention_factor = _check_positive("LongRoPE attention_factor", attention_factor)
-        set_(self, "attention_factor_override", attention_factor)
+        set_(self, "original_max_position", _check_length("LongRoPE original_max_position", self.original_max_position))
+        set_(self, "factor", None if self.factor is None else _check_factor("LongRoPE", self.factor))
+        if self.attention_factor is None or is_derived(self.attention_factor):
+            set_(self, "attention_factor", derived(self._computed_attention_factor()))
+        else:
+            set_(self, "attention_factor", _check_positive("LongRoPE attention_factor", self.attention_factor))
+
+    @property
+    def attention_factor_override(self) -> float | None:
+        """The attention factor the caller set, or None when it is computed."""
+        return None if is_derived(self.attention_factor) else self.attention_factor
 
     def check_dims(self, rotary_dim):
         if len(self.short_factor) != rotary_dim // 2:
@@ -454,10 +453,7 @@ class LongRoPE(Scheme):
                 f"{rotary_dim // 2}), got {len(self.short_factor)}"
             )
 
-    @property
-    def attention_factor(self) -> float:
-        if self.attention_factor_override is not None:
-            return self.attention_factor_override
+    def _computed_attention_factor(self) -> float:
         if self.factor is None or self.factor <= 1.0:
             return 1.0
         return math.sqrt(1 + math.log(self.factor) / math.log(self.original_max_position))

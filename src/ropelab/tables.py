@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import check_positions
 from .config import RopeConfig
 
 __all__ = ["exact_angles", "rope_tables"]
@@ -40,15 +41,6 @@ def exact_angles(positions: np.ndarray, inv_freq: np.ndarray) -> tuple[np.ndarra
     return hi, lo
 
 
-def _check_positions(positions) -> np.ndarray:
-    arr = np.asarray(positions)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise TypeError(f"positions must be integers or real numbers, got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        raise ValueError("positions must be finite; got NaN or infinity")
-    return arr
-
-
 def rope_tables(
     config: RopeConfig, positions, *, seq_len: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -63,11 +55,12 @@ def rope_tables(
 
     Both tables are multiplied by ``config.attention_factor`` (YaRN's and LongRoPE's
     temperature), the way Hugging Face applies it. Accurate to 1e-6 absolute (times the
-    attention factor) at every position below 2**31.
+    attention factor) at every position below 2**31. Integer positions beyond 2**53 in
+    magnitude, which float64 cannot hold exactly, are refused (ValueError).
     """
     if not isinstance(config, RopeConfig):
         raise TypeError(f"config must be a RopeConfig, got {type(config).__name__}")
-    pos = _check_positions(positions)
+    pos = check_positions("positions", positions)
     if seq_len is None and config.dynamic and pos.size:
         seq_len = int(np.max(pos)) + 1
     hi, lo = exact_angles(pos, config.inv_freq(seq_len))

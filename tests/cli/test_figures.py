@@ -35,7 +35,7 @@ def test_decay_shape_as_in_roformer_fig2():
 
 
 def test_decay_rejects_odd_head_dim():
-    with pytest.raises(ValueError, match="rotary_dim must be even"):
+    with pytest.raises(ValueError, match="head_dim must be even"):
         roformer_decay(127)
 
 

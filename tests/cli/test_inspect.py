@@ -220,8 +220,10 @@ def test_missing_matplotlib_names_the_extra(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "ImportError:" in proc.stdout and "ropelab[plot]" in proc.stdout
-    assert "rc 1" in proc.stdout and "head_dim" in proc.stdout  # the table still printed
-    assert "ropelab[plot]" in proc.stderr
+    # named before any work: no table, exit 2, and the way around it
+    assert "rc 2" in proc.stdout and "head_dim" not in proc.stdout
+    assert proc.stderr.startswith("ropelab inspect: error:")
+    assert "ropelab[plot]" in proc.stderr and "--no-plot" in proc.stderr
 
 
 def test_inspect_imports_no_framework(tmp_path):

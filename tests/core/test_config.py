@@ -71,7 +71,7 @@ def test_theta_wrong_type():
 
 
 def test_unknown_layout():
-    with pytest.raises(ValueError, match=r"'neox'.*interleaved"):
+    with pytest.raises(ValueError, match=r"layout must be one of 'interleaved', 'half'; got 'neox'"):
         RopeConfig(64, layout="neox")
 
 
@@ -123,7 +123,7 @@ def test_per_layer_rope_parameters_rejected():
         "full_attention": {"rope_type": "default", "rope_theta": 1e6},
         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
     }
-    with pytest.raises(ValueError, match=r"per-layer-type.*full_attention"):
+    with pytest.raises(ValueError, match=r"per layer type.*full_attention"):
         RopeConfig.from_hf(
             {"hidden_size": 256, "num_attention_heads": 4, "rope_parameters": params}
         )
@@ -154,11 +154,16 @@ def test_layout_from_model_type(model_type, layout):
 def test_layout_override_and_rope_interleave_flag():
     base = {"model_type": "llama", "hidden_size": 256, "num_attention_heads": 4}
     assert RopeConfig.from_hf(base, layout="interleaved").layout == "interleaved"
-    assert RopeConfig.from_hf({**base, "rope_interleave": True}).layout == "interleaved"
-    assert (
-        RopeConfig.from_hf({**base, "model_type": "deepseek_v3", "rope_interleave": False}).layout
-        == "half"
-    )
+    # Llama's attention never reads rope_interleave: transformers pairs it half either way
+    assert RopeConfig.from_hf({**base, "rope_interleave": True}).layout == "half"
+    # DeepSeek-V3's attention picks by the flag, which defaults to true
+    deepseek = {**base, "model_type": "deepseek_v3"}
+    assert RopeConfig.from_hf(deepseek).layout == "interleaved"
+    assert RopeConfig.from_hf({**deepseek, "rope_interleave": False}).layout == "half"
+    # a config without model_type is taken at its word
+    plain = {"hidden_size": 256, "num_attention_heads": 4, "rope_theta": 1e4}
+    assert RopeConfig.from_hf({**plain, "rope_interleave": True}).layout == "interleaved"
+    assert RopeConfig.from_hf(plain).layout == "half"
 
 
 def test_from_hf_keys():
@@ -269,3 +274,40 @@ def test_from_hf_model_type_rotary_defaults():
         ).rotary_dim
         == 128
     )
+
+
+# ---------------------------------------------------------------- dataclasses.replace
+
+
+def test_replace_head_dim_moves_a_derived_rotary_dim():
+    cfg = RopeConfig(128, layout="half")
+    wider = dataclasses.replace(cfg, head_dim=256)
+    assert (wider.head_dim, wider.rotary_dim) == (256, 256)
+    np.testing.assert_allclose(wider.inv_freq(), reference_inv_freq(1e4, 256), rtol=1e-15)
+    # an explicit rotary_dim is kept (partial rotary stays partial)
+    partial = dataclasses.replace(RopeConfig(128, rotary_dim=64), head_dim=256)
+    assert (partial.head_dim, partial.rotary_dim) == (256, 64)
+    # set to None, it is derived again
+    assert dataclasses.replace(partial, rotary_dim=None).rotary_dim == 256
+    assert RopeConfig(128) == RopeConfig(128, rotary_dim=128)
+
+
+def test_replace_a_scheme_recomputes_its_attention_factor():
+    yarn = YaRN(4.0, 2048)
+    eight = dataclasses.replace(yarn, factor=8.0)
+    assert eight == YaRN(8.0, 2048)
+    assert eight.attention_factor == pytest.approx(0.1 * np.log(8.0) + 1)
+    longrope = LongRoPE([1.0, 2.0], [3.0, 4.0], 100, factor=4.0)
+    sixteen = dataclasses.replace(longrope, factor=16.0)
+    assert sixteen.attention_factor == pytest.approx(np.sqrt(1 + np.log(16.0) / np.log(100)))
+    cfg = RopeConfig(64, scaling=yarn)
+    assert dataclasses.replace(cfg, scaling=eight).attention_factor == eight.attention_factor
+
+
+def test_replace_keeps_a_given_attention_factor_and_repr_shows_it():
+    yarn = YaRN(4.0, 2048, attention_factor=1.5)
+    assert "attention_factor=1.5" in repr(yarn)
+    assert yarn.attention_factor_override == 1.5 and YaRN(4.0, 2048).attention_factor_override is None
+    assert dataclasses.replace(yarn, factor=8.0).attention_factor == 1.5
+    assert dataclasses.replace(yarn, attention_factor=None) == YaRN(4.0, 2048)
+    assert dataclasses.replace(yarn, attention_factor=None).attention_factor_override is None

@@ -213,14 +213,18 @@ def test_config_errors():
         TransformerConfig(V, mlp="relu")
     with pytest.raises(ValueError, match="vocab_size"):
         TransformerConfig(0)
-    for bad in (0, -1.0, float("inf"), float("nan"), True):
+    for bad in (0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="absolute_scale must be a finite number > 0"):
             TransformerConfig(V, absolute="sinusoidal", absolute_scale=bad)
+    with pytest.raises(TypeError, match="absolute_scale must be a number, got True"):
+        TransformerConfig(V, absolute="sinusoidal", absolute_scale=True)
     with pytest.raises(ValueError, match="absolute_scale=0.5 scales the sinusoidal table, but absolute='learned'"):
         TransformerConfig(V, absolute="learned", absolute_scale=0.5)
     for name in ("head_dim", "mlp_hidden"):
-        for bad in (0, 2.5, True):
-            with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {bad!r}"):
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1, got 0"):
+            TransformerConfig(V, **{name: 0})
+        for bad in (2.5, True):  # a wrong type: TypeError
+            with pytest.raises(TypeError, match=f"{name} must be an integer, got {bad!r}"):
                 TransformerConfig(V, **{name: bad})
     with pytest.raises(ValueError, match="set head_dim"):
         TransformerConfig(V, d_model=30, num_heads=4)

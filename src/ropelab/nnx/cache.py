@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..checks import check_int
+
 __all__ = ["KVCache", "positions_from_mask"]
 
 
@@ -44,10 +46,8 @@ def positions_from_mask(mask):
 
 
 def check_count(name: str, value, *, minimum: int = 1) -> int:
-    """``value`` as an int, or ValueError naming it unless it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    """``value`` as an int >= ``minimum`` (:func:`ropelab.checks.check_int`)."""
+    return check_int(name, value, minimum=minimum)
 
 
 @jax.tree_util.register_dataclass

@@ -15,10 +15,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
+from ..checks import check_int
 from ..config import RopeConfig
 from ..rotary import apply_rope
 from .attention import attend, position_tables
-from .cache import check_count as _check_count
 
 __all__ = ["RopeMHA"]
 
@@ -37,8 +37,8 @@ class RopeMHA(nnx.Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, *, base: float = 10000.0, rngs: nnx.Rngs):
-        d_model = _check_count("d_model", d_model)
-        num_heads = _check_count("num_heads", num_heads)
+        d_model = check_int("d_model", d_model, minimum=1)
+        num_heads = check_int("num_heads", num_heads, minimum=1)
         if d_model % num_heads:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         head_dim = d_model // num_heads

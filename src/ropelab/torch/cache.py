@@ -11,6 +11,7 @@ Shapes: B batch, K kv heads, C capacity, S filled slots, T new tokens, D head di
 from __future__ import annotations
 
 from .._optional import require
+from ..checks import check_int
 
 torch = require("torch", feature="ropelab.torch")
 
@@ -31,12 +32,6 @@ def positions_from_mask(mask):
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 class KVCache:
     """One layer's cache: ``capacity`` slots of keys, values and their positions.
 
@@ -46,10 +41,10 @@ class KVCache:
     """
 
     def __init__(self, batch, num_kv_heads, capacity, head_dim, *, dtype=None, device=None):
-        _check_int("batch", batch)
-        _check_int("num_kv_heads", num_kv_heads)
-        _check_int("capacity", capacity)
-        _check_int("head_dim", head_dim)
+        check_int("batch", batch, minimum=1)
+        check_int("num_kv_heads", num_kv_heads, minimum=1)
+        check_int("capacity", capacity, minimum=1)
+        check_int("head_dim", head_dim, minimum=1)
         dtype = dtype or torch.get_default_dtype()
         shape = (batch, num_kv_heads, capacity, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
@@ -108,7 +103,7 @@ class Cache:
     def __init__(
         self, num_layers, batch, num_kv_heads, capacity, head_dim, dtype=None, *, device=None
     ):
-        _check_int("num_layers", num_layers)
+        check_int("num_layers", num_layers, minimum=1)
         self.layers = [
             KVCache(batch, num_kv_heads, capacity, head_dim, dtype=dtype, device=device)
             for _ in range(num_layers)

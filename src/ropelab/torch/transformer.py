@@ -11,13 +11,13 @@ Shapes: B batch, T time, V vocabulary; tokens (B, T) long -> logits (B, T, V).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from .._optional import require
+from ..checks import check_bool, check_choice, check_float, check_int
 from ..config import RopeConfig
 
 torch = require("torch", feature="ropelab.torch")
@@ -51,11 +51,6 @@ def pattern(name: str, num_layers: int) -> tuple[str, ...]:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
     unit = PATTERNS[name]
     return tuple(unit[i % len(unit)] for i in range(num_layers))
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -115,20 +110,20 @@ class TransformerConfig:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        _positive_int("vocab_size", self.vocab_size)
-        _positive_int("d_model", self.d_model)
-        _positive_int("num_heads", self.num_heads)
+        check_int("vocab_size", self.vocab_size, minimum=1)
+        check_int("d_model", self.d_model, minimum=1)
+        check_int("num_heads", self.num_heads, minimum=1)
         if self.head_dim is not None:
-            _positive_int("head_dim", self.head_dim)
+            check_int("head_dim", self.head_dim, minimum=1)
         elif self.d_model % self.num_heads:
             raise ValueError(
                 f"d_model={self.d_model} is not divisible by num_heads={self.num_heads} "
                 f"(set head_dim to give heads a width of their own)"
             )
         if self.mlp_hidden is not None:
-            _positive_int("mlp_hidden", self.mlp_hidden)
+            check_int("mlp_hidden", self.mlp_hidden, minimum=1)
         kv = self.num_heads if self.num_kv_heads is None else self.num_kv_heads
-        _positive_int("num_kv_heads", kv)
+        check_int("num_kv_heads", kv, minimum=1)
         if self.num_heads % kv:
             raise ValueError(f"num_heads={self.num_heads} is not divisible by num_kv_heads={kv}")
         set_(self, "num_kv_heads", kv)
@@ -151,31 +146,32 @@ class TransformerConfig:
             raise ValueError(
                 f"rope.head_dim={self.rope.head_dim} does not match the model's head_dim={head_dim}"
             )
-        if self.absolute not in ABSOLUTE:
-            raise ValueError(f"absolute must be one of {ABSOLUTE}, got {self.absolute!r}")
+        if self.absolute is not None:
+            check_choice("absolute", self.absolute, ABSOLUTE[1:])
         if self.absolute == "sinusoidal" and self.d_model % 2:
             raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")
-        _positive_int("max_positions", self.max_positions)
+        check_int("max_positions", self.max_positions, minimum=1)
         for name in ("mlp_ratio", "norm_eps", "absolute_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+            check_float(name, getattr(self, name), above=0.0)
+        for name in ("qk_norm", "causal", "tie_embeddings"):
+            check_bool(name, getattr(self, name))
         if self.absolute_scale != 1.0 and self.absolute != "sinusoidal":
             raise ValueError(
                 f"absolute_scale={self.absolute_scale!r} scales the sinusoidal table, but "
                 f"absolute={self.absolute!r}; use absolute='sinusoidal' or leave it at 1.0"
             )
         if self.chunk_size is not None:
-            _positive_int("chunk_size", self.chunk_size)
+            check_int("chunk_size", self.chunk_size, minimum=1)
         if self.temperature_tuning is not None:
             tt = tuple(self.temperature_tuning)
             if len(tt) != 2:
                 raise ValueError(
                     f"temperature_tuning must be (attn_scale, floor_scale), got {self.temperature_tuning!r}"
                 )
-            set_(self, "temperature_tuning", tt)
-        if self.mlp not in MLPS:
-            raise ValueError(f"mlp must be one of {MLPS}, got {self.mlp!r}")
+            set_(self, "temperature_tuning", tuple(
+                check_float(f"temperature_tuning[{i}]", v) for i, v in enumerate(tt)
+            ))
+        check_choice("mlp", self.mlp, MLPS)
         if not isinstance(self.kind_options, dict):
             raise TypeError(f"kind_options must be a dict, got {type(self.kind_options).__name__}")
         for kind, options in self.kind_options.items():

@@ -1,0 +1,194 @@
+"""One way to check an argument: a wrong type raises TypeError, a wrong value ValueError.
+
+Every message names the argument, shows the value it got and says what was expected,
+e.g. ``head_dim must be an integer, got '64' (str)`` or
+``num_heads must be an integer >= 1, got 0``. Booleans are never numbers here (``True``
+is not a head count), numpy scalars are (an ``np.int64`` from an array is a fine count).
+
+Numpy only, like the rest of the core; front ends check tensors themselves and call these
+for their plain arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MAX_POSITION",
+    "check_bool",
+    "check_choice",
+    "check_float",
+    "check_int",
+    "check_positions",
+    "derived",
+    "is_derived",
+    "show",
+]
+
+#: largest position magnitude ropelab computes exactly (integers beyond 2**53 are not
+#: float64 numbers; the numpy tables refuse them rather than round them)
+MAX_POSITION = 2**62
+_EXACT_FLOAT_INT = 2**53
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 10,000-item list stays one line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ...>"
+
+
+def _type_error(name: str, expected: str, value: Any) -> TypeError:
+    return TypeError(f"{name} must be {expected}, got {show(value)} ({type(value).__name__})")
+
+
+def _num(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _bounds(kind: str, minimum, maximum, *, above=None) -> str:
+    low = f"> {_num(above)}" if above is not None else (None if minimum is None else f">= {_num(minimum)}")
+    high = None if maximum is None else f"<= {_num(maximum)}"
+    parts = [p for p in (low, high) if p]
+    return f"{kind} {' and '.join(parts)}" if parts else kind
+
+
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    whole_floats: bool = False,
+) -> int:
+    """``value`` as an int.
+
+    TypeError unless it is an integer (Python or numpy; not a bool; with
+    ``whole_floats``, a float with a whole value such as ``4.0`` too), ValueError when it
+    lies outside ``[minimum, maximum]`` or is a float that is not whole.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise _type_error(name, "an integer", value)
+    if isinstance(value, (int, np.integer)):
+        number = int(value)
+    elif whole_floats and isinstance(value, numbers.Real):
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError(f"{name} must be a whole number, got {show(value)}")
+        number = int(value)
+    else:
+        raise _type_error(name, "an integer", value)
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise ValueError(f"{name} must be {_bounds('an integer', minimum, maximum)}, got {show(value)}")
+    return number
+
+
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+) -> float:
+    """``value`` as a finite float.
+
+    TypeError unless it is a real number (int, float, numpy scalar; not a bool, not a
+    string such as ``"1e4"``), ValueError when it is NaN or infinite, below ``minimum``,
+    not strictly above ``above``, or above ``maximum``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise _type_error(name, "a number", value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float64's range
+        number = math.inf
+    if (
+        not math.isfinite(number)
+        or (minimum is not None and number < minimum)
+        or (above is not None and number <= above)
+        or (maximum is not None and number > maximum)
+    ):
+        expected = _bounds("a finite number", minimum, maximum, above=above)
+        raise ValueError(f"{name} must be {expected}, got {show(value)}")
+    return number
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` itself if it is a bool (or numpy bool); TypeError otherwise (1 is not True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise _type_error(name, "True or False", value)
+    return bool(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """``value`` if it is one of ``choices``; ValueError listing them otherwise (TypeError
+    when the choices are all strings and ``value`` is not one)."""
+    choices = tuple(choices)
+    if all(isinstance(c, str) for c in choices) and not isinstance(value, str):
+        raise _type_error(name, f"one of {', '.join(map(repr, choices))}", value)
+    try:
+        known = value in choices
+    except TypeError:  # an unhashable value against a set-like
+        known = False
+    if not known:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {show(value)}")
+    return value
+
+
+def check_positions(name: str, positions: Any) -> np.ndarray:
+    """Token positions as a numpy array of integers or reals, exact as float64.
+
+    TypeError for booleans, complex numbers, strings or objects; ValueError for NaN or
+    infinity, and for integers of magnitude above 2**53 (float64 would round them).
+    """
+    arr = np.asarray(positions)
+    kind = arr.dtype.kind
+    if kind not in "iuf":
+        raise TypeError(f"{name} must be integers or real numbers, got dtype {arr.dtype}")
+    if arr.size == 0:
+        return arr
+    if kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite; got NaN or infinity")
+    else:
+        # an unsigned max above int64 and a signed min are checked without overflow
+        top = int(arr.max())
+        bottom = int(arr.min())
+        worst = max(abs(top), abs(bottom))
+        if worst > _EXACT_FLOAT_INT:
+            raise ValueError(
+                f"{name} must lie within +-2**53 to be exact in float64, got {worst} "
+                f"(at most {_EXACT_FLOAT_INT})"
+            )
+    return arr
+
+
+# -- fields computed from other fields ---------------------------------------------------
+#
+# A frozen dataclass stores a field it computed (RopeConfig.rotary_dim from head_dim,
+# YaRN.attention_factor from factor) as one of these subclasses. dataclasses.replace
+# passes every field back to the constructor; the mark tells it the value was not set by
+# the caller, so it is computed again from the new fields instead of kept stale. They
+# compare, hash, print and serialise as the plain number.
+
+
+class _DerivedInt(int):
+    __slots__ = ()
+
+
+class _DerivedFloat(float):
+    __slots__ = ()
+
+
+def derived(value: int | float) -> int | float:
+    """``value`` marked as computed (see above)."""
+    return _DerivedInt(value) if isinstance(value, int) else _DerivedFloat(value)
+
+
+def is_derived(value: Any) -> bool:
+    """True for a value marked by :func:`derived`."""
+    return isinstance(value, (_DerivedInt, _DerivedFloat))
