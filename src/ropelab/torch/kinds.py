@@ -71,4 +71,5 @@ def nope_layer(config, index: int) -> dict[str, Any]:
     }
 
 
-from . import positional  # noqa: E402, F401  (registers its kinds)
+# ropelab.torch.positional registers the other kinds: ropelab.torch's __init__ imports it
+# (importing it here instead would be a cycle: it imports register_layer_kind from here)
