@@ -27,7 +27,7 @@ from .checks import MAX_POSITION
 from .cli import CommandError, need, output_dir
 from .config import RopeConfig, read_config_json
 from .presets import PRESETS, preset_hf_config
-from .scaling import DynamicNTK, LongRoPE, default_inv_freq
+from .scaling import default_inv_freq
 
 __all__ = ["Schedule", "add_arguments", "load", "plot_schedule", "run", "schedule"]
 
@@ -141,15 +141,17 @@ def _context(cfg: RopeConfig, data: dict) -> int | None:
     return None
 
 
-def _default_seq_len(cfg: RopeConfig, data: dict, context: int | None) -> int | None:
-    """The length shown for length-dependent schemes when --seq-len is not given."""
+def _default_seq_len(cfg: RopeConfig) -> int | None:
+    """The length shown for length-dependent schemes when --seq-len is not given: the one
+    the scheme's factor is meant for, else the first past its base regime."""
+    if not cfg.dynamic:
+        return None
     scheme = cfg.scaling
-    if isinstance(scheme, LongRoPE):  # the extended length: the long factors
-        extended = _length(_text_part(data).get("max_position_embeddings"))
-        return extended or scheme.original_max_position + 1
-    if isinstance(scheme, DynamicNTK):  # factor times the original length
-        return int(math.ceil(scheme.factor * scheme.original_max_position))
-    return None
+    extended = scheme.extended_length
+    if extended is not None:
+        return extended
+    base = scheme.regime(None)
+    return None if base.last is None else base.last + 1
 
 
 def _changes(ratio: np.ndarray) -> tuple[str, ...]:
@@ -176,7 +178,7 @@ def schedule(spec: str, *, seq_len: int | None = None) -> Schedule:
         raise InspectError(f"{name}: not a usable RoPE config: {err}") from None
     context = _context(cfg, data)
     if seq_len is None:
-        seq_len = _default_seq_len(cfg, data, context)
+        seq_len = _default_seq_len(cfg)
     inv_freq = cfg.inv_freq(seq_len)
     unscaled = default_inv_freq(cfg.theta, cfg.rotary_dim)
     model_type = str(_text_part(data).get("model_type", data.get("model_type", "")))

@@ -1,8 +1,9 @@
 """Positional encodings other than plain RoPE, at the array level (numpy, like rotary.py).
 
 Absolute (sinusoidal), relative (Shaw clipping, T5 buckets, ALiBi slopes) and the RoPE
-variants (xPos scales, p-RoPE frequencies, 2-D axial tables, M-RoPE tables). Everything
-here is float64 numpy; the front ends cache these tables and do not re-derive them.
+variants (xPos scales, 2-D axial tables, M-RoPE tables; p-RoPE's frequencies are a
+scaling scheme, :class:`ropelab.scaling.PRoPE`, re-exported here). Everything here is
+float64 numpy; the front ends cache these tables and do not re-derive them.
 
 Shapes: T time, H heads, R rotary dim (R/2 pairs); positions ``(..., T)``; relative
 positions are always *key minus query* (T5's convention); outputs documented per function.
@@ -12,13 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
 from .config import RopeConfig
-from .scaling import Scheme, default_inv_freq
+from .scaling import PRoPE  # p-RoPE is a scaling scheme; users also find it here
 
 __all__ = [
     "PRoPE",
@@ -158,7 +157,7 @@ def shaw_relative_index(q_pos, k_pos, clip: int):
 
 
 # ---------------------------------------------------------------------------------------
-# RoPE variants: xPos, p-RoPE, axial 2-D, M-RoPE
+# RoPE variants: xPos, axial 2-D, M-RoPE
 # ---------------------------------------------------------------------------------------
 
 
@@ -190,40 +189,6 @@ def xpos_scales(
     zeta = (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim + gamma) / (1.0 + gamma)
     pos = np.asarray(positions, dtype=np.float64)[..., None]
     return zeta ** (pos / float(scale_base))
-
-
-@dataclass(frozen=True)
-class PRoPE(Scheme):
-    """p-RoPE (Barbero et al. 2024, arXiv:2410.06205): rotate only the fastest pairs.
-
-    The first ``int(p * R/2)`` pairs (the highest frequencies) keep RoPE's frequencies;
-    the others get frequency 0, i.e. they are never rotated and act as NoPE features
-    that carry semantics unaffected by distance. ``p=1`` is RoPE, ``p=0`` is NoPE.
-    Use it as ``RopeConfig(head_dim, scaling=PRoPE(0.75))``.
-    """
-
-    p: float
-    name: ClassVar[str] = "p-rope"
-
-    def __post_init__(self):
-        p = self.p
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
-            raise TypeError(f"PRoPE p must be a number in [0, 1], got {p!r}")
-        if not (0.0 <= float(p) <= 1.0):
-            raise ValueError(f"PRoPE p must be in [0, 1], got {p!r}")
-        object.__setattr__(self, "p", float(p))
-
-    def rotated_pairs(self, rotary_dim: int) -> int:
-        """How many of the R/2 pairs are rotated."""
-        return int(self.p * (rotary_dim // 2))
-
-    def inv_freq(self, theta, rotary_dim, seq_len=None):
-        out = default_inv_freq(theta, rotary_dim)
-        out[self.rotated_pairs(rotary_dim) :] = 0.0
-        return out
-
-    def describe(self):
-        return f"p-RoPE: only the fastest {self.p:.0%} of the pairs rotate, the rest are NoPE"
 
 
 def axial_axis_config(config: RopeConfig) -> RopeConfig:

@@ -1,11 +1,17 @@
 """Context-extension schemes for RoPE frequencies.
 
-Every scheme is a frozen dataclass with the same two members:
+Every scheme is a frozen dataclass with the same members:
 
 - ``inv_freq(theta, rotary_dim, seq_len) -> numpy.ndarray``: the scheme's float64
   inverse frequencies, shape ``(rotary_dim // 2,)``;
 - ``attention_factor``: the factor Hugging Face multiplies cos and sin by (1.0 unless
-  the scheme asks for a logit temperature).
+  the scheme asks for a logit temperature);
+- ``dynamic``, ``regime(seq_len)`` and ``extended_length``: whether the frequencies
+  depend on the current length, which :class:`Regime` (lengths that share one set of
+  frequencies) a length falls in, and the length a length-dependent scheme's factor is
+  meant for.
+  Callers that cache tables per length (the torch front end) or show a schedule
+  (``ropelab inspect``) ask these, never a scheme's name or class.
 
 ``SCHEMES`` maps the ``rope_type`` names used in Hugging Face configs to the classes,
 and each class reads its own parameters from such a config through ``from_hf``.
@@ -20,6 +26,7 @@ Formulas follow the papers and, where they differ in details, the behaviour of
 - YaRN: Peng et al. 2023, arXiv:2309.00071.
 - Llama 3: Meta's Llama 3.1 release (piecewise by wavelength).
 - LongRoPE: Ding et al. 2024, arXiv:2402.13753 (Phi-3's per-pair factors).
+- p-RoPE: Barbero et al. 2024, arXiv:2410.06205 (no Hugging Face rope_type).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -41,6 +48,8 @@ __all__ = [
     "Llama3",
     "LongRoPE",
     "NTK",
+    "PRoPE",
+    "Regime",
     "Scheme",
     "YaRN",
     "default_inv_freq",
@@ -95,6 +104,20 @@ def _original_length(params: Mapping, config: Mapping) -> int:
     return int(value)
 
 
+class Regime(NamedTuple):
+    """Lengths that share one set of frequencies: ``first`` to ``last`` (None: no end).
+
+    Two lengths in equal regimes give equal ``inv_freq``, so a regime keys a cache of
+    tables. ``name`` says which set it is ("base" for the frequencies a scheme uses
+    without a length; "short"/"long" for LongRoPE, "grown" for dynamic NTK past its
+    original length, where every length is a regime of its own).
+    """
+
+    name: str
+    first: int
+    last: int | None
+
+
 class Scheme:
     """Base of the scaling schemes (see the module docstring for the protocol)."""
 
@@ -108,6 +131,19 @@ class Scheme:
     @property
     def attention_factor(self) -> float:
         return 1.0
+
+    def regime(self, seq_len: int | None = None) -> Regime:
+        """The regime ``seq_len`` falls in (None: the base one, as ``inv_freq`` reads it).
+
+        A scheme that does not depend on the length has one regime, every length.
+        """
+        return Regime("base", 1, None)
+
+    @property
+    def extended_length(self) -> int | None:
+        """For a length-dependent scheme, the length its factor is meant for (factor x the
+        original length): where ``ropelab inspect`` shows it. None when it does not say."""
+        return None
 
     def check_dims(self, rotary_dim: int) -> None:
         """Raise ValueError if the scheme cannot serve this rotary dimension."""
@@ -211,6 +247,16 @@ class DynamicNTK(Scheme):
         length = max(seq_len or self.original_max_position, self.original_max_position)
         growth = self.factor * length / self.original_max_position - (self.factor - 1)
         return default_inv_freq(_ntk_base(theta, rotary_dim, growth), rotary_dim)
+
+    def regime(self, seq_len=None):
+        # the base frequencies up to the original length; past it every length grows its own
+        if seq_len is None or seq_len <= self.original_max_position:
+            return Regime("base", 1, self.original_max_position)
+        return Regime("grown", seq_len, seq_len)
+
+    @property
+    def extended_length(self):
+        return round(self.factor * self.original_max_position)
 
     @classmethod
     def from_hf(cls, params, config):
@@ -463,6 +509,15 @@ class LongRoPE(Scheme):
         factors = np.asarray(self.long_factor if long else self.short_factor, dtype=np.float64)
         return default_inv_freq(theta, rotary_dim) / factors
 
+    def regime(self, seq_len=None):
+        if seq_len is None or seq_len <= self.original_max_position:
+            return Regime("short", 1, self.original_max_position)
+        return Regime("long", self.original_max_position + 1, None)
+
+    @property
+    def extended_length(self):
+        return None if self.factor is None else round(self.factor * self.original_max_position)
+
     @classmethod
     def from_hf(cls, params, config):
         original = _original_length(params, config)
@@ -482,6 +537,41 @@ class LongRoPE(Scheme):
             f"LongRoPE: searched per-pair factors, short up to {self.original_max_position} "
             f"tokens, long beyond"
         )
+
+
+@dataclass(frozen=True)
+class PRoPE(Scheme):
+    """p-RoPE (Barbero et al. 2024, arXiv:2410.06205): rotate only the fastest pairs.
+
+    The first ``int(p * R/2)`` pairs (the highest frequencies) keep RoPE's frequencies;
+    the others get frequency 0, i.e. they are never rotated and act as NoPE features
+    that carry semantics unaffected by distance. ``p=1`` is RoPE, ``p=0`` is NoPE.
+    Use it as ``RopeConfig(head_dim, scaling=PRoPE(0.75))``. Hugging Face configs have
+    no rope_type for it, so it is not in :data:`SCHEMES`.
+    """
+
+    p: float
+    name: ClassVar[str] = "p-rope"
+
+    def __post_init__(self):
+        p = self.p
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
+            raise TypeError(f"PRoPE p must be a number in [0, 1], got {p!r}")
+        if not (0.0 <= float(p) <= 1.0):
+            raise ValueError(f"PRoPE p must be in [0, 1], got {p!r}")
+        object.__setattr__(self, "p", float(p))
+
+    def rotated_pairs(self, rotary_dim: int) -> int:
+        """How many of the R/2 pairs are rotated."""
+        return int(self.p * (rotary_dim // 2))
+
+    def inv_freq(self, theta, rotary_dim, seq_len=None):
+        out = default_inv_freq(theta, rotary_dim)
+        out[self.rotated_pairs(rotary_dim) :] = 0.0
+        return out
+
+    def describe(self):
+        return f"p-RoPE: only the fastest {self.p:.0%} of the pairs rotate, the rest are NoPE"
 
 
 #: rope_type name (as in Hugging Face configs) -> scheme class

@@ -171,35 +171,11 @@ def test_xpos_rejects_bad_scale_base():
         xpos_scales(np.arange(3), 8, scale_base=0)
 
 
-# --- p-RoPE ----------------------------------------------------------------------------
+# --- p-RoPE (a scaling scheme: tests in test_scaling.py) -------------------------------
 
 
-def test_prope_one_is_rope_and_zero_is_nope():
-    plain = ropelab.RopeConfig(32, theta=500.0)
-    np.testing.assert_array_equal(
-        ropelab.RopeConfig(32, theta=500.0, scaling=PRoPE(1.0)).inv_freq(), plain.inv_freq()
-    )
-    cos, sin = ropelab.rope_tables(ropelab.RopeConfig(32, scaling=PRoPE(0)), np.arange(50))
-    np.testing.assert_array_equal(cos, 1.0)
-    np.testing.assert_array_equal(sin, 0.0)
-
-
-def test_prope_keeps_the_highest_frequencies():
-    plain = ropelab.RopeConfig(32).inv_freq()
-    got = ropelab.RopeConfig(32, scaling=PRoPE(0.25)).inv_freq()
-    np.testing.assert_array_equal(got[:4], plain[:4])  # the fastest 4 of 16 pairs
-    np.testing.assert_array_equal(got[4:], 0.0)
-
-
-@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
-def test_prope_rejects_p_outside_unit_interval(p):
-    with pytest.raises(ValueError, match="p must be in"):
-        PRoPE(p)
-
-
-def test_prope_rejects_non_number():
-    with pytest.raises(TypeError, match="p must be a number"):
-        PRoPE("half")
+def test_prope_is_importable_from_positional():
+    assert PRoPE is ropelab.scaling.PRoPE
 
 
 # --- axial 2-D -------------------------------------------------------------------------

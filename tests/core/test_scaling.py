@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from ropelab_testing import reference_inv_freq
 
-from ropelab import RopeConfig
-from ropelab.scaling import NTK, DynamicNTK, Linear, Llama3, LongRoPE, YaRN
+import ropelab
+from ropelab import RopeConfig, scaling
+from ropelab.scaling import NTK, SCHEMES, DynamicNTK, Linear, Llama3, LongRoPE, PRoPE, Regime, YaRN
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -637,3 +638,140 @@ def test_bool_factor_rejected():
 def test_yarn_mscale_nan_rejected():
     with pytest.raises(ValueError, match=r"mscale.*nan"):
         YaRN(4.0, 2048, mscale=float("nan"))
+
+
+# ---------------------------------------------------------------- p-RoPE
+
+
+def test_prope_one_is_rope_and_zero_is_nope():
+    plain = RopeConfig(32, theta=500.0)
+    np.testing.assert_array_equal(RopeConfig(32, theta=500.0, scaling=PRoPE(1.0)).inv_freq(), plain.inv_freq())
+    cos, sin = ropelab.rope_tables(RopeConfig(32, scaling=PRoPE(0)), np.arange(50))
+    np.testing.assert_array_equal(cos, 1.0)
+    np.testing.assert_array_equal(sin, 0.0)
+
+
+def test_prope_keeps_the_highest_frequencies():
+    plain = RopeConfig(32).inv_freq()
+    got = RopeConfig(32, scaling=PRoPE(0.25)).inv_freq()
+    np.testing.assert_array_equal(got[:4], plain[:4])  # the fastest 4 of 16 pairs
+    np.testing.assert_array_equal(got[4:], 0.0)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_prope_rejects_p_outside_unit_interval(p):
+    with pytest.raises(ValueError, match="p must be in"):
+        PRoPE(p)
+
+
+def test_prope_rejects_non_number():
+    with pytest.raises(TypeError, match="p must be a number"):
+        PRoPE("half")
+
+
+# ---------------------------------------------------------------- length regimes
+
+L0 = 64
+
+#: one instance of every scheme, for the relations every scheme must satisfy
+EVERY_SCHEME = {
+    "linear": Linear(4.0),
+    "ntk": NTK(4.0),
+    "dynamic": DynamicNTK(4.0, L0),
+    "yarn": YaRN(4.0, L0),
+    "llama3": Llama3(8.0, 1.0, 4.0, L0),
+    "longrope": LongRoPE([1.0 + i for i in range(8)], [2.0 + i for i in range(8)], L0, factor=4.0),
+    "p-rope": PRoPE(0.5),
+}
+
+
+def test_every_scheme_is_in_the_relations_below():
+    assert {type(s) for s in EVERY_SCHEME.values()} == set(SCHEMES.values()) | {PRoPE}
+    assert all(issubclass(cls, scaling.Scheme) for cls in SCHEMES.values())
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_SCHEME))
+def test_a_regime_is_the_lengths_with_one_set_of_frequencies(name):
+    """Lengths in equal regimes give equal frequencies, in different regimes different
+    ones; the base regime gives the frequencies of seq_len=None; a scheme that does not
+    depend on the length has one regime."""
+    scheme = EVERY_SCHEME[name]
+    lengths = [1, 2, L0 - 1, L0, L0 + 1, L0 + 2, 2 * L0, 10 * L0]
+    freq = {n: scheme.inv_freq(1e4, 16, n) for n in lengths}
+    regime = {n: scheme.regime(n) for n in lengths}
+    base = scheme.regime(None)
+    np.testing.assert_array_equal(scheme.inv_freq(1e4, 16, base.first), scheme.inv_freq(1e4, 16, None))
+    for n in lengths:
+        r = regime[n]
+        assert isinstance(r, Regime) and r.first <= n and (r.last is None or n <= r.last)
+        np.testing.assert_array_equal(scheme.inv_freq(1e4, 16, r.first), freq[n])
+        for m in lengths:
+            if regime[m] == r:
+                np.testing.assert_array_equal(freq[m], freq[n])
+            else:
+                assert not np.array_equal(freq[m], freq[n]), (n, m)
+    assert scheme.dynamic == (len(set(regime.values())) > 1)
+    if not scheme.dynamic:
+        assert set(regime.values()) == {base} == {Regime("base", 1, None)}
+
+
+def test_regimes_of_the_length_dependent_schemes():
+    dyn, long = EVERY_SCHEME["dynamic"], EVERY_SCHEME["longrope"]
+    assert dyn.regime(None) == dyn.regime(L0) == Regime("base", 1, L0)
+    assert dyn.regime(L0 + 5) == Regime("grown", L0 + 5, L0 + 5)
+    assert long.regime(None) == long.regime(L0) == Regime("short", 1, L0)
+    assert long.regime(L0 + 1) == long.regime(100 * L0) == Regime("long", L0 + 1, None)
+
+
+def test_extended_length_is_the_factors_length():
+    assert DynamicNTK(2.0, 2048).extended_length == 4096
+    assert LongRoPE([1.0], [2.0], 4096, factor=32.0).extended_length == 131072
+    assert LongRoPE([1.0], [2.0], 4096).extended_length is None  # no factor: it does not say
+    cfg = RopeConfig.from_hf({"hidden_size": 64, "num_attention_heads": 1, "max_position_embeddings": 10000,
+                              "original_max_position_embeddings": 3000,
+                              "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 32,
+                                               "long_factor": [2.0] * 32}})
+    assert cfg.scaling.extended_length == 10000  # factor 10000 / 3000, rounded back
+    assert all(s.extended_length is None for s in EVERY_SCHEME.values() if not s.dynamic)
+
+
+# ---------------------------------------------------------------- nothing else asks the name
+
+
+def _scheme_branches(path, scheme_classes, scheme_names):
+    """Lines of ``path`` that test a scheme's class (isinstance) or compare a ``.name``
+    with a scheme's name."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
+            kinds = node.args[1] if len(node.args) == 2 else None
+            names = kinds.elts if isinstance(kinds, ast.Tuple) else [kinds]
+            if any(isinstance(n, (ast.Name, ast.Attribute)) and (getattr(n, "id", None) or n.attr) in scheme_classes
+                   for n in names):
+                found.append(f"{path.name}:{node.lineno}")
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(n, ast.Attribute) and n.attr == "name" for n in sides) and any(
+                isinstance(n, ast.Constant) and n.value in scheme_names for n in sides
+            ):
+                found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_nothing_outside_scaling_branches_on_a_scheme(tmp_path):
+    from pathlib import Path
+
+    root = Path(ropelab.__file__).parent
+    # (Linear is left out: isinstance(layer, nn.Linear) tests torch's and flax's layers)
+    classes = {type(s).__name__ for s in EVERY_SCHEME.values()} - {"Linear"}
+    names = {s.name for s in EVERY_SCHEME.values()}
+    found = [hit for path in sorted(root.rglob("*.py")) if path.name != "scaling.py"
+             for hit in _scheme_branches(path, classes, names)]
+    assert not found, f"branches on a scheme's class or name outside scaling.py: {found}"
+    # the check sees such branches
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f(s):\n    return s.name == 'longrope' or isinstance(s, (int, DynamicNTK))\n")
+    assert _scheme_branches(probe, classes, names) == ["probe.py:2", "probe.py:2"]

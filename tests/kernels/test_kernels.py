@@ -92,7 +92,7 @@ def test_fused_matches_reference(fused_calls, kind, dtype, table_dtype, layout, 
     cos, sin = (t.astype(table_dtype) for t in rope_tables(cfg, np.arange(T) + 7))
     x = _x(kind, (B, H, T, D), dtype)
     want64 = ref64(_np64(x), cos, sin, layout)
-    want_ref = kernels.reference(x, cos, sin, layout=layout)
+    want_ref = kernels.reference.rotate(x, cos, sin, layout=layout)
     if inplace:
         y = x.copy() if kind == "numpy" else x.clone()
         out = apply_rope_(y, cos, sin, layout=layout)
@@ -200,7 +200,7 @@ def test_positions_index_the_table(fused_calls, layout, pos_shape, inplace):
     assert fused_calls
     np.testing.assert_allclose(_np64(y), want, atol=1e-6)
     # the eager path (positions gathered) says the same
-    ref = kernels.reference(x, cos, sin, layout=layout, positions=pos_t)
+    ref = kernels.reference.rotate(x, cos, sin, layout=layout, positions=pos_t)
     np.testing.assert_allclose(_np64(y), _np64(ref), atol=1e-6)
 
 
@@ -219,8 +219,28 @@ def test_q_and_k_in_one_call(fused_calls, inplace):
         q2, k2 = apply_rope((q, k), cos, sin, layout="half")
     assert len(fused_calls) == 2
     for got, src in ((q2, q), (k2, k)):
-        _close_to_reference(got, kernels.reference(src, cos, sin, layout="half"),
+        _close_to_reference(got, kernels.reference.rotate(src, cos, sin, layout="half"),
                             ref64(_np64(src), cos, sin, "half"), "bfloat16")
+
+
+@numba_only
+@pytest.mark.parametrize("inplace", [True, False])
+def test_q_fused_when_k_cannot_be(fused_calls, inplace):
+    """A pair the loops cannot take together is split: q through them, k (features not
+    adjacent) through the reference path; nothing is rotated twice."""
+    cfg = RopeConfig(8, layout="half")
+    cos, sin = rope_tables(cfg, np.arange(5))
+    q = _x("torch", (1, 4, 5, 8), "float32", 1)
+    wide = _x("torch", (1, 2, 5, 16), "float32", 2)
+    k = wide[..., ::2]
+    if inplace:
+        q2, k2 = q.clone(), wide.clone()[..., ::2]
+        apply_rope_((q2, k2), cos, sin, layout="half")
+    else:
+        q2, k2 = apply_rope((q, k), cos, sin, layout="half")
+    assert fused_calls == ["rope_rows_inplace_serial" if inplace else "rope_rows_out_serial"]
+    np.testing.assert_allclose(_np64(q2), ref64(_np64(q), cos, sin, "half"), atol=1e-6)
+    np.testing.assert_allclose(_np64(k2), ref64(_np64(k), cos, sin, "half"), atol=1e-6)
 
 
 @numba_only
@@ -246,7 +266,7 @@ def test_bfloat16_rounds_to_nearest_even(fused_calls):
     angle = np.random.default_rng(0).uniform(-3, 3, (64, 4))
     x = _x("torch", (64, 8), "bfloat16")
     y = apply_rope(x, np.cos(angle), np.sin(angle), layout="half")
-    want = kernels.reference(x, np.cos(angle), np.sin(angle), layout="half")
+    want = kernels.reference.rotate(x, np.cos(angle), np.sin(angle), layout="half")
     assert torch.equal(y.view(torch.int16), want.view(torch.int16))
 
 
@@ -441,7 +461,7 @@ def test_parallel_kernels_match_reference(fused_calls, dtype, layout, inplace):
     else:
         y = apply_rope(x, cos, sin, layout=layout)
     assert fused_calls == ["rope_rows_inplace" if inplace else "rope_rows_out"]
-    _close_to_reference(y, kernels.reference(x, cos, sin, layout=layout), ref64(_np64(x), cos, sin, layout), dtype)
+    _close_to_reference(y, kernels.reference.rotate(x, cos, sin, layout=layout), ref64(_np64(x), cos, sin, layout), dtype)
 
 
 @numba_only

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 from ropelab import RopeConfig, apply_rope, apply_rope_, kernels, rope_tables  # noqa: E402
-from ropelab.kernels import _triton  # noqa: E402
+from ropelab.kernels import _triton, triton_gpu  # noqa: E402
 from ropelab.torch import rope_op  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -41,7 +41,7 @@ def _close(got, want, dtype):
 
 def _reference(x, cos, sin, layout, positions=None, inverse=False):
     """The eager reference path, in float64 on the CPU."""
-    out = kernels.reference(x.cpu().double(), cos.cpu().double(), sin.cpu().double(), layout=layout,
+    out = kernels.reference.rotate(x.cpu().double(), cos.cpu().double(), sin.cpu().double(), layout=layout,
                             positions=None if positions is None else positions.cpu(), inverse=inverse)
     return out
 
@@ -132,7 +132,7 @@ def test_declines_what_it_does_not_cover():
 def triton_on_this_device(monkeypatch):
     """Send this device's tensors to the Triton kernel through ropelab.kernels (on the CPU,
     under the interpreter), and count the kernel's calls."""
-    monkeypatch.setattr(kernels, "TRITON_DEVICE_TYPES", (DEVICE,))
+    monkeypatch.setattr(triton_gpu, "devices", (DEVICE,))
     calls = []
     original = _triton.rope
 
@@ -185,7 +185,11 @@ def test_qk_inference_is_one_launch(triton_on_this_device):
 
 def test_disabled_by_the_environment(monkeypatch):
     monkeypatch.setenv(kernels.DISABLE_TRITON_ENV, "1")
-    monkeypatch.setattr(kernels, "_TRITON", None)
-    assert kernels._triton_module() is None
-    assert "GPU tensors: reference path (triton disabled by ROPELAB_DISABLE_TRITON=1)" in kernels.backend_note()
-    monkeypatch.setattr(kernels, "_TRITON", None)  # the next caller looks again
+    kernels.reset_backend()
+    try:
+        assert kernels.backend("cuda") == "reference"
+        assert "GPU tensors: reference path (triton disabled by ROPELAB_DISABLE_TRITON=1)" in kernels.backend_note()
+    finally:
+        monkeypatch.delenv(kernels.DISABLE_TRITON_ENV)
+        kernels.reset_backend()  # the next caller looks again
+    assert kernels.backend("cuda") == "triton"

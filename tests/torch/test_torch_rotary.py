@@ -1,5 +1,8 @@
 """ropelab.torch.RotaryEmbedding against a float64 NumPy reference and RoPE's identities."""
 
+import dataclasses
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -177,6 +180,42 @@ def test_dynamic_tables_longer_than_the_original_length_keep_base_frequencies(sc
     q3, _ = rope(q, k, offset=2)  # positions=None within the original length
     ref = reference_rope(q.numpy(), np.arange(2, 6), config.inv_freq(6), "interleaved", config.attention_factor)
     np.testing.assert_allclose(q3.numpy(), ref, atol=5e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stepped(scaling.Scheme):
+    """A length-dependent scheme written for this test: frequencies divided by 1, 2 and 4
+    in three bands of lengths (up to 16, up to 32, beyond)."""
+
+    name: ClassVar[str] = "stepped"
+    dynamic: ClassVar[bool] = True
+    BANDS: ClassVar[tuple] = (scaling.Regime("near", 1, 16), scaling.Regime("mid", 17, 32),
+                              scaling.Regime("far", 33, None))
+
+    def regime(self, seq_len=None):
+        return next(r for r in self.BANDS if r.last is None or (seq_len or 1) <= r.last)
+
+    def inv_freq(self, theta, rotary_dim, seq_len=None):
+        return scaling.default_inv_freq(theta, rotary_dim) / 2.0 ** self.BANDS.index(self.regime(seq_len))
+
+
+def test_a_new_length_dependent_scheme_needs_nothing_of_the_module():
+    """The module asks the scheme for its regimes: one it has never seen is cached by
+    them, each regime's tables built once and reused for every length of it."""
+    config = RopeConfig(8, scaling=_Stepped())
+    rope = RotaryEmbedding(config, max_positions=8)
+    q, k = _qk(d=8, t=4)
+    built = {}
+    for positions in ([0, 1, 2, 3], [20, 21, 22, 23], [40, 41, 42, 43], [25, 26, 27, 28], [60, 61, 62, 63]):
+        seq_len = max(positions) + 1
+        q2, _ = rope(q, k, torch.tensor(positions))
+        ref = reference_rope(q.numpy(), np.array(positions), config.inv_freq(seq_len), "interleaved")
+        np.testing.assert_allclose(q2.numpy(), ref, atol=5e-6, err_msg=str(positions))
+        for regime, (cos, _) in rope._regimes.items():
+            assert built.setdefault(regime, cos) is cos  # never rebuilt
+    assert set(rope._regimes) == {_Stepped.BANDS[1], _Stepped.BANDS[2]}  # "near" is rope.cos
+    assert rope._regimes[_Stepped.BANDS[1]][0].shape[0] == 32  # no rows past the regime's end
+    assert rope._regimes[_Stepped.BANDS[2]][0].shape[0] == 66  # twice its first length
 
 
 def test_set_config_swaps_scheme():

@@ -1,8 +1,8 @@
 """Numba kernels for RoPE: one fused pass over memory, in place or out of place.
 
-Imported only through :mod:`ropelab.kernels`, which decides when they apply.
+Imported only through :mod:`ropelab.kernels.numba_cpu`, which decides when they apply.
 
-Shapes (after :mod:`ropelab.kernels` has canonicalised the inputs):
+Shapes (after :mod:`ropelab.kernels.numba_cpu` has canonicalised the inputs):
     x, out:   flat 1-D views over the storage of ``(B, H, T, D)`` arrays with any
               non-negative strides whose last stride is 1 (element strides ``xs``, ``os``)
     cos, sin: flat 1-D views over tables, element strides ``ts`` over (B, H, T) (0 where

@@ -1,7 +1,7 @@
 """Triton kernel for RoPE on GPUs: q and k in one launch, cos/sin loaded once per token.
 
-Imported only through :mod:`ropelab.kernels`, which decides when it applies (CUDA
-tensors, triton installed). One program per token ``(b, t)``: it loads that token's
+Imported only through :mod:`ropelab.kernels.triton_gpu`, which decides when it applies
+(CUDA tensors, triton installed). One program per token ``(b, t)``: it loads that token's
 cos/sin row once (by position, or from tables broadcast over batch and time) and rotates
 every head of q, then every head of k, a block of heads at a time; in place, or into
 fresh outputs with the features past the rotary dim copied. Math in float32, stored in

@@ -10,9 +10,9 @@ meaning and is differentiable. It is the custom op ``torch.ops.ropelab.rope``
 - ``torch.compile(fullgraph=True)`` sees one opaque op with a fake (meta) impl and a
   registered autograd formula: no graph break;
 - what no kernel covers (float64 on CUDA, numba or triton missing) runs the eager
-  reference path inside the op. Another kernel for a device plugs in with
-  :func:`register_device_kernel`, ``fn`` taking the op's arguments
-  ``(x, cos, sin, layout, inverse, positions)`` and returning a new tensor.
+  reference path inside the op. Another kernel plugs in as a backend of
+  :mod:`ropelab.kernels` (:func:`ropelab.kernels.register`): the op runs it forward
+  and backward, and its autograd formula and fake impl stay the op's.
 
 Shapes: x ``(..., T, D)``; cos/sin broadcastable to ``(..., T, R/2)``, or with
 ``positions`` (integers broadcastable to ``(..., T)``) ``(P, R/2)`` tables.
@@ -26,11 +26,11 @@ from __future__ import annotations
 from .. import kernels
 from .._optional import require
 from ..config import check_layout
-from ..rotary import _check_positions, _check_shapes
+from ..kernels.checks import check_positions, check_tables
 
 torch = require("torch", feature="ropelab.torch")
 
-__all__ = ["register_device_kernel", "rotate", "rotate_qk"]
+__all__ = ["rotate", "rotate_qk"]
 
 Tensor = torch.Tensor
 
@@ -109,15 +109,6 @@ def _backward(ctx, grad):
 _rope.register_autograd(_backward, setup_context=_setup_context)
 
 
-def register_device_kernel(device_type: str, fn) -> None:
-    """Install ``fn(x, cos, sin, layout, inverse, positions) -> Tensor`` for a device.
-
-    The hook for GPU kernels (e.g. Triton on ``"cuda"``): the autograd formula and the
-    fake impl stay the op's, so training and ``torch.compile`` keep working.
-    """
-    torch.library.register_kernel("ropelab::rope", device_type, fn)
-
-
 def _as_table(t, like):
     """numpy tables (float64 from rope_tables) become tensors on x's device, once."""
     if isinstance(t, torch.Tensor):
@@ -183,11 +174,11 @@ def _prepare(x, cos, sin, layout, positions, *, values: bool = True):
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     cos, sin = _as_table(cos, x), _as_table(sin, x)
     if positions is None:
-        _check_shapes(x, cos, sin)
+        check_tables(x, cos, sin)
     else:
         if not isinstance(positions, torch.Tensor):
             positions = torch.as_tensor(positions)
-        _check_positions(x, cos, sin, positions, values=values)
+        check_positions(x, cos, sin, positions, values=values)
         positions = positions.to(device=x.device, dtype=torch.long)
     return cos, sin, positions
 

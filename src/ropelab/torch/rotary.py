@@ -10,8 +10,9 @@ Shapes: B batch, H heads, K kv heads, T time, D head dim, R rotary dim.
 
 Length-dependent schemes (``config.dynamic``: dynamic NTK, LongRoPE) choose their
 frequencies from ``seq_len = max(position) + 1``, as transformers does for the current
-call. The tables of the last few regimes are kept (LongRoPE has two: short and long;
-dynamic NTK has one at or below its original length and one per longer ``seq_len``).
+call. The scheme says which regime a length falls in (:meth:`ropelab.scaling.Scheme.regime`:
+LongRoPE has two, short and long; dynamic NTK has one at or below its original length
+and one per longer ``seq_len``), and the tables of the last few regimes are kept.
 Unlike transformers' dynamic NTK, which remembers the longest length seen so far, the
 choice here depends only on the positions of the call, so a module has no hidden state.
 """
@@ -25,6 +26,7 @@ import numpy as np
 from .. import kernels
 from .._optional import require
 from ..config import RopeConfig
+from ..scaling import Regime
 from ..tables import rope_tables
 
 torch = require("torch", feature="ropelab.torch")
@@ -77,8 +79,10 @@ class RotaryEmbedding(nn.Module):
         self._initial = max_positions
         self.register_buffer("cos", torch.empty(0), persistent=False)
         self.register_buffer("sin", torch.empty(0), persistent=False)
-        # regime key -> (cos, sin) float32 tables, for length-dependent schemes
+        # Regime -> (cos, sin) float32 tables, for length-dependent schemes (the base
+        # regime's are self.cos and self.sin)
         self._regimes: OrderedDict = OrderedDict()
+        self._base: Regime | None = None
         # the kernels' view of cos/sin, kept for decode steps: (key, plan); see _kernel_tables
         self._planned: tuple = ((None, None, None), None)
         self._build(max_positions)
@@ -94,7 +98,9 @@ class RotaryEmbedding(nn.Module):
         """Rows of the cached tables (positions below this need no growth)."""
         return int(self.cos.shape[0])
 
-    def _tables(self, n: int, seq_len: int | None):
+    def _tables(self, n: int, regime: Regime | None):
+        """Rows 0..n-1 of a regime's tables (None: a scheme that ignores the length)."""
+        seq_len = None if regime is None else regime.first  # any length of it gives its frequencies
         cos, sin = rope_tables(self.config, np.arange(n), seq_len=seq_len)
         device = self.cos.device
         return (
@@ -103,11 +109,10 @@ class RotaryEmbedding(nn.Module):
         )
 
     def _build(self, n: int) -> None:
-        # the static tables; for dynamic schemes the regime at or below the original
-        # length, whatever n is (seq_len=None would mean n, a longer regime when n
-        # exceeds the original length)
-        base = self.config.scaling.original_max_position if self.config.dynamic else None
-        self.cos, self.sin = self._tables(n, base)
+        # the static tables; for dynamic schemes those of the base regime, whatever n is
+        # (rope_tables' default seq_len, n, would be a longer regime when n is past it)
+        self._base = self.config.scaling.regime(None) if self.config.dynamic else None
+        self.cos, self.sin = self._tables(n, self._base)
         self._regimes.clear()
 
     def ensure(self, n: int) -> None:
@@ -133,28 +138,29 @@ class RotaryEmbedding(nn.Module):
         self._build(self.max_positions)
 
     def _regime(self, seq_len: int):
-        """Tables for a dynamic scheme at this length: (key, cos, sin)."""
+        """Tables for a dynamic scheme at this length: (cos, sin)."""
         scaling = self.config.scaling
-        original = scaling.original_max_position
-        if seq_len <= original:
-            # both dynamic schemes use their base frequencies up to the original length
+        regime = scaling.regime(seq_len)
+        if regime == self._base:
             self.ensure(seq_len)
             return self.cos, self.sin
-        # LongRoPE's long factors are one regime; dynamic NTK changes with every length
-        key = "long" if scaling.name == "longrope" else seq_len
-        if key in self._regimes:
-            cos, sin = self._regimes[key]
+        if regime in self._regimes:
+            cos, sin = self._regimes[regime]
             if cos.shape[0] >= seq_len:
-                self._regimes.move_to_end(key)
+                self._regimes.move_to_end(regime)
                 return cos, sin
         if _compiling():
             raise RuntimeError(
-                f"the {scaling.name} tables for seq_len={seq_len} are not built; run the module "
-                "once eagerly at this length before compiling"
+                f"the {scaling.name} tables for seq_len={seq_len} ({regime.name} regime) are not "
+                "built; run the module once eagerly at this length before compiling"
             )
-        size = seq_len if key == seq_len else max(seq_len, 2 * original)
-        cos, sin = self._tables(size, seq_len)
-        self._regimes[key] = (cos, sin)
+        # twice the regime's first length, so that longer lengths of an open-ended regime
+        # reuse the tables; never past its last length
+        size = max(seq_len, 2 * regime.first)
+        if regime.last is not None:
+            size = min(size, regime.last)
+        cos, sin = self._tables(size, regime)
+        self._regimes[regime] = (cos, sin)
         while len(self._regimes) > _REGIMES_KEPT:
             self._regimes.popitem(last=False)
         return cos, sin

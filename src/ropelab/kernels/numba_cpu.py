@@ -1,0 +1,355 @@
+"""The numba backend: numpy arrays and torch CPU tensors, rotated by fused numba loops.
+
+The loops (:mod:`ropelab.kernels._numba`, parallel over rows) rotate in one pass, in
+place or into a fresh output, for float32, float64, bfloat16 and float16 storage (math
+in float32, float64 for float64), both layouts, partial rotary, broadcast tables and
+per-token positions. This module turns arrays into what the loops read: flat numpy
+views of their memory and element strides over three leading dims (B, H, T). It
+declines (None) what the loops cannot take: other array kinds or devices, negative or
+self-overlapping strides, more than three leading dims that do not merge.
+
+The backend contract is :mod:`ropelab.kernels.interface`. Numba is imported by
+:func:`status`, never at module load. Numba compiles each storage/table dtype pair once
+and caches the machine code on disk (``cache=True``), so later processes pay only the
+load (well under a second).
+
+Shapes: x ``(..., T, D)``; cos/sin broadcastable to ``(..., T, R/2)``, or ``(P, R/2)``
+tables with positions broadcastable to ``(..., T)``. R = 2 * cos.shape[-1] <= D.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NamedTuple
+
+import numpy as np
+
+from .._optional import array_kind
+from .interface import Rows, Status
+
+__all__ = ["DISABLE_ENV", "PARALLEL_MIN_ELEMENTS", "TablePlan", "devices", "name", "plan", "rope", "rope_rows",
+           "status"]
+
+name = "numba"
+devices = ("cpu",)
+
+DISABLE_ENV = "ROPELAB_DISABLE_NUMBA"
+
+# below this many elements of x the loops run on the calling thread: a parallel launch
+# costs more than the whole rotation (a decode step of 32 heads x 128 is 4096)
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+# the jitted loops, once status() has found numba (the module, so that its functions are
+# looked up at each call)
+_loops = None
+
+
+def status() -> Status:
+    """Usable unless numba is missing or ``ROPELAB_DISABLE_NUMBA`` is set."""
+    global _loops
+    if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
+        return Status(False, f"numba disabled by {DISABLE_ENV}=1")
+    try:
+        from . import _numba
+    except ImportError as err:
+        return Status(False, f"numba is not installed ({err}); pip install 'ropelab[kernels]'")
+    import numba
+
+    _loops = _numba
+    return Status(True, f"fused numba kernels (numba {numba.__version__}, {numba.get_num_threads()} threads)")
+
+
+# -- arrays as the loops read them -------------------------------------------------------
+
+
+_F32, _F64, _F16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
+
+
+def _storage(x):
+    """x as a numpy array of a loop storage dtype (a view of x's memory), or None."""
+    if isinstance(x, np.ndarray):
+        dtype = x.dtype  # compared as objects: dtype.name costs microseconds
+        if dtype == _F32 or dtype == _F64:
+            return x
+        if dtype == _F16:
+            return x.view(np.uint16)
+        if dtype.kind == "V" and dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (as jax uses)
+            return x.view(np.int16)
+        return None
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor) or not x.is_cpu or x.layout != torch.strided:
+        return None
+    dtype = x.dtype  # (kept cheap: this runs for every array of every call)
+    if dtype != torch.float32 and dtype not in (torch.float64, torch.bfloat16, torch.float16):
+        return None
+    if x.requires_grad:
+        x = x.detach()
+    try:
+        if dtype == torch.bfloat16:
+            return x.view(torch.int16).numpy()
+        arr = x.numpy()
+    except (RuntimeError, TypeError):  # conjugate/negative views and the like
+        return None
+    return arr.view(np.uint16) if dtype == torch.float16 else arr
+
+
+def _table(t):
+    """A cos/sin table as a float32 or float64 numpy array (no copy when it already is)."""
+    if not isinstance(t, np.ndarray):
+        if array_kind(t) != "torch" or t.device.type != "cpu":
+            return None
+        torch = sys.modules["torch"]
+        t = t.detach()
+        if t.dtype != torch.float32 and t.dtype != torch.float64:
+            t = t.float()
+        try:
+            t = t.numpy()
+        except (RuntimeError, TypeError):
+            return None
+    if t.dtype != _F32 and t.dtype != _F64:
+        t = t.astype(np.float64 if t.dtype.itemsize > 4 else np.float32)
+    return t
+
+
+def _flat(a):
+    """A 1-D view spanning ``a``'s memory and ``a``'s strides in elements, or None."""
+    size = a.itemsize
+    if a.flags.c_contiguous:  # the common case, and the cheap one
+        return a.reshape(-1), tuple(s // size for s in a.strides)
+    if any(s < 0 or s % size for s in a.strides):
+        return None
+    if a.ndim and a.shape[-1] > 1 and a.strides[-1] != size:
+        return None
+    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.strides, strict=True)) // size if a.size else 0
+    flat = np.lib.stride_tricks.as_strided(a, shape=(span,), strides=(size,))
+    return flat, tuple(s // size for s in a.strides)
+
+
+def _broadcast_strides(shape, strides, lead):
+    """Element strides of an array of ``shape`` broadcast (numpy rules) against ``lead``."""
+    pad = len(lead) - len(shape)
+    return (0,) * pad + tuple(0 if n == 1 else st for n, st in zip(shape, strides, strict=True))
+
+
+def _merge3(shape, strides_list):
+    """Leading dims and their per-array strides, merged or padded to exactly 3 dims."""
+    if len(shape) <= 3:  # (T,), (B, T), (B, H, T): pad on the left
+        pad = 3 - len(shape)
+        return (1,) * pad + tuple(shape), [(0,) * pad + tuple(st) for st in strides_list]
+    dims = [(n, [s[i] for s in strides_list]) for i, n in enumerate(shape) if n != 1]
+    merged = True
+    while len(dims) > 3 and merged:
+        merged = False
+        for j in range(len(dims) - 1):
+            (n0, s0), (n1, s1) = dims[j], dims[j + 1]
+            if all(a == b * n1 for a, b in zip(s0, s1, strict=True)):
+                dims[j : j + 2] = [(n0 * n1, s1)]
+                merged = True
+                break
+    if len(dims) > 3:
+        return None
+    while len(dims) < 3:
+        dims.insert(0, (1, [0] * len(strides_list)))
+    return tuple(n for n, _ in dims), [tuple(int(d[1][k]) for d in dims) for k in range(len(strides_list))]
+
+
+# -- tables and positions ------------------------------------------------------------------
+
+
+class TablePlan(NamedTuple):
+    """cos/sin as the loops read them: flat views of the tables' memory, and their layout."""
+
+    cos: np.ndarray  # flat 1-D view (float32 or float64)
+    sin: np.ndarray  # the same, with cos's strides
+    half: int  # R/2
+    shape: tuple  # the tables' leading dims (all but R/2)
+    strides: tuple  # their element strides
+    rowstride: int  # element stride between rows: the step of one position
+
+
+def plan(cos, sin) -> TablePlan | None:
+    """cos/sin as the loops read them (numpy views of their memory where the dtype and
+    strides allow), or None when the loops cannot read them (a GPU tensor, a jax array).
+
+    A caller that rotates with the same tables many times (a decode loop) may keep the
+    plan and pass it back (``Rows.plan``, ``tables=`` of :func:`ropelab.kernels.rope`).
+    It may hold a converted copy (a bfloat16 table, say): make a new plan whenever the
+    tables change.
+    """
+    c, s = _table(cos), _table(sin)
+    if c is None or s is None:
+        return None
+    if c.dtype != s.dtype:
+        c, s = c.astype(np.float64), s.astype(np.float64)
+    cflat = _flat(c) if c.strides == s.strides else None
+    if cflat is None:
+        c, s = np.ascontiguousarray(c), np.ascontiguousarray(s)
+        cflat = _flat(c)
+    cflat, cstr = cflat
+    sflat, _ = _flat(s)
+    return TablePlan(cflat, sflat, c.shape[-1], c.shape[:-1], cstr[:-1], cstr[0])
+
+
+class _Reads(NamedTuple):
+    """What the loops read in one call: a plan's tables, and positions or none.
+
+    With positions the table row of a token is ``pos[...] * pstride`` and the tables do
+    not broadcast against x (``tshape == ()``); without, ``pstride`` is 0 and one dummy
+    position is read.
+    """
+
+    cos: np.ndarray
+    sin: np.ndarray
+    half: int
+    tshape: tuple
+    tstr: tuple
+    pos: np.ndarray  # flat int64
+    pshape: tuple
+    pstr: tuple
+    pstride: int
+
+
+_NO_POSITIONS = np.zeros(1, dtype=np.int64)  # read at offset 0 with pstride 0
+
+
+def _host(positions):
+    """Integer positions as a numpy array (torch tensors are moved to the host)."""
+    if isinstance(positions, np.ndarray):
+        return positions
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(positions, torch.Tensor):
+        return positions.detach().cpu().numpy()
+    return np.asarray(positions)
+
+
+def _bind(tables: TablePlan, positions) -> _Reads:
+    """The plan with this call's positions (or none) attached."""
+    if positions is None:
+        return _Reads(tables.cos, tables.sin, tables.half, tables.shape, tables.strides, _NO_POSITIONS, (), (), 0)
+    p = _host(positions)
+    if p.dtype != np.int64 or not p.flags.c_contiguous:
+        p = np.ascontiguousarray(p, dtype=np.int64)
+    return _Reads(tables.cos, tables.sin, tables.half, (), (), p.reshape(-1), p.shape,
+                  tuple(st // 8 for st in p.strides), tables.rowstride)
+
+
+# -- loop calls --------------------------------------------------------------------------
+
+
+def _out_call(n, x3, o3, reads: _Reads, ts3, ps3, shape3, head_dim, direction):
+    """The out-of-place loop and its arguments: x3 and o3 are (flat view, strides over
+    (B, H, T)) of x and out; ``n`` elements decide serial or parallel."""
+    loop = _loops.rope_rows_out_serial if n < PARALLEL_MIN_ELEMENTS else _loops.rope_rows_out
+    cos, sin, half, _, _, pos, _, _, pstride = reads
+    return loop, (*x3, *o3, cos, sin, ts3, pos, ps3, pstride, shape3, half, 2 * half, head_dim, *direction)
+
+
+def _call(xs, reads: _Reads, out, direction):
+    """The loop and arguments that rotate the storage ``xs`` into ``out`` (a fresh
+    contiguous array of x's kind) or, when ``out`` is None, in place; None when the loops
+    cannot take it. ``direction``: (interleaved, sign of sin)."""
+    inplace = out is None
+    if xs.size == 0 or (inplace and not xs.flags.writeable):
+        return None
+    flat = _flat(xs)
+    if flat is None:
+        return None
+    xflat, xstr = flat
+    lead, lead_strides = xs.shape[:-1], xstr[:-1]
+    if inplace:
+        if any(st == 0 for n, st in zip(lead, lead_strides, strict=True) if n > 1):
+            return None  # several elements share memory (an expanded tensor): not in place
+        oflat, ostr = xflat, lead_strides
+    elif xs.flags.c_contiguous:  # out is contiguous too, of the same shape: same strides
+        oflat, ostr = _storage(out).reshape(-1), lead_strides
+    else:
+        oflat, ostr = _flat(_storage(out))
+        ostr = ostr[:-1]
+    tstr = _broadcast_strides(reads.tshape, reads.tstr, lead)
+    pstr = _broadcast_strides(reads.pshape, reads.pstr, lead)
+    merged = _merge3(lead, [lead_strides, ostr, tstr, pstr])
+    if merged is None:
+        return None
+    shape3, (xs3, os3, ts3, ps3) = merged
+    if inplace:
+        loop = _loops.rope_rows_inplace_serial if xs.size < PARALLEL_MIN_ELEMENTS else _loops.rope_rows_inplace
+        return loop, (xflat, xs3, reads.cos, reads.sin, ts3, reads.pos, ps3, reads.pstride, shape3, reads.half,
+                      *direction)
+    return _out_call(xs.size, (xflat, xs3), (oflat, os3), reads, ts3, ps3, shape3, xs.shape[-1], direction)
+
+
+def _empty_like(x):
+    """A fresh contiguous array of x's kind, dtype and shape."""
+    if isinstance(x, np.ndarray):
+        return np.empty(x.shape, dtype=x.dtype)
+    return sys.modules["torch"].empty(tuple(x.shape), dtype=x.dtype, device=x.device)
+
+
+def rope(xs: tuple, angles, *, layout: str, inverse: bool, inplace: bool):
+    """The backend's rotation (see :mod:`ropelab.kernels.interface`): every array of
+    ``xs`` through the loops, or None (nothing written) when one of them cannot go."""
+    if type(angles) is not Rows:
+        return None
+    cos, sin, positions, tables = angles
+    if type(tables) is not TablePlan:
+        tables = plan(cos, sin)
+        if tables is None:
+            return None
+    reads = _bind(tables, positions)
+    direction = (layout == "interleaved", -1.0 if inverse else 1.0)
+    calls, outs = [], []
+    for x in xs:  # every array planned before any is written: all or nothing
+        storage = _storage(x)
+        if storage is None:
+            return None
+        out = None if inplace else _empty_like(x)
+        call = _call(storage, reads, out, direction)
+        if call is None:
+            return None
+        calls.append(call)
+        outs.append(x if inplace else out)
+    for loop, args in calls:
+        loop(*args)
+    return tuple(outs)
+
+
+def rope_rows(xs: tuple, tables, positions, *, layout: str):
+    """The decode-step shortcut: each tensor of ``xs`` rotated into a fresh tensor by table
+    rows ``positions``; None when it does not apply (``rope`` gives the same values).
+
+    It applies to C-contiguous 4-D ``(B, H, T, D)`` torch CPU tensors of a loop dtype, a
+    :class:`TablePlan` of ``(P, R/2)`` tables (R <= D) and a CPU int64 tensor
+    ``positions`` broadcastable to ``(B, H, T)`` whose values the caller has checked
+    against P; nothing recorded for autograd, nothing traced. Those conditions fix what
+    :func:`rope` works out in general: ~10 us less for a decode step's q and k.
+    """
+    if type(tables) is not TablePlan or len(tables.shape) != 1:
+        return None
+    torch = sys.modules["torch"]
+    if positions.dtype != torch.int64 or not positions.is_cpu or positions.dim() > 3:
+        return None
+    pos = np.ascontiguousarray(positions.numpy())  # (a slice of a longer row is not)
+    # positions broadcast over (B, H, T): element strides, 0 where a dim is broadcast
+    pshape = (1,) * (3 - pos.ndim) + pos.shape
+    reads = _Reads(tables.cos, tables.sin, tables.half, (), (), pos.reshape(-1), pshape,
+                   _broadcast_strides(pos.shape, tuple(st // 8 for st in pos.strides), pshape), tables.rowstride)
+    direction = (layout == "interleaved", 1.0)
+    calls = []
+    for x in xs:
+        if x.dim() != 4 or x.requires_grad or not x.is_contiguous() or x.shape[-1] < 2 * tables.half:
+            return None
+        B, H, T, D = x.shape
+        if pshape[0] not in (1, B) or pshape[1] not in (1, H) or pshape[2] not in (1, T):
+            return None
+        storage = _storage(x)
+        if storage is None or storage.size == 0:
+            return None
+        out = torch.empty((B, H, T, D), dtype=x.dtype)
+        strides = (H * T * D, T * D, D)
+        calls.append((out, *_out_call(storage.size, (storage.reshape(-1), strides),
+                                      (_storage(out).reshape(-1), strides), reads, (0, 0, 0), reads.pstr,
+                                      (B, H, T), D, direction)))
+    for _, loop, args in calls:
+        loop(*args)
+    return tuple(out for out, _, _ in calls)

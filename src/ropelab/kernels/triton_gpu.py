@@ -1,0 +1,65 @@
+"""The Triton backend: torch tensors on a GPU, q and k in one launch.
+
+The kernel (:mod:`ropelab.kernels._triton`) takes float32, bfloat16 and float16 tensors
+of up to four dims sharing B and T, with float32 tables whose rows are the same for
+every head; this module moves the tables and positions to the tensors' device as
+float32 and int tensors and hands over. It declines (None) other kinds, devices and
+dtypes (float64 on a GPU goes to the reference path).
+
+The backend contract is :mod:`ropelab.kernels.interface`. Triton is imported by
+:func:`status`, never at module load; ``ROPELAB_DISABLE_TRITON=1`` turns the backend off.
+
+Shapes: x ``(..., T, D)``; cos/sin broadcastable to ``(..., T, R/2)``, or ``(P, R/2)``
+tables with positions broadcastable to ``(..., T)``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .interface import Rows, Status
+
+__all__ = ["DISABLE_ENV", "devices", "name", "rope", "status"]
+
+name = "triton"
+
+#: device types whose torch tensors this backend takes; tests add "cpu" to run the kernel
+#: under Triton's interpreter (TRITON_INTERPRET=1)
+devices = ("cuda",)
+
+DISABLE_ENV = "ROPELAB_DISABLE_TRITON"
+
+_kernel = None  # the kernel module, once status() has found triton
+
+
+def status() -> Status:
+    """Usable unless triton is missing or ``ROPELAB_DISABLE_TRITON`` is set."""
+    global _kernel
+    if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
+        return Status(False, f"triton disabled by {DISABLE_ENV}=1")
+    try:
+        from . import _triton
+    except ImportError as err:
+        return Status(False, f"triton is not installed ({err})")
+    _kernel = _triton
+    return Status(True, f"Triton kernel (triton {_triton.triton.__version__})")
+
+
+def rope(xs: tuple, angles, *, layout: str, inverse: bool, inplace: bool):
+    """The backend's rotation (see :mod:`ropelab.kernels.interface`): one launch for all
+    of ``xs`` (one or two tensors), or None."""
+    if type(angles) is not Rows:
+        return None
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(xs[0], torch.Tensor) or xs[0].device.type not in devices:
+        return None  # (the common refusal, numpy arrays and CPU tensors, kept cheap)
+    if not all(isinstance(x, torch.Tensor) for x in xs):
+        return None
+    device = xs[0].device
+    # tables and positions on the kernel's terms: float32 tensors on x's device
+    cos, sin = (torch.as_tensor(t, device=device).to(torch.float32) for t in (angles.cos, angles.sin))
+    positions = angles.positions
+    if positions is not None:
+        positions = torch.as_tensor(positions, device=device)
+    return _kernel.rope(tuple(xs), cos, sin, layout=layout, positions=positions, inverse=inverse, inplace=inplace)
