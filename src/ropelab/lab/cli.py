@@ -133,6 +133,16 @@ def run(args) -> int:
         numba.set_num_threads(threads_before)
 
 
+def _ddp_failure(err: RuntimeError) -> bool:
+    """A collective that timed out or lost its peer (gloo raises plain RuntimeErrors)."""
+    import torch
+
+    text = str(err)
+    return isinstance(err, torch.distributed.DistError) or any(
+        s in text for s in ("Timed out", "timed out", "Connection closed", "Connection reset")
+    )
+
+
 def _error(message: str, code: int) -> int:
     if message:
         print(f"ropelab lab: error: {message}", file=sys.stderr, flush=True)
@@ -175,8 +185,10 @@ def _run(args) -> int:
         return code
     except KeyboardInterrupt:
         return _error("interrupted; rerun the same command to resume from the last checkpoints", 130)
-    except torch.distributed.DistError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except RuntimeError as err:
+        if ctx.world == 1 or not _ddp_failure(err):
+            raise
+        first = str(err).strip().splitlines()[0]
         _error(f"DDP process {ctx.rank}: {first} (another process stopped answering for "
                f"--ddp-timeout {settings.ddp_timeout:g} minutes, or ended)", 1)
         leave_worker(1)
