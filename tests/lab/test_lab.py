@@ -453,3 +453,61 @@ def test_sinusoid_amplitude_reaches_the_model():
     settings = from_preset("default")
     assert model_config(CONTENDERS["sinusoidal"], 10, settings).absolute_scale == SINUSOID_SCALE
     assert model_config(CONTENDERS["learned"], 10, settings).absolute_scale == 1.0
+
+
+def _lines(values_by_label, lengths=(16, 32, 64, 128)):
+    return {label: dict(zip(lengths, values, strict=True)) for label, values in values_by_label.items()}
+
+
+def test_a_panel_that_would_show_nothing_becomes_a_note():
+    # every line 1 at the training length, then 0 except one: the lines would overlap
+    lines = _lines({"nope": [1, 0, 0, 0], "rope": [1, 0, 0, 0], "t5": [1, 0.066, 0, 0], "learned": [1, None, None, None]})
+    assert report.panel_note(lines, 16, "exact_match") == (
+        "exact match: 1.000 for every scheme at the training length (16); past it 0.000 for every scheme "
+        "except t5 (0.066 at 32)"
+    )
+    lines = _lines({"nope": [0, 0, 0, 0], "rope": [0, 0, 0, 0]})
+    assert report.panel_note(lines, 16, "exact_match") == "exact match: 0.000 for every scheme at every length"
+    # lines that differ are drawn
+    assert report.panel_note(_lines({"a": [1, 0.5, 0, 0], "b": [1, 0.2, 0, 0], "c": [1, 0, 0, 0]}), 16, "token_accuracy") is None
+    assert report.panel_note(_lines({"a": [2.3, 2.9, 3.1, 4.0], "b": [2.4, 2.4, 2.3, 2.3]}), 16, "bits_per_char") is None
+
+
+def test_plot_has_human_labels_families_and_no_empty_panel(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = []
+    for scheme, ext, em, ta in (("nope", "none", 0, 0.3), ("rope", "none", 0, 0.1), ("rope", "yarn", 0, 0.4), ("t5", "none", 0, 0.8)):
+        for n in (16, 32):
+            records += [dict(scheme=scheme, task="copy", train_len=16, eval_len=n, extension=ext, finetune_steps=0,
+                             metric=m, value=1.0 if n == 16 else v, seed=0, note="")
+                        for m, v in (("exact_match", em), ("token_accuracy", ta))]
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: figures.append(fig))
+    report.plot(str(tmp_path), records)
+    monkeypatch.setattr(plt, "close", real_close)
+    (fig,) = figures
+    (ax,) = fig.axes  # exact match is all zero past the training length: a note, not a panel
+    assert ax.get_ylabel() == "token accuracy (share of tokens right)" and ax.get_ylim() == (-0.03, 1.03)
+    assert ax.get_title() == "copy, trained at 16 tokens"
+    styles = {line.get_label(): (line.get_color(), line.get_marker(), line.get_linestyle()) for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert styles["rope+yarn"][2] == "--" and styles["rope"][2] == "-"
+    assert len({s[0] for s in styles.values()}) == len(styles) and len({s[1] for s in styles.values()}) == len(styles)
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend_texts == ["rotary (RoPE and relatives)", "rope", "rope+yarn", "relative biases", "t5",
+                            "no or absolute positions", "nope"]
+    notes = [t.get_text() for t in fig.texts]
+    assert notes == ["copy, exact match: 1.000 for every scheme at the training length (16); past it 0.000 for every scheme"]
+    real_close(fig)
+
+
+def test_every_line_has_its_own_colour_and_marker():
+    from ropelab.lab.contenders import CONTENDERS, EXTENSIONS
+
+    styles = report.STYLES
+    assert set(CONTENDERS) | {f"rope+{e}" for e in EXTENSIONS} <= set(styles)
+    assert len({c for c, _ in styles.values()}) == len(styles) == len({m for _, m in styles.values()})

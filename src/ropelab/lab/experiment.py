@@ -495,7 +495,10 @@ def run_lab(settings: LabSettings, ctx: DistContext | None = None, *, jobs: int 
     if code:
         if lock is not None:
             lock.release()
-        raise error if error is not None else LabError("")  # the other ranks: rank 0 says why
+        if error is None:  # the other ranks end with rank 0's status; rank 0 says why
+            error = LabError("")
+            error.code = code
+        raise error
     try:
         if jobs > 1 and ctx.world == 1 and len(runs) > 1:
             records = _run_pool(settings, runs, jobs, threads or torch.get_num_threads())

@@ -51,12 +51,12 @@ STYLES = {
     "p-rope": ("#5d6d8a", "*"),
     "alibi": ("#2a9d3a", "D"),
     "t5": ("#d62728", "v"),
-    "nope": ("#222222", "o"),
+    "nope": ("#222222", "h"),
     "sinusoidal": ("#ff8c1a", "s"),
     "learned": ("#9c5b2e", "^"),
 }
 _SPARE_COLOURS = ("#7f7f7f", "#bcbd22", "#e377c2", "#8c564b", "#9edae5")
-_SPARE_MARKERS = "hH8p+x"
+_SPARE_MARKERS = "H8p+x1"
 
 
 def _panels(records: list[dict]) -> list[tuple[str, str]]:
