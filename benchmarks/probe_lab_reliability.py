@@ -55,6 +55,8 @@ def _with(args, **changes):
     args = list(args)
     for flag, value in changes.items():
         name = "--" + flag.replace("_", "-")
+        if name not in args:
+            args.append(name)
         i = args.index(name)
         j = i + 1
         while j < len(args) and not args[j].startswith("--"):
@@ -427,6 +429,29 @@ def probe_parent(work, trials=3):
         else:
             t.add("rerun identical")
         t.add("tracebacks", int(TRACEBACK in err))
+    # a worker killed (as by the out-of-memory killer): the parent says so and ends, nothing left
+    out = os.path.join(work, "worker-kill")
+    proc = subprocess.Popen(_command(["--out", out, *args]), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline, workers = time.monotonic() + 300, []
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = [p for p in _descendants(proc.pid) if b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]
+        time.sleep(0.1)
+    time.sleep(1)
+    started = _descendants(proc.pid)
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    time.sleep(1)
+    left = [p for p in started if _alive(p)]
+    line = err.strip().splitlines()[-1] if err.strip() else ""
+    good = proc.returncode == 1 and "worker process ended abruptly" in line and not left
+    t.add("worker kill: parent exits 1 and says so, nothing left" if good else "worker kill: unclear or left processes")
+    t.add("tracebacks", int(TRACEBACK in err))
+    t.note(f"worker killed: exit {proc.returncode}: {line}; {len(left)} processes left")
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    rc, _, err = lab(out, args)
+    t.add("rerun identical" if rc == 0 and snapshot(out) == reference else "rerun differs")
     return t
 
 

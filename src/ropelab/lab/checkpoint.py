@@ -97,13 +97,8 @@ def save(folder: str, step: int, model, optimizer, losses: list[float]) -> None:
     tensors["rng.torch"] = torch.get_rng_state()
     store.save_tensors(_path(folder, step, "safetensors"), tensors, {"format": "pt", "step": str(step)})
     store.write_json(_path(folder, step, "json"), {"step": step, "losses": losses})
-    complete = _steps(folder)
-    keep = set(complete[:KEEP])
-    for name in os.listdir(folder):
-        match = _NAME.fullmatch(name)
-        if match and int(match.group(1)) not in keep:
-            store.remove(os.path.join(folder, name))
-    store.remove(os.path.join(folder, "checkpoint.json"))  # older lab versions' pointer
+    keep = set(_steps(folder)[:KEEP])
+    _remove(folder, lambda step: step not in keep)
 
 
 def _steps(folder: str) -> list[int]:
@@ -171,8 +166,7 @@ def latest(folder: str, model, optimizer, steps: int) -> Restored | None:
     for step, bad in refused:
         then = f"resuming from step {found.step}" if found else "training this run from the start"
         warn(f"checkpoint refused: {bad}; {then}")
-        for ext in ("json", "safetensors"):
-            store.remove(_path(folder, step, ext))
+        _remove(folder, lambda s, step=step: s == step)
     return found
 
 
@@ -190,10 +184,21 @@ def apply(restored: Restored, model, optimizer) -> None:
     torch.set_rng_state(tensors["rng.torch"])
 
 
-def remove_checkpoints(folder: str) -> None:
-    for name in os.listdir(folder):
-        if _NAME.fullmatch(name) or name == "checkpoint.json":
+def _remove(folder: str, which) -> None:
+    """Remove the checkpoints whose step ``which`` accepts: each one's JSON (what makes it
+    complete) before its tensors, so a kill in between never leaves a complete-looking
+    half; and the pointer file of older lab versions."""
+    names = sorted(os.listdir(folder), key=lambda n: not n.endswith(".json"))
+    for name in names:
+        match = _NAME.fullmatch(name)
+        if match and which(int(match.group(1))):
             store.remove(os.path.join(folder, name))
+    store.remove(os.path.join(folder, "checkpoint.json"))
+
+
+def remove_checkpoints(folder: str) -> None:
+    """Remove every checkpoint (the run is trained)."""
+    _remove(folder, lambda step: True)
 
 
 # -- final weights -------------------------------------------------------------------

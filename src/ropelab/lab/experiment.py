@@ -202,6 +202,8 @@ class _Records:
 def _reuse_trained(model, folder: str, steps: int, ctx: DistContext) -> bool:
     """Load the trained weights in ``folder`` if they are there and fit (rank 0 decides)."""
     trained = checkpoint.load_final(folder, model, steps) if ctx.is_main else False
+    if trained:  # a kill while the finished run's checkpoints were removed leaves some
+        checkpoint.remove_checkpoints(folder)
     if not ctx.broadcast_int(int(trained)):
         return False
     if not ctx.is_main:
