@@ -14,8 +14,8 @@ pytest.importorskip("safetensors")
 from ropelab import scaling  # noqa: E402
 from ropelab.config import RopeConfig  # noqa: E402
 from ropelab.lab import report, store  # noqa: E402
+from ropelab.lab.contenders import CONTENDERS, extended_rope, layer_kinds  # noqa: E402
 from ropelab.lab.evaluate import evaluate  # noqa: E402
-from ropelab.lab.schemes import SCHEMES, extended_rope, layer_kinds  # noqa: E402
 from ropelab.lab.tasks import CopyTask, RecallTask, TextTask, generator_for  # noqa: E402
 from ropelab.lab.train import lr_at, masked_loss_sum  # noqa: E402
 
@@ -229,11 +229,25 @@ def test_text_errors(tmp_path):
 
 
 def test_irope_pattern_follows_llama4():
-    irope = SCHEMES["irope"]
+    from ropelab.torch import pattern
+
+    irope = CONTENDERS["irope"]
     assert layer_kinds(irope, 8) == ("rope", "rope", "rope", "nope") * 2
     assert layer_kinds(irope, 2) == ("rope", "nope")  # too few layers: the last is NoPE
-    assert layer_kinds(SCHEMES["rope"], 3) == ("rope",) * 3
-    assert layer_kinds(SCHEMES["learned"], 2) == ("nope", "nope")
+    for n in range(1, 10):  # one iRoPE rule: the library's
+        assert layer_kinds(irope, n) == pattern("irope", n)
+    assert layer_kinds(CONTENDERS["rope"], 3) == ("rope",) * 3
+    assert layer_kinds(CONTENDERS["learned"], 2) == ("nope", "nope")
+    assert layer_kinds(CONTENDERS["p-rope"], 2) == ("prope", "prope")
+
+
+def test_lab_names_do_not_shadow_the_core():
+    import ropelab
+    import ropelab.lab as lab
+    from ropelab import scaling
+
+    assert not hasattr(lab, "SCHEMES") and not hasattr(lab, "PRESETS") and not hasattr(lab, "Scheme")
+    assert set(lab.__all__).isdisjoint(set(scaling.__all__) | set(ropelab.__all__))
 
 
 @pytest.mark.parametrize(
@@ -297,35 +311,59 @@ def _tiny_model():
     return Transformer(TransformerConfig(13, d_model=16, num_heads=2, layers=("rope", "nope")))
 
 
-def test_weights_round_trip_through_safetensors(tmp_path):
+def test_final_weights_round_trip_through_safetensors(tmp_path):
+    from ropelab.lab import checkpoint
+
     a, b = _tiny_model(), _tiny_model()
     with torch.no_grad():
         for p in a.parameters():
             p.add_(1.0)
-    store.save_weights(str(tmp_path / "m.safetensors"), a)
-    store.load_weights(str(tmp_path / "m.safetensors"), b)
+    checkpoint.save_final(str(tmp_path), a, [3.0, 2.0], {"seconds": 1.0})
+    assert checkpoint.load_final(str(tmp_path), b, 2)
     for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert na == nb and torch.equal(pa, pb)
     assert b.lm_head.weight is b.embed.weight  # tying survives
-    with open(tmp_path / "m.safetensors", "rb") as f:
+    with open(tmp_path / "model.safetensors", "rb") as f:
         assert b"pickle" not in f.read(200)
+    assert json.load(open(tmp_path / "train.json"))["losses"] == [3.0, 2.0]
+    modes = {name: os.stat(tmp_path / name).st_mode & 0o777 for name in os.listdir(tmp_path)}
+    assert len(set(modes.values())) == 1, modes  # weights as readable as every other output
+    assert not checkpoint.load_final(str(tmp_path / "none"), b, 2)
 
 
-def test_checkpoint_round_trip_restores_optimizer_and_rng(tmp_path):
-    model = _tiny_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+def _stepped(model, fused=True, steps=3):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=fused)
     x = torch.randint(0, 13, (2, 5))
-    for _ in range(3):
+    for _ in range(steps):
         model(x).sum().backward()
         opt.step()
         opt.zero_grad()
+    return opt
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_layout_is_what_adamw_holds(fused):
+    from ropelab.lab import checkpoint, store
+
+    model = _tiny_model()
+    opt = _stepped(model, fused, 1)
+    held = {f"optim.{i}.{k}": v for i, entry in opt.state_dict()["state"].items() for k, v in entry.items()}
+    assert checkpoint.adam_layout(opt) == store.layout_of(held)
+
+
+def test_checkpoint_round_trip_restores_optimizer_and_rng(tmp_path):
+    from ropelab.lab import checkpoint
+
+    model = _tiny_model()
+    opt = _stepped(model)
     torch.manual_seed(7)
-    store.save_checkpoint(str(tmp_path), 3, model, opt, {"losses": [1.0, 2.0, 3.0]})
+    checkpoint.save(str(tmp_path), 3, model, opt, [1.0, 2.0, 3.0])
     expected_draw = torch.rand(3)  # what the RNG gives right after the checkpoint
     fresh = _tiny_model()
-    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
-    meta = store.load_checkpoint(str(tmp_path), fresh, fresh_opt)
-    assert meta["step"] == 3 and meta["losses"] == [1.0, 2.0, 3.0]
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2, fused=True)
+    restored = checkpoint.latest(str(tmp_path), fresh, fresh_opt, steps=10)
+    assert restored.step == 3 and restored.losses == [1.0, 2.0, 3.0]
+    checkpoint.apply(restored, fresh, fresh_opt)
     assert torch.equal(torch.rand(3), expected_draw)
     for pa, pb in zip(model.parameters(), fresh.parameters(), strict=True):
         assert torch.equal(pa, pb)
@@ -334,11 +372,18 @@ def test_checkpoint_round_trip_restores_optimizer_and_rng(tmp_path):
     for k in sa:
         for key in sa[k]:
             assert torch.equal(torch.as_tensor(sa[k][key]), torch.as_tensor(sb[k][key]))
-    # a newer checkpoint replaces the older files; the pointer names it
-    store.save_checkpoint(str(tmp_path), 4, model, opt, {"losses": [1.0]})
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint.json", "ckpt-0000004.json", "ckpt-0000004.safetensors"]
-    assert store.load_checkpoint(str(tmp_path), fresh, fresh_opt)["step"] == 4
-    assert store.load_checkpoint(str(tmp_path / "none"), fresh, fresh_opt) is None
+    # the newest two are kept (the older one to fall back to); the third goes
+    for step in (4, 5):
+        model(torch.randint(0, 13, (2, 5))).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        checkpoint.save(str(tmp_path), step, model, opt, [1.0] * step)
+    assert sorted(os.listdir(tmp_path)) == [
+        "ckpt-0000004.json", "ckpt-0000004.safetensors", "ckpt-0000005.json", "ckpt-0000005.safetensors",
+    ]
+    assert checkpoint.latest(str(tmp_path), fresh, fresh_opt, steps=10).step == 5
+    assert checkpoint.latest(str(tmp_path), fresh, fresh_opt, steps=5).step == 4  # 5 is not below 5 steps
+    assert checkpoint.latest(str(tmp_path / "none"), fresh, fresh_opt, steps=10) is None
 
 
 # -- report --------------------------------------------------------------------
@@ -401,10 +446,68 @@ def test_presets_cover_the_issue_and_validate(preset, tmp_path):
 
 
 def test_sinusoid_amplitude_reaches_the_model():
+    from ropelab.lab.contenders import SINUSOID_SCALE
     from ropelab.lab.experiment import model_config
-    from ropelab.lab.schemes import SINUSOID_SCALE
     from ropelab.lab.settings import from_preset
 
     settings = from_preset("default")
-    assert model_config(SCHEMES["sinusoidal"], 10, settings).absolute_scale == SINUSOID_SCALE
-    assert model_config(SCHEMES["learned"], 10, settings).absolute_scale == 1.0
+    assert model_config(CONTENDERS["sinusoidal"], 10, settings).absolute_scale == SINUSOID_SCALE
+    assert model_config(CONTENDERS["learned"], 10, settings).absolute_scale == 1.0
+
+
+def _lines(values_by_label, lengths=(16, 32, 64, 128)):
+    return {label: dict(zip(lengths, values, strict=True)) for label, values in values_by_label.items()}
+
+
+def test_a_panel_that_would_show_nothing_becomes_a_note():
+    # every line 1 at the training length, then 0 except one: the lines would overlap
+    lines = _lines({"nope": [1, 0, 0, 0], "rope": [1, 0, 0, 0], "t5": [1, 0.066, 0, 0], "learned": [1, None, None, None]})
+    assert report.panel_note(lines, 16, "exact_match") == (
+        "exact match: 1.000 for every scheme at the training length (16); past it 0.000 for every scheme "
+        "except t5 (0.066 at 32)"
+    )
+    lines = _lines({"nope": [0, 0, 0, 0], "rope": [0, 0, 0, 0]})
+    assert report.panel_note(lines, 16, "exact_match") == "exact match: 0.000 for every scheme at every length"
+    # lines that differ are drawn
+    assert report.panel_note(_lines({"a": [1, 0.5, 0, 0], "b": [1, 0.2, 0, 0], "c": [1, 0, 0, 0]}), 16, "token_accuracy") is None
+    assert report.panel_note(_lines({"a": [2.3, 2.9, 3.1, 4.0], "b": [2.4, 2.4, 2.3, 2.3]}), 16, "bits_per_char") is None
+
+
+def test_plot_has_human_labels_families_and_no_empty_panel(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = []
+    for scheme, ext, em, ta in (("nope", "none", 0, 0.3), ("rope", "none", 0, 0.1), ("rope", "yarn", 0, 0.4), ("t5", "none", 0, 0.8)):
+        for n in (16, 32):
+            records += [dict(scheme=scheme, task="copy", train_len=16, eval_len=n, extension=ext, finetune_steps=0,
+                             metric=m, value=1.0 if n == 16 else v, seed=0, note="")
+                        for m, v in (("exact_match", em), ("token_accuracy", ta))]
+    figures = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: figures.append(fig))
+    report.plot(str(tmp_path), records)
+    monkeypatch.setattr(plt, "close", real_close)
+    (fig,) = figures
+    (ax,) = fig.axes  # exact match is all zero past the training length: a note, not a panel
+    assert ax.get_ylabel() == "token accuracy (share of tokens right)" and ax.get_ylim() == (-0.03, 1.03)
+    assert ax.get_title() == "copy, trained at 16 tokens"
+    styles = {line.get_label(): (line.get_color(), line.get_marker(), line.get_linestyle()) for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert styles["rope+yarn"][2] == "--" and styles["rope"][2] == "-"
+    assert len({s[0] for s in styles.values()}) == len(styles) and len({s[1] for s in styles.values()}) == len(styles)
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend_texts == ["rotary (RoPE and relatives)", "rope", "rope+yarn", "relative biases", "t5",
+                            "no or absolute positions", "nope"]
+    notes = [t.get_text() for t in fig.texts]
+    assert notes == ["copy, exact match: 1.000 for every scheme at the training length (16); past it 0.000 for every scheme"]
+    real_close(fig)
+
+
+def test_every_line_has_its_own_colour_and_marker():
+    from ropelab.lab.contenders import CONTENDERS, EXTENSIONS
+
+    styles = report.STYLES
+    assert set(CONTENDERS) | {f"rope+{e}" for e in EXTENSIONS} <= set(styles)
+    assert len({c for c, _ in styles.values()}) == len(styles) == len({m for _, m in styles.values()})

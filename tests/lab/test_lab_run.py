@@ -12,7 +12,7 @@ pytest.importorskip("safetensors")
 pytest.importorskip("matplotlib")
 
 from ropelab.cli import main  # noqa: E402
-from ropelab.lab import experiment, store, train  # noqa: E402
+from ropelab.lab import checkpoint, experiment, train  # noqa: E402
 
 TINY = [
     "--schemes", "nope", "rope", "learned",
@@ -72,12 +72,12 @@ def test_scheme_list_and_lengths_are_normalised():
     import argparse
 
     from ropelab.lab import cli
-    from ropelab.lab.schemes import available_schemes
+    from ropelab.lab.contenders import available_contenders
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     settings = cli.settings_from_args(parser.parse_args(["--schemes", "all", "--eval-mults", "1,2", "2", "4"]))
-    assert settings.schemes == available_schemes()
+    assert settings.schemes == available_contenders()
     assert settings.eval_mults == (1, 2, 4)
     settings = cli.settings_from_args(parser.parse_args(["--schemes", "rope,nope", "alibi"]))
     assert settings.schemes == ("rope", "nope", "alibi")
@@ -156,20 +156,20 @@ def test_interrupted_run_resumes_with_nothing_lost(first_run, tmp_path, monkeypa
     (nope,) = glob.glob(str(out / "runs" / "copy-nope-*"))
     (rope,) = glob.glob(str(out / "runs" / "copy-rope-*"))
     assert os.path.exists(os.path.join(nope, "model.safetensors"))  # the finished run is kept
-    assert json.load(open(os.path.join(rope, "checkpoint.json")))["step"] == 2
+    assert sorted(n for n in os.listdir(rope) if n.startswith("ckpt-")) == ["ckpt-0000002.json", "ckpt-0000002.safetensors"]
     assert not os.path.exists(os.path.join(rope, "model.safetensors"))
     nope_mtime = os.path.getmtime(os.path.join(nope, "model.safetensors"))
 
     monkeypatch.setattr(train, "_after_step", lambda step: None)
     resumed_from = []
-    real_load = store.load_checkpoint
+    real_latest = checkpoint.latest
 
-    def spy(folder, model, optimizer):
-        meta = real_load(folder, model, optimizer)
-        resumed_from.append(None if meta is None else meta["step"])
-        return meta
+    def spy(folder, model, optimizer, steps):
+        restored = real_latest(folder, model, optimizer, steps)
+        resumed_from.append(None if restored is None else restored.step)
+        return restored
 
-    monkeypatch.setattr(store, "load_checkpoint", spy)
+    monkeypatch.setattr(checkpoint, "latest", spy)
     assert _lab(out) == 0
     assert resumed_from == [2, None]  # rope from its step-2 checkpoint, learned from scratch
     assert os.path.getmtime(os.path.join(nope, "model.safetensors")) == nope_mtime

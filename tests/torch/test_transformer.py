@@ -108,6 +108,15 @@ def test_irope_layers_get_llama4_options():
 def test_patterns():
     assert pattern("irope", 6) == ("rope", "rope", "rope", "nope", "rope", "rope")
     assert pattern("nope", 2) == ("nope", "nope")
+    # fewer layers than the unit's first NoPE layer: the last one is NoPE, never none
+    assert pattern("irope", 1) == ("nope",)
+    assert pattern("irope", 2) == ("rope", "nope")
+    assert pattern("irope", 3) == ("rope", "rope", "nope")
+    assert pattern("irope", 4) == ("rope", "rope", "rope", "nope")
+    assert pattern("irope", 5) == ("rope", "rope", "rope", "nope", "rope")
+    assert pattern("alternating", 1) == ("nope",)
+    assert pattern("alternating", 3) == ("rope", "nope", "rope")
+    assert pattern("rope", 3) == ("rope",) * 3
     assert PATTERNS["irope"] == ("rope", "rope", "rope", "nope")
     with pytest.raises(ValueError, match="known patterns"):
         pattern("llama9", 2)

@@ -3,23 +3,31 @@
 Tiny decoder transformers (``ropelab.torch.Transformer``), one per scheme, are trained
 on a task at one length and evaluated at multiples of it; RoPE is also evaluated with
 inference-time extension (PI, NTK, YaRN). ``ropelab lab --help`` lists the options.
+The positional schemes it compares are its *contenders* (:data:`CONTENDERS`), and its
+presets are *settings presets* (:data:`SETTINGS_PRESETS`), so as not to be confused
+with :data:`ropelab.scaling.SCHEMES` and :data:`ropelab.PRESETS`.
 Imports torch.
 """
 
-from .experiment import run_lab
-from .schemes import EXTENSIONS, SCHEMES, available_schemes
-from .settings import PRESETS, LabSettings
+from .contenders import CONTENDERS, EXTENSIONS, Contender, available_contenders
+from .errors import LabError, OutInUse
+from .experiment import failures, run_lab
+from .settings import SETTINGS_PRESETS, LabSettings
 from .tasks import TASKS, CopyTask, RecallTask, TextTask
 
 __all__ = [
+    "CONTENDERS",
     "EXTENSIONS",
-    "PRESETS",
-    "SCHEMES",
+    "SETTINGS_PRESETS",
     "TASKS",
+    "Contender",
     "CopyTask",
+    "LabError",
     "LabSettings",
+    "OutInUse",
     "RecallTask",
     "TextTask",
-    "available_schemes",
+    "available_contenders",
+    "failures",
     "run_lab",
 ]

@@ -3,6 +3,11 @@
 Single process: ``ropelab lab --out DIR``. Several processes (DDP; gloo on CPU, NCCL
 on CUDA): ``torchrun --nproc_per_node 2 -m ropelab lab --out DIR``; the launcher's
 environment variables are detected.
+
+Exit status: 0 done; 1 a file could not be read or written (``ropelab lab: error:``
+naming it), a run's training diverged (its results are null), a worker died or a DDP
+process stopped answering; 2 bad arguments or ``--out`` in use by another run; 130
+interrupted (rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -33,14 +38,14 @@ def _ints(values, flag):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .schemes import EXTENSIONS, SCHEMES
-    from .settings import PRESETS
+    from .contenders import CONTENDERS, EXTENSIONS
+    from .settings import DDP_TIMEOUT_MINUTES, SETTINGS_PRESETS
     from .tasks import TASKS
 
-    d = PRESETS["default"]
+    d = SETTINGS_PRESETS["default"]
     parser.add_argument("--out", default="lab-out", help="folder for results and finished runs (default: lab-out)")
     parser.add_argument("--full", action="store_true", help="the larger preset: both tasks, 4 layers of width 128, 4000 steps, lengths to 16x (hours on a CPU; minutes on a GPU)")
-    parser.add_argument("--schemes", nargs="+", metavar="NAME", help=f"positional schemes, or all (default: all available of {', '.join(SCHEMES)})")
+    parser.add_argument("--schemes", nargs="+", metavar="NAME", help=f"positional schemes, or all (default: all available of {', '.join(CONTENDERS)})")
     parser.add_argument("--tasks", nargs="+", metavar="NAME", help=f"tasks: {'; '.join(f'{k}: {v}' for k, v in TASKS.items())} (default: {','.join(d['tasks'])})")
     parser.add_argument("--extensions", nargs="+", metavar="NAME", help=f"RoPE inference-time extensions, or none (default: {','.join(EXTENSIONS)})")
     parser.add_argument("--train-len", type=int, help=f"training length in tokens (default: {d['train_len']})")
@@ -60,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, help="models trained at once in worker processes (default: CPU cores; 1 under torchrun)")
     parser.add_argument("--threads", type=int, help="torch CPU threads per process (default: 1 with several jobs; tiny models run faster so)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train (default: cuda if present)")
+    parser.add_argument("--ddp-timeout", type=float, metavar="MIN", default=DDP_TIMEOUT_MINUTES, help=f"under torchrun: minutes a process waits for the others before the run fails (default: {DDP_TIMEOUT_MINUTES:g})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -103,6 +109,7 @@ def settings_from_args(args, world: int = 1):
         jobs=args.jobs,
         device=args.device,
         progress=not args.no_progress,
+        ddp_timeout=args.ddp_timeout,
     )
     settings.validate(world)
     return settings
@@ -126,6 +133,22 @@ def run(args) -> int:
         numba.set_num_threads(threads_before)
 
 
+def _ddp_failure(err: RuntimeError) -> bool:
+    """A collective that timed out or lost its peer (gloo raises plain RuntimeErrors)."""
+    import torch
+
+    text = str(err)
+    return isinstance(err, torch.distributed.DistError) or any(
+        s in text for s in ("Timed out", "timed out", "Connection closed", "Connection reset")
+    )
+
+
+def _error(message: str, code: int) -> int:
+    if message:
+        print(f"ropelab lab: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
 def _run(args) -> int:
     from .._optional import require
 
@@ -133,7 +156,8 @@ def _run(args) -> int:
     import torch
 
     from . import report
-    from .experiment import plan, run_lab
+    from .errors import LabError
+    from .experiment import failures, plan, run_lab
     from .settings import build_tasks
     from .train import leave_worker, setup_distributed
 
@@ -144,9 +168,8 @@ def _run(args) -> int:
             raise ValueError("--device cuda: no CUDA device is available")
         plan(settings, build_tasks(settings))  # builds every model config: fails here, not mid-run
     except ValueError as err:
-        print(f"ropelab lab: error: {err}", file=sys.stderr)
-        return 2
-    ctx = setup_distributed(settings.device)
+        return _error(str(err), 2)
+    ctx = setup_distributed(settings.device, settings.ddp_timeout)
     cores = os.cpu_count() or 1
     jobs = 1 if ctx.world > 1 or ctx.device != "cpu" else settings.jobs or cores
     threads = settings.threads or max(1, cores // (ctx.world * jobs))
@@ -155,9 +178,23 @@ def _run(args) -> int:
     try:
         records = run_lab(settings, ctx, jobs=jobs, threads=threads)
         ctx.barrier()  # no rank tears gloo down while another still talks (abort at exit)
-    finally:
-        if ctx.world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    except LabError as err:
+        code = _error(str(err), err.code)
+        if ctx.world > 1:
+            leave_worker(code)  # a broken process group can hang the interpreter's exit
+        return code
+    except KeyboardInterrupt:
+        return _error("interrupted; rerun the same command to resume from the last checkpoints", 130)
+    except RuntimeError as err:
+        if ctx.world == 1 or not _ddp_failure(err):
+            raise
+        first = str(err).strip().splitlines()[0]
+        _error(f"DDP process {ctx.rank}: {first} (another process stopped answering for "
+               f"--ddp-timeout {settings.ddp_timeout:g} minutes, or ended)", 1)
+        leave_worker(1)
+    if ctx.world > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    failed = failures(records) if ctx.is_main else []
     if ctx.is_main:
         print()
         print(report.render_table(records))
@@ -165,7 +202,9 @@ def _run(args) -> int:
               f"{time.perf_counter() - start:.1f} s; "
               + (f"{ctx.world} DDP processes" if ctx.world > 1 else f"up to {jobs} worker process(es)")
               + f" x {threads} thread(s)")
+        for line in failed:
+            _error(f"{line} (its results are null)", 1)
+    code = 1 if failed else 0
     if ctx.world > 1:
-        leave_worker()
-    return 0
-
+        leave_worker(code)
+    return code

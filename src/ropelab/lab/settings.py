@@ -9,16 +9,22 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 
-from .schemes import EXTENSIONS, SCHEMES, available_schemes, check_scheme
+from .contenders import CONTENDERS, EXTENSIONS, available_contenders, check_contender
 from .tasks import TASKS, CopyTask, RecallTask, TextTask
 
-__all__ = ["MAX_EVAL_LEN", "PRESETS", "LabSettings", "build_tasks"]
+__all__ = ["DDP_TIMEOUT_MINUTES", "MAX_EVAL_LEN", "SETTINGS_PRESETS", "LabSettings", "build_tasks"]
 
 #: attention over longer windows costs too much memory for a laptop-scale lab
 MAX_EVAL_LEN = 32768
 
-#: presets are data; flags override single entries. "default" fits 5 minutes on 2 CPU cores.
-PRESETS: dict[str, dict] = {
+#: how long a DDP process waits for the others before it gives up (torch's own default,
+#: 30 minutes, is long to wait for a stopped process); rank 0 evaluating a model while
+#: the others wait is the longest legitimate pause
+DDP_TIMEOUT_MINUTES = 10.0
+
+#: presets of the lab's settings are data; flags override single entries. "default"
+#: fits 5 minutes on 2 CPU cores.
+SETTINGS_PRESETS: dict[str, dict] = {
     "default": dict(
         # copy, at 16 tokens (strings of up to 7 symbols), is the task on which every
         # scheme trains to >= 0.9 exact match within the budget: NoPE needs the steps
@@ -87,6 +93,7 @@ class LabSettings:
     jobs: int | None = None
     device: str = "auto"
     progress: bool = True
+    ddp_timeout: float = DDP_TIMEOUT_MINUTES  # minutes
 
     @property
     def eval_lens(self) -> tuple[int, ...]:
@@ -100,9 +107,9 @@ class LabSettings:
         if os.path.exists(self.out) and not os.path.isdir(self.out):
             raise ValueError(f"--out {self.out!r} is a file; pass a directory (it is created if missing)")
         if not self.schemes:
-            raise ValueError(f"--schemes is empty; known schemes: {', '.join(SCHEMES)}")
+            raise ValueError(f"--schemes is empty; known schemes: {', '.join(CONTENDERS)}")
         for name in self.schemes:
-            check_scheme(name)
+            check_contender(name)
         if not self.tasks:
             raise ValueError(f"--tasks is empty; known tasks: {', '.join(TASKS)}")
         for name in self.tasks:
@@ -143,6 +150,9 @@ class LabSettings:
                 raise ValueError(f"--{name} must be a positive integer, got {value!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        t = self.ddp_timeout
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1e6:
+            raise ValueError(f"--ddp-timeout must be a positive number of minutes, got {t!r}")
 
 
 def build_tasks(settings: LabSettings) -> dict:
@@ -161,13 +171,13 @@ def build_tasks(settings: LabSettings) -> dict:
 
 
 def default_schemes() -> tuple[str, ...]:
-    return available_schemes()
+    return available_contenders()
 
 
 def from_preset(preset: str, **overrides) -> LabSettings:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset])
+    if preset not in SETTINGS_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(SETTINGS_PRESETS)}")
+    values = dict(SETTINGS_PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.setdefault("schemes", default_schemes())
     values.setdefault("out", "lab-out")

@@ -245,7 +245,7 @@ class RecallTask(_StringTask):
 def default_corpus_files() -> list[str]:
     """The Python standard library's top-level ``.py`` files, sorted (always on the machine)."""
     stdlib = sysconfig.get_paths()["stdlib"]
-    return sorted(glob.glob(os.path.join(stdlib, "*.py")))
+    return sorted(glob.glob(os.path.join(glob.escape(stdlib), "*.py")))
 
 
 class TextTask:
@@ -276,8 +276,11 @@ class TextTask:
                 raise ValueError(f"--text path {path!r} does not exist")
             if os.path.isdir(path):
                 raise ValueError(f"--text path {path!r} is a directory; pass text files")
-            with open(path, "rb") as f:
-                data = f.read(max_bytes - total)
+            try:
+                with open(path, "rb") as f:
+                    data = f.read(max_bytes - total)
+            except OSError as err:
+                raise ValueError(f"--text file {path!r} cannot be read: {err.strerror}") from None
             if explicit and not data:
                 raise ValueError(f"--text file {path!r} is empty")
             chunks.append(data)

@@ -1,5 +1,8 @@
 """Training loop of the lab: AdamW, warmup + cosine schedule, checkpoints, DDP.
 
+A NaN or infinite loss stops training at once (:class:`~ropelab.lab.errors.NonFiniteLoss`):
+nothing past it is worth a step or a checkpoint.
+
 Multi-process training (``torchrun``; gloo on CPU, NCCL on CUDA) gives each rank an
 equal slice of the same global batch. Each rank's loss is its slice's summed token
 loss divided by the global token count, times the world size, so DDP's gradient
@@ -11,6 +14,7 @@ Shapes: B batch, T time, V vocabulary.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import sys
@@ -19,7 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import store
+from . import checkpoint
+from .errors import BadFile, LabError, NonFiniteLoss
+from .settings import DDP_TIMEOUT_MINUTES
 from .tasks import Batch, generator_for
 
 __all__ = ["DistContext", "leave_worker", "lr_at", "masked_loss_sum", "setup_distributed", "train"]
@@ -41,9 +47,22 @@ class DistContext:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def broadcast_int(self, value: int) -> int:
+        """Rank 0's ``value`` on every rank (what rank 0 decided about shared files)."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        torch.distributed.broadcast(t, 0)
+        return int(t.item())
 
-def setup_distributed(device: str = "auto") -> DistContext:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1)."""
+
+def setup_distributed(device: str = "auto", timeout_minutes: float = DDP_TIMEOUT_MINUTES) -> DistContext:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1).
+
+    A collective that waits longer than ``timeout_minutes`` for another process (one
+    stopped, or gone) fails instead of blocking. Under torchrun each process also ends
+    when the launcher is gone (:mod:`ropelab.lab.lifeline`).
+    """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -54,13 +73,19 @@ def setup_distributed(device: str = "auto") -> DistContext:
     if device == "cuda":
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun: its agent is the parent
+        from .lifeline import watch_parent
+
+        watch_parent(os.getppid())
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        torch.distributed.init_process_group(
+            "nccl" if device.startswith("cuda") else "gloo", timeout=datetime.timedelta(minutes=timeout_minutes)
+        )
     return DistContext(rank, world, device)
 
 
-def leave_worker() -> None:
-    """End a DDP worker process with status 0, skipping interpreter finalization.
+def leave_worker(status: int = 0) -> None:
+    """End a DDP worker process with ``status``, skipping interpreter finalization.
 
     Once a process has built a ``DistributedDataParallel``, torch keeps its gloo group
     referenced from C++ past ``destroy_process_group``, so gloo's threads still run while
@@ -71,7 +96,7 @@ def leave_worker() -> None:
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)
 
 
 def lr_at(step: int, steps: int, lr: float) -> float:
@@ -91,6 +116,24 @@ def masked_loss_sum(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
 
 def _after_step(step: int) -> None:
     """Called after every optimizer step; tests replace it to simulate a kill."""
+
+
+def _resume(folder: str, model, optimizer, steps: int, ctx: DistContext) -> checkpoint.Restored | None:
+    """The checkpoint to resume from: rank 0 picks it (refusing what does not fit), the
+    other ranks read that same one."""
+    if ctx.is_main:
+        restored = checkpoint.latest(folder, model, optimizer, steps)
+    step = ctx.broadcast_int(restored.step if ctx.is_main and restored else 0)
+    if not ctx.is_main:
+        restored = None
+        if step:
+            try:
+                restored = checkpoint.load(folder, step, model, optimizer, steps)
+            except BadFile as bad:
+                raise LabError(f"DDP rank {ctx.rank}: checkpoint rank 0 resumes from does not fit: {bad}") from None
+    if restored is not None:
+        checkpoint.apply(restored, model, optimizer)
+    return restored
 
 
 def train(
@@ -114,7 +157,8 @@ def train(
 
     Resumes from the checkpoint in ``folder`` if there is one. Batch ``s`` is drawn from
     ``generator_for(seed, stream, s)``, so a resumed run sees the batches an
-    uninterrupted one would. Returns the global-batch loss of every step.
+    uninterrupted one would. Returns the global-batch loss of every step; raises
+    NonFiniteLoss at the first NaN or infinite one.
     """
     if batch_size % ctx.world:
         raise ValueError(f"--batch-size {batch_size} is not divisible by the {ctx.world} processes")
@@ -125,8 +169,8 @@ def train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01, fused=fused or None
     )
-    meta = store.load_checkpoint(folder, model, optimizer)
-    start, losses = (0, []) if meta is None else (meta["step"], list(meta["losses"]))
+    restored = _resume(folder, model, optimizer, steps, ctx)
+    start, losses = (0, []) if restored is None else (restored.step, list(restored.losses))
     net = model
     if ctx.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -154,13 +198,17 @@ def train(
         if ctx.world > 1:
             torch.distributed.all_reduce(total)
         losses.append(float(total) / float(count))
+        if not math.isfinite(losses[-1]):  # every rank sees the same reduced loss
+            if bar is not None:
+                bar.close()
+            raise NonFiniteLoss(step + 1, losses[-1])
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         done = step + 1
         if done % checkpoint_every == 0 and done < steps:
             if ctx.is_main:
-                store.save_checkpoint(folder, done, model, optimizer, {"losses": losses})
+                checkpoint.save(folder, done, model, optimizer, losses)
             ctx.barrier()
         _after_step(done)
     if bar is not None:

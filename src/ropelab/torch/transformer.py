@@ -44,13 +44,21 @@ MLPS = ("swiglu", "gelu")
 
 
 def pattern(name: str, num_layers: int) -> tuple[str, ...]:
-    """The layer kinds of ``num_layers`` layers: the unit ``PATTERNS[name]`` repeated, cut."""
+    """The layer kinds of ``num_layers`` layers: the unit ``PATTERNS[name]`` repeated, cut.
+
+    A pattern that mixes NoPE layers in keeps at least one: when the cut is too short to
+    reach the unit's first NoPE layer, the last layer is NoPE (``pattern("irope", 2)`` is
+    ``("rope", "nope")``; a model without a NoPE layer would not be iRoPE at all).
+    """
     if name not in PATTERNS:
         raise ValueError(f"unknown pattern {name!r}; known patterns: {sorted(PATTERNS)}")
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
     unit = PATTERNS[name]
-    return tuple(unit[i % len(unit)] for i in range(num_layers))
+    kinds = [unit[i % len(unit)] for i in range(num_layers)]
+    if "nope" in unit and len(set(unit)) > 1 and "nope" not in kinds:
+        kinds[-1] = "nope"
+    return tuple(kinds)
 
 
 @dataclass(frozen=True)
