@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .scaling import Scheme, default_inv_freq, scheme_from_hf
+from .scaling import HF_EXTRA_KEY, Scheme, default_inv_freq, scheme_from_hf
 
-__all__ = ["LAYOUTS", "RopeConfig", "check_layout"]
+__all__ = ["HF_FORMS", "LAYOUTS", "RopeConfig", "check_layout"]
 
 #: "interleaved": pairs (x[2i], x[2i+1]) (RoFormer, GPT-J, Meta's Llama code);
 #: "half": pairs (x[i], x[i + R/2]) (GPT-NeoX, Hugging Face Llama).
@@ -27,6 +29,11 @@ _INTERLEAVED_MODEL_TYPES = frozenset(
 # (GPTNeoXConfig: rotary_pct 0.25; GPTJConfig and CodeGenConfig: rotary_dim 64)
 _DEFAULT_ROTARY_FRACTION = {"gpt_neox": 0.25}
 _DEFAULT_ROTARY_DIM = {"gptj": 64, "codegen": 64}
+
+
+#: the two shapes of a config's RoPE settings: transformers 5.x's ``rope_parameters`` (with
+#: ``rope_theta`` inside) and 4.x's ``rope_scaling`` (``rope_theta`` at the top level)
+HF_FORMS = ("rope_parameters", "rope_scaling")
 
 
 def check_layout(layout: Any) -> str:
@@ -108,16 +115,64 @@ class RopeConfig:
         """True when the frequencies depend on the current length."""
         return self.scaling is not None and self.scaling.dynamic
 
+    def to_hf(self, *, form: str = "rope_parameters") -> dict:
+        """This schedule as transformers reads it: config.json keys, ``from_hf``'s inverse.
+
+        Returns ``head_dim``, the RoPE settings in ``form`` (:data:`HF_FORMS`: 5.x's
+        ``rope_parameters`` holding ``rope_theta``, or 4.x's ``rope_scaling`` beside a
+        top-level ``rope_theta``; :func:`ropelab.hf.compat.rope_form` names the installed
+        release's), ``partial_rotary_factor`` when ``rotary_dim < head_dim``, the keys a
+        scheme reads beside them (dynamic NTK's ``max_position_embeddings``), and
+        ``rope_interleave: True`` for the interleaved layout (otherwise implied by a
+        config's ``model_type``). ``RopeConfig.from_hf(cfg.to_hf()) == cfg`` for every
+        scheme; transformers computes the same ``inv_freq`` and attention factor from it.
+        A static NTK scheme, which transformers has no type for, is written as its
+        default type with the rescaled base, plus ``ropelab_scaling`` naming the scheme.
+        """
+        if form not in HF_FORMS:
+            raise ValueError(f"form must be one of {HF_FORMS}, got {form!r}")
+        params = {"rope_type": "default", "rope_theta": self.theta}
+        top: dict[str, Any] = {"head_dim": self.head_dim}
+        if self.scaling is not None:
+            scheme_params, scheme_top = self.scaling.to_hf(self.theta, self.rotary_dim)
+            params.update(scheme_params)
+            top.update(scheme_top)
+        if self.rotary_dim != self.head_dim:
+            # transformers takes int(head_dim * fraction): nudge the float up to land on rotary_dim
+            fraction = self.rotary_dim / self.head_dim
+            while int(self.head_dim * fraction) < self.rotary_dim:
+                fraction = math.nextafter(fraction, math.inf)
+            params["partial_rotary_factor"] = fraction
+        if self.layout == "interleaved":
+            top["rope_interleave"] = True
+        if form == "rope_parameters":
+            return {**top, "rope_parameters": params}
+        top["rope_theta"] = params.pop("rope_theta")
+        if "partial_rotary_factor" in params:
+            top["partial_rotary_factor"] = params.pop("partial_rotary_factor")
+        top["rope_scaling"] = None if params["rope_type"] == "default" else params
+        return top
+
     @classmethod
     def from_hf(cls, config: Any, *, layout: str | None = None) -> RopeConfig:
-        """Read a Hugging Face config (a ``PretrainedConfig`` or a config.json dict).
+        """Read a Hugging Face config: a ``PretrainedConfig``, a config.json dict, a
+        config.json path or a checkpoint folder (its config.json).
 
         Understands the older ``rope_theta`` / ``rope_scaling`` keys and the newer
         ``rope_parameters``; ``partial_rotary_factor``, GPT-NeoX's ``rotary_pct`` and
         GPT-J's ``rotary_dim``; ``head_dim`` or ``hidden_size // num_attention_heads``;
         and the layout implied by ``model_type`` (pass ``layout`` to override).
         A Llama 4 style config with a ``text_config`` is read from its text part.
+        A ``ropelab_scaling`` key (written by :meth:`to_hf` for a scheme transformers
+        has no type for) gives the scheme, after checking that transformers' reading of
+        the same config has the same frequencies.
+
+        Raises:
+            FileNotFoundError: a path that does not exist, or a folder without config.json.
+            ValueError: a file that is not a JSON object, or a config without RoPE.
         """
+        if isinstance(config, (str, os.PathLike)):
+            config = _read_config_file(config)
         cfg = _as_dict(config)
         if "text_config" in cfg and "hidden_size" not in cfg:
             cfg = _as_dict(cfg["text_config"])
@@ -155,7 +210,41 @@ class RopeConfig:
             else:
                 layout = "interleaved" if model_type in _INTERLEAVED_MODEL_TYPES else "half"
         scheme = scheme_from_hf(params, cfg)
-        return cls(head_dim, theta=float(theta), rotary_dim=rotary_dim, layout=layout, scaling=scheme)
+        read = cls(head_dim, theta=float(theta), rotary_dim=rotary_dim, layout=layout, scaling=scheme)
+        extra = cfg.get(HF_EXTRA_KEY)
+        if not extra:
+            return read
+        extra = _as_dict(extra)
+        if "rope_theta" not in extra:
+            raise ValueError(f"the config's {HF_EXTRA_KEY} {extra!r} has no rope_theta")
+        ours = cls(head_dim, theta=float(extra["rope_theta"]), rotary_dim=rotary_dim, layout=layout,
+                   scaling=scheme_from_hf(extra, cfg))
+        if not (
+            np.allclose(ours.inv_freq(), read.inv_freq(), rtol=1e-9, atol=0)
+            and math.isclose(ours.attention_factor, read.attention_factor, rel_tol=1e-9)
+        ):
+            raise ValueError(
+                f"the config's {HF_EXTRA_KEY} {extra!r} does not match its rope settings "
+                f"(transformers reads {read!r}); remove one of them"
+            )
+        return ours
+
+
+def _read_config_file(path) -> dict:
+    """A config.json path, or a folder holding one, read as a dict (errors name the file)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no config file at {path!r} (expected a config.json or a folder holding one)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a JSON file: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, expected an object of config keys")
+    return data
 
 
 def _nested(params: Mapping) -> bool:
