@@ -380,12 +380,12 @@ def _weight_files(folder: str) -> list[str]:
     raise FileNotFoundError(f"{folder!r} holds no model.safetensors (or model.safetensors.index.json)")
 
 
-def _check_weights(paths: list[str]) -> dict[str, tuple]:
-    """name -> shape over all files; CheckpointError for an unreadable file, a tensor
-    that is not floating point, or one holding NaN or infinity."""
+def _check_weights(paths: list[str]) -> dict[str, tuple[tuple, str]]:
+    """name -> (shape, file) over all files; CheckpointError for an unreadable file, a
+    tensor that is not floating point, or one holding NaN or infinity."""
     torch = require("torch", feature="ropelab.hf.load_pretrained")
     safe_open = require("safetensors", feature="ropelab.hf.load_pretrained").safe_open
-    shapes = {}
+    found = {}
     for path in paths:
         try:
             with safe_open(path, framework="pt") as f:
@@ -395,14 +395,39 @@ def _check_weights(paths: list[str]) -> dict[str, tuple]:
                         raise CheckpointError(f"{path}: tensor {name!r} has dtype {tensor.dtype}; weights are floating point")
                     if not bool(torch.isfinite(tensor).all()):
                         raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values")
-                    if name in shapes:
+                    if name in found:
                         raise CheckpointError(f"{path}: tensor {name!r} appears in more than one file")
-                    shapes[name] = tuple(tensor.shape)
+                    found[name] = (tuple(tensor.shape), path)
         except CheckpointError:
             raise
         except Exception as err:  # safetensors raises its own error types for a damaged file
             raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
-    return shapes
+    return found
+
+
+def _check_names(folder: str, found: dict, where: str) -> None:
+    """Compare the files' tensors with the names and shapes the config's model has
+    (built on the meta device: no memory, no initialisation)."""
+    torch = require("torch", feature="ropelab.hf.load_pretrained")
+    transformers = require("transformers", feature="ropelab.hf.load_pretrained")
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        with torch.device("meta"):
+            skeleton = transformers.AutoModelForCausalLM.from_config(config)
+    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{os.path.join(folder, 'config.json')}: transformers cannot build the model: {err}") from None
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    if getattr(config, "tie_word_embeddings", False):
+        expected.pop("lm_head.weight", None)  # the embedding, saved once
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise CheckpointError(f"{where}: weights missing for the config's model: {missing[:8]}")
+    unexpected = sorted(set(found) - set(expected) - {"lm_head.weight"})
+    if unexpected:
+        raise CheckpointError(f"{where}: tensors the config's model does not have: {unexpected[:8]}")
+    for name, (shape, path) in found.items():
+        if name in expected and shape != expected[name]:
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {list(shape)}, the config's model {list(expected[name])}")
 
 
 def load_pretrained(folder, *, dtype=None, device="cpu"):
@@ -432,7 +457,8 @@ def load_pretrained(folder, *, dtype=None, device="cpu"):
     folder = os.fspath(folder)
     read_config(folder)
     paths = _weight_files(folder)
-    _check_weights(paths)
+    where = paths[0] if len(paths) == 1 else os.path.join(folder, "model.safetensors.index.json")
+    _check_names(folder, _check_weights(paths), where)
     dtype = torch.float32 if dtype is None else dtype
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # its per-tensor bar, for files already read
@@ -440,19 +466,12 @@ def load_pretrained(folder, *, dtype=None, device="cpu"):
         model, info = transformers.AutoModelForCausalLM.from_pretrained(
             folder, output_loading_info=True, local_files_only=True, **{dtype_key(): dtype}
         )
-    except (RuntimeError, ValueError, OSError) as err:
+    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as err:
         raise CheckpointError(f"{folder}: transformers cannot load the weights: {err}") from None
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()
-    where = paths[0] if len(paths) == 1 else os.path.join(folder, "model.safetensors.index.json")
-    problems = {
-        "missing": list(info.get("missing_keys", [])),
-        "unexpected": list(info.get("unexpected_keys", [])),
-        "of the wrong shape": [str(k) for k in info.get("mismatched_keys", [])],
-    }
-    problems = {k: v for k, v in problems.items() if v}
-    if problems:
-        listed = "; ".join(f"{k}: {sorted(v)[:8]}" for k, v in problems.items())
-        raise CheckpointError(f"{where}: weights do not fit the config ({listed})")
+    left = [k for key in ("missing_keys", "unexpected_keys", "mismatched_keys") for k in info.get(key, [])]
+    if left:  # checked above; transformers would fill such weights with random numbers
+        raise CheckpointError(f"{where}: weights transformers did not load: {sorted(map(str, left))[:8]}")
     return transformer_from_hf(model.eval()).to(device)
