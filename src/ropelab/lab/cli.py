@@ -61,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads per process (default: 1 with several jobs; tiny models run faster so)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train (default: cuda if present)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--export", metavar="FOLDER", help="also write the trained models as transformers checkpoints, FOLDER/<task>-<scheme> (RoPE, iRoPE, NoPE stacks; lm models with their byte tokenizer)")
 
 
 def settings_from_args(args, world: int = 1):
@@ -103,6 +104,7 @@ def settings_from_args(args, world: int = 1):
         jobs=args.jobs,
         device=args.device,
         progress=not args.no_progress,
+        export=args.export,
     )
     settings.validate(world)
     return settings
@@ -165,6 +167,11 @@ def _run(args) -> int:
               f"{time.perf_counter() - start:.1f} s; "
               + (f"{ctx.world} DDP processes" if ctx.world > 1 else f"up to {jobs} worker process(es)")
               + f" x {threads} thread(s)")
+        if settings.export is not None:
+            from .export import export_models
+
+            for label, where in export_models(settings):
+                print(f"export {label}: {where}")
     if ctx.world > 1:
         leave_worker()
     return 0
