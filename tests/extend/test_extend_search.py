@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ropelab import scaling  # noqa: E402
-from ropelab.extend.search import SearchSettings, default_keep, initial_candidates, search  # noqa: E402
+from ropelab.extend.search import SearchSettings, default_keep, initial_candidates, search_longrope  # noqa: E402
 
 THETA, ROTARY, ORIGINAL, TARGET = 10000.0, 16, 32, 128  # 8 pairs, extension ratio 4
 HIDDEN = np.array([1.0, 1.0, 1.3, 2.2, 3.1, 3.4, 4.4, 4.9])  # a monotone optimum inside the range
@@ -23,7 +23,7 @@ def _objective(calls):
 
 def _search(budget=40, seed=0, keep=None, **kw):
     calls = []
-    result = search(_objective(calls), theta=THETA, rotary_dim=ROTARY, original=ORIGINAL, target=TARGET,
+    result = search_longrope(_objective(calls), theta=THETA, rotary_dim=ROTARY, original=ORIGINAL, target=TARGET,
                     settings=SearchSettings(budget=budget, population=8, keep=keep, seed=seed), **kw)
     return result, calls
 
@@ -86,7 +86,7 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match=r"--search-keep must be in \[0, 7\]"):
         SearchSettings(keep=8).check(8)
     with pytest.raises(ValueError, match="must exceed the original length"):
-        search(lambda f: 0.0, theta=THETA, rotary_dim=ROTARY, original=32, target=32, settings=SearchSettings())
+        search_longrope(lambda f: 0.0, theta=THETA, rotary_dim=ROTARY, original=32, target=32, settings=SearchSettings())
 
 
 def test_search_on_a_checkpoint_beats_pi_ntk_yarn(tiny_checkpoint, held_out):
@@ -105,7 +105,7 @@ def test_search_on_a_checkpoint_beats_pi_ntk_yarn(tiny_checkpoint, held_out):
         model.set_rope(rope_at(base, "longrope", 64, SchemeSettings(16), longrope_scheme(factors, 16, 64)))
         return bits_per_token(model, windows, batch_size=16)[0]
 
-    result = search(objective, theta=base.theta, rotary_dim=base.rotary_dim, original=16, target=64,
+    result = search_longrope(objective, theta=base.theta, rotary_dim=base.rotary_dim, original=16, target=64,
                     settings=SearchSettings(budget=24, population=8))
     best_initial = min(v for _, v in result.initial.values())
     assert result.value < best_initial, (result.value, result.initial)

@@ -12,7 +12,7 @@ and transformers.
 from .experiment import run_extend
 from .passkey import PasskeySettings
 from .schemes import NAMES
-from .search import SearchSettings, search
+from .search import SearchSettings, search_longrope
 from .settings import ExtendSettings
 
-__all__ = ["NAMES", "ExtendSettings", "PasskeySettings", "SearchSettings", "run_extend", "search"]
+__all__ = ["NAMES", "ExtendSettings", "PasskeySettings", "SearchSettings", "run_extend", "search_longrope"]

@@ -26,7 +26,7 @@ from . import report, store
 from .dist import SINGLE, Dist
 from .passkey import accuracy, make_prompts
 from .schemes import SchemeSettings, factor_at, longrope_scheme, rope_at
-from .search import SearchResult, search
+from .search import SearchResult, search_longrope
 from .settings import ExtendSettings, resolve_length
 from .source import Source, open_checkpoint
 from .text import bits_per_token, read_text, score_start, sliding_windows, split_stream, stride
@@ -122,7 +122,7 @@ def _search(source: Source, settings: ExtendSettings, dist: Dist, split, target:
 
     bar = _Progress(settings, dist, settings.search.budget, f"LongRoPE search @{target}")
     try:
-        result: SearchResult = search(
+        result: SearchResult = search_longrope(
             objective, theta=rope.theta, rotary_dim=rope.rotary_dim, original=source.original, target=target,
             settings=settings.search, cache=cache, on_score=on_score, progress=bar.update,
         )

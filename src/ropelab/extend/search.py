@@ -51,7 +51,7 @@ import numpy as np
 
 from .. import scaling
 
-__all__ = ["SearchResult", "SearchSettings", "default_keep", "initial_candidates", "search"]
+__all__ = ["SearchResult", "SearchSettings", "default_keep", "initial_candidates", "search_longrope"]
 
 STEP = 0.01
 MUTATE_PROBABILITY = 0.3
@@ -147,7 +147,7 @@ def _crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, keep: int
     return np.where(take, a, b)
 
 
-def search(objective: Callable[[list[float]], float], *, theta: float, rotary_dim: int, original: int,
+def search_longrope(objective: Callable[[list[float]], float], *, theta: float, rotary_dim: int, original: int,
            target: int, settings: SearchSettings, cache: dict | None = None,
            on_score: Callable[[list[float], float], None] | None = None,
            progress: Callable[[], None] | None = None) -> SearchResult:
