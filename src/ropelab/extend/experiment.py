@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
@@ -186,10 +186,7 @@ def run_extend(settings: ExtendSettings, dist: Dist = SINGLE) -> dict:
         else:
             searched = _search(source, settings, dist, split, target, key_base)
         longrope = longrope_scheme(searched["factors"], original, target)
-        searched["config"] = source.base.__class__(
-            source.base.head_dim, theta=source.base.theta, rotary_dim=source.base.rotary_dim,
-            layout=source.base.layout, scaling=longrope,
-        ).to_hf()
+        searched["config"] = replace(source.base, scaling=longrope).to_hf()  # transformers' form
         if dist.is_main:
             store.write_json(os.path.join(settings.out, FACTORS_FILE), searched)
 

@@ -61,7 +61,7 @@ def render_tables(results: dict) -> str:
     if write:
         parts.append(f"wrote {write['folder']}: {write['scheme']} for {write['length']} tokens "
                      f"(rope_type {write['rope_type']}); transformers' logits differ from ropelab's by at most "
-                     f"{write['logits_max_abs_diff']:.2e}")
+                     f"{write['logits_max_abs_diff']:.2e} (logits up to {write['logits_max_abs']:.3g})")
     return "\n\n".join(parts)
 
 
