@@ -202,3 +202,17 @@ def test_damaged_weights_exit_1(tiny_checkpoint, held_out, tmp_path, capsys):
     assert main(_args(str(bad), held_out, tmp_path / "out")) == 1
     err = capsys.readouterr().err
     assert err.startswith("ropelab extend: error: ") and "model.safetensors is not a readable safetensors file" in err
+
+
+def test_a_larger_search_budget_reuses_the_scores(tiny_checkpoint, held_out, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    args = _args(tiny_checkpoint, held_out, out, "--schemes", "longrope", "--lengths", "4x")
+    assert main([*args, "--search-budget", "4"]) == 0
+    first = json.loads((out / "longrope-search.json").read_text())["scored"]
+    real = experiment.bits_per_token
+    calls = []
+    monkeypatch.setattr(experiment, "bits_per_token", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert main([*args, "--search-budget", "6"]) == 0
+    scored = json.loads((out / "longrope-search.json").read_text())["scored"]
+    assert scored[:4] == first and len(scored) == 6
+    assert len(calls) <= 3  # two new candidates, and the point again if the best factors changed

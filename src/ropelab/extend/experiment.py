@@ -100,8 +100,9 @@ def _search(source: Source, settings: ExtendSettings, dist: Dist, split, target:
             f"(--search-fraction {settings.search_fraction}); pass more text"
         )
     windows = sliding_windows(split.search, length=target, stride_tokens=step, start=start, count=count, bos=source.bos)
-    key = store.digest({**key_base, "search": asdict(settings.search), "target": target, "tokens": count,
-                        "stride": settings.stride})
+    # the scores depend on the objective alone (not on the seed, budget or population):
+    # a search with other settings reuses every candidate it meets again
+    key = store.digest({**key_base, "target": target, "tokens": count, "stride": settings.stride})
     path = os.path.join(settings.out, SEARCH_FILE)
     saved = store.read_json(path, {}) if dist.is_main else None
     saved = dist.share(saved)
