@@ -25,7 +25,7 @@ import torch
 from . import report, store
 from .dist import SINGLE, Dist
 from .passkey import accuracy, make_prompts
-from .schemes import SchemeSettings, factor_at, longrope_scheme, rope_at
+from .schemes import SchemeSettings, longrope_scheme, rope_at
 from .search import SearchResult, search_longrope
 from .settings import ExtendSettings, resolve_length
 from .source import Source, open_checkpoint
@@ -223,7 +223,7 @@ def run_extend(settings: ExtendSettings, dist: Dist = SINGLE) -> dict:
             record = {
                 "scheme": scheme,
                 "length": n,
-                "factor": (longrope.factor if scheme == "longrope" else factor_at(scheme_settings, n)),
+                "factor": getattr(rope.scaling, "factor", None) or 1.0,
                 "bits_per_token": bits,
                 "tokens": count,
                 "passkey_depths": depths,

@@ -27,6 +27,10 @@ class SchemeSettings:
     llama3_high_freq_factor: float = 4.0
 
 
+def _unsearched():
+    raise ValueError("longrope needs its searched factors")
+
+
 #: name -> builder(settings, factor, searched LongRoPE or None) -> scheme or None
 _BUILDERS = {
     "none": lambda s, f, searched: None,
@@ -35,7 +39,7 @@ _BUILDERS = {
     "dynamic": lambda s, f, searched: scaling.DynamicNTK(f, s.original),
     "yarn": lambda s, f, searched: scaling.YaRN(f, s.original, beta_fast=s.yarn_beta_fast, beta_slow=s.yarn_beta_slow),
     "llama3": lambda s, f, searched: scaling.Llama3(f, s.llama3_low_freq_factor, s.llama3_high_freq_factor, s.original),
-    "longrope": lambda s, f, searched: searched,
+    "longrope": lambda s, f, searched: searched if searched is not None else _unsearched(),
 }
 NAMES = tuple(_BUILDERS)
 
@@ -54,6 +58,4 @@ def rope_at(base: RopeConfig, name: str, length: int, settings: SchemeSettings, 
     """``base`` (the checkpoint's schedule) with scheme ``name`` for ``length``."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown scheme {name!r}; known schemes: {', '.join(NAMES)}")
-    if name == "longrope" and searched is None:
-        raise ValueError("longrope needs its searched factors")
     return replace(base, scaling=_BUILDERS[name](settings, factor_at(settings, length), searched))

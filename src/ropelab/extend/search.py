@@ -1,5 +1,5 @@
 """LongRoPE's evolutionary search for per-pair rescale factors (Ding et al. 2024,
-arXiv:2402.13753, section 3.2 and Algorithm 1), on a budget of evaluations.
+arXiv:2402.13753, its search algorithm, Algorithm 1), on a budget of evaluations.
 
 A candidate is one rescale factor ``lambda_i`` per rotary pair (pair ``i`` turns at
 ``inv_freq_i / lambda_i``), the ``long_factor`` of a transformers ``longrope`` config.
