@@ -41,6 +41,7 @@ SUBCOMMANDS = {
     "lab": ("ropelab.lab.cli", "train tiny models per positional scheme and test them past their training length", "lab"),
     "bench": ("ropelab.bench", "time ropelab's kernels against copy, eager peers and torch.compile", "torch"),
     "figures": ("ropelab.figures", "the papers' figures: RoFormer decay, PI bound, base bound", "plot"),
+    "extend": ("ropelab.extend.cli", "every context-extension scheme on a checkpoint past its length; LongRoPE search; write the winner", "lab"),
 }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -10,9 +13,9 @@ import numpy as np
 
 from . import families
 from .checks import check_bool, check_choice, check_float, check_int, derived, is_derived, show
-from .scaling import Scheme, default_inv_freq, scheme_from_hf
+from .scaling import HF_EXTRA_KEY, Scheme, default_inv_freq, scheme_from_hf
 
-__all__ = ["LAYOUTS", "MAX_HEAD_DIM", "RopeConfig", "check_layout", "read_config_json"]
+__all__ = ["HF_FORMS", "LAYOUTS", "MAX_HEAD_DIM", "RopeConfig", "check_layout", "read_config_json"]
 
 #: "interleaved": pairs (x[2i], x[2i+1]) (RoFormer, GPT-J, Meta's Llama code);
 #: "half": pairs (x[i], x[i + R/2]) (GPT-NeoX, Hugging Face Llama).
@@ -21,6 +24,11 @@ LAYOUTS = ("interleaved", "half")
 #: the widest head ropelab accepts; real heads are 32 to 512 wide, and a bound here keeps a
 #: mistyped config.json (head_dim 1e9) from allocating gigabytes of frequencies
 MAX_HEAD_DIM = 2**16
+
+
+#: the two shapes of a config's RoPE settings: transformers 5.x's ``rope_parameters`` (with
+#: ``rope_theta`` inside) and 4.x's ``rope_scaling`` (``rope_theta`` at the top level)
+HF_FORMS = ("rope_parameters", "rope_scaling")
 
 
 def check_layout(layout: Any) -> str:
@@ -98,9 +106,48 @@ class RopeConfig:
         """True when the frequencies depend on the current length."""
         return self.scaling is not None and self.scaling.dynamic
 
+    def to_hf(self, *, form: str = "rope_parameters") -> dict:
+        """This schedule as transformers reads it: config.json keys, ``from_hf``'s inverse.
+
+        Returns ``head_dim``, the RoPE settings in ``form`` (:data:`HF_FORMS`: 5.x's
+        ``rope_parameters`` holding ``rope_theta``, or 4.x's ``rope_scaling`` beside a
+        top-level ``rope_theta``; :func:`ropelab.hf.compat.rope_form` names the installed
+        release's), ``partial_rotary_factor`` when ``rotary_dim < head_dim``, the keys a
+        scheme reads beside them (dynamic NTK's ``max_position_embeddings``), and
+        ``rope_interleave: True`` for the interleaved layout (otherwise implied by a
+        config's ``model_type``). ``RopeConfig.from_hf(cfg.to_hf()) == cfg`` for every
+        scheme; transformers computes the same ``inv_freq`` and attention factor from it.
+        A static NTK scheme, which transformers has no type for, is written as its
+        default type with the rescaled base, plus ``ropelab_scaling`` naming the scheme.
+        """
+        if form not in HF_FORMS:
+            raise ValueError(f"form must be one of {HF_FORMS}, got {form!r}")
+        params = {"rope_type": "default", "rope_theta": self.theta}
+        top: dict[str, Any] = {"head_dim": self.head_dim}
+        if self.scaling is not None:
+            scheme_params, scheme_top = self.scaling.to_hf(self.theta, self.rotary_dim)
+            params.update(scheme_params)
+            top.update(scheme_top)
+        if self.rotary_dim != self.head_dim:
+            # transformers takes int(head_dim * fraction): nudge the float up to land on rotary_dim
+            fraction = self.rotary_dim / self.head_dim
+            while int(self.head_dim * fraction) < self.rotary_dim:
+                fraction = math.nextafter(fraction, math.inf)
+            params["partial_rotary_factor"] = fraction
+        if self.layout == "interleaved":
+            top["rope_interleave"] = True
+        if form == "rope_parameters":
+            return {**top, "rope_parameters": params}
+        top["rope_theta"] = params.pop("rope_theta")
+        if "partial_rotary_factor" in params:
+            top["partial_rotary_factor"] = params.pop("partial_rotary_factor")
+        top["rope_scaling"] = None if params["rope_type"] == "default" else params
+        return top
+
     @classmethod
     def from_hf(cls, config: Any, *, layout: str | None = None) -> RopeConfig:
-        """Read a Hugging Face config (a ``PretrainedConfig`` or a config.json dict).
+        """Read a Hugging Face config: a ``PretrainedConfig``, a config.json dict, a
+        config.json path or a checkpoint folder (its config.json).
 
         Reads each family the way its transformers code computes it: the older
         ``rope_theta`` / ``rope_scaling`` keys and the newer ``rope_parameters``;
@@ -109,13 +156,19 @@ class RopeConfig:
         ``qk_rope_head_dim``; and the layout the family's attention uses (see
         :mod:`ropelab.families`; pass ``layout`` to override). A multimodal config is read
         from its text part (``text_config``). A config.json without ``model_type`` is read
-        the way transformers' generic code reads it (half layout).
+        the way transformers' generic code reads it (half layout). A ``ropelab_scaling``
+        key (written by :meth:`to_hf` for a scheme transformers has no type for) gives the
+        scheme, after checking that transformers' reading of the same config has the same
+        frequencies.
 
         Every value is checked (type, range, sizes bounded) before anything is built.
         Raises ValueError naming the model type and the reason for a config without RoPE,
         a family whose RoPE ropelab does not read, or a bad value (TypeError for a value
-        of the wrong type).
+        of the wrong type); FileNotFoundError for a path that does not exist or a folder
+        without config.json.
         """
+        if isinstance(config, (str, os.PathLike)):
+            config = read_config_json(config)
         outer, cfg = _as_dict(config)
         model_type = cfg.get("model_type") or None
         label = "the config" if model_type is None else f"model_type {show(model_type)}"
@@ -249,7 +302,31 @@ def _read_hf(
         else:
             layout = "interleaved" if model_type in families.INTERLEAVED else "half"
     scheme = scheme_from_hf(params, cfg)
-    return cls(head_dim, theta=theta, rotary_dim=rotary_dim, layout=layout, scaling=scheme)
+    read = cls(head_dim, theta=theta, rotary_dim=rotary_dim, layout=layout, scaling=scheme)
+    extra = cfg.get(HF_EXTRA_KEY)
+    if not extra:
+        return read
+    if not isinstance(extra, Mapping):
+        raise TypeError(f"{HF_EXTRA_KEY} must be a JSON object, got {show(extra)}")
+    extra = dict(extra)
+    if "rope_theta" not in extra:
+        raise ValueError(f"{HF_EXTRA_KEY} {extra!r} has no rope_theta")
+    ours = cls(
+        head_dim,
+        theta=check_float(f"{HF_EXTRA_KEY}.rope_theta", extra["rope_theta"], above=1.0),
+        rotary_dim=rotary_dim,
+        layout=layout,
+        scaling=scheme_from_hf(extra, cfg),
+    )
+    if not (
+        np.allclose(ours.inv_freq(), read.inv_freq(), rtol=1e-9, atol=0)
+        and math.isclose(ours.attention_factor, read.attention_factor, rel_tol=1e-9)
+    ):
+        raise ValueError(
+            f"{HF_EXTRA_KEY} {extra!r} does not match its rope settings (transformers reads "
+            f"{read!r}); remove one of them"
+        )
+    return ours
 
 
 def _first(cfg: dict, *keys: str):
@@ -384,16 +461,21 @@ def _json_depth(text: str) -> int:
 
 
 def read_config_json(path) -> dict:
-    """A config.json file as a dict, read with bounds on size, nesting and integer length.
+    """A config.json file (or a checkpoint folder's) as a dict, read with bounds on size, nesting and integer length.
 
     Raises ValueError (naming the file) for a file that is too large, not UTF-8, not JSON,
     nested deeper than :data:`MAX_JSON_DEPTH`, or not a JSON object; OSError when it
     cannot be read.
     """
-    import json
     from pathlib import Path
 
     path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no config file at {str(path)!r} (expected a config.json or a folder holding one)"
+        )
 
     def refuse(reason: str) -> ValueError:
         return ValueError(f"cannot read {str(path)!r} as a config.json: {reason}")

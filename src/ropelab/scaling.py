@@ -42,6 +42,7 @@ import numpy as np
 from .checks import check_float, derived, is_derived
 
 __all__ = [
+    "HF_EXTRA_KEY",
     "SCHEMES",
     "DynamicNTK",
     "Linear",
@@ -156,6 +157,15 @@ class Scheme:
         """One line for ``ropelab inspect``."""
         return repr(self)
 
+    def to_hf(self, theta: float, rotary_dim: int) -> tuple[dict, dict]:
+        """This scheme in transformers' form: ``(rope parameters, other config keys)``.
+
+        The first dict goes into ``rope_parameters`` (``rope_scaling`` in 4.x) beside
+        ``rope_theta``; the second holds top-level config.json keys the scheme needs.
+        ``RopeConfig.from_hf`` reads both back to an equal scheme.
+        """
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class Linear(Scheme):
@@ -176,6 +186,9 @@ class Linear(Scheme):
 
     def describe(self):
         return f"linear (position interpolation): every frequency / {self.factor:g}"
+
+    def to_hf(self, theta, rotary_dim):
+        return {"rope_type": "linear", "factor": self.factor}, {}
 
 
 def _ntk_base(theta: float, rotary_dim: int, growth: float) -> float:
@@ -216,6 +229,13 @@ class NTK(Scheme):
 
     def describe(self):
         return f"NTK-aware: base * {self.factor:g} ** (R / (R - 2))"
+
+    def to_hf(self, theta, rotary_dim):
+        # transformers has no static NTK type: its default type with the rescaled base
+        # computes the same frequencies; HF_EXTRA_KEY keeps the scheme for ropelab
+        base = _ntk_base(theta, rotary_dim, self.factor)
+        extra = {"rope_type": self.name, "factor": self.factor, "rope_theta": float(theta)}
+        return {"rope_type": "default", "rope_theta": base}, {HF_EXTRA_KEY: extra}
 
 
 @dataclass(frozen=True)
@@ -267,6 +287,12 @@ class DynamicNTK(Scheme):
         return (
             f"dynamic NTK: factor {self.factor:g}, grows past {self.original_max_position} tokens"
         )
+
+    def to_hf(self, theta, rotary_dim):
+        # transformers' dynamic type grows past max_position_embeddings
+        return {"rope_type": "dynamic", "factor": self.factor}, {
+            "max_position_embeddings": self.original_max_position
+        }
 
 
 def _yarn_mscale(scale: float, mscale: float = 1.0) -> float:
@@ -380,6 +406,20 @@ class YaRN(Scheme):
             f"ramp between {self.beta_slow:g} and {self.beta_fast:g} rotations"
         )
 
+    def to_hf(self, theta, rotary_dim):
+        params = {
+            "rope_type": "yarn",
+            "factor": self.factor,
+            "original_max_position_embeddings": self.original_max_position,
+            "beta_fast": self.beta_fast,
+            "beta_slow": self.beta_slow,
+            "truncate": self.truncate,
+        }
+        optional = {"mscale": self.mscale, "mscale_all_dim": self.mscale_all_dim,
+                    "attention_factor": self.attention_factor_override}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return params, {}
+
 
 @dataclass(frozen=True)
 class Llama3(Scheme):
@@ -443,6 +483,15 @@ class Llama3(Scheme):
             f"Llama 3: factor {self.factor:g} over {self.original_max_position} tokens, "
             f"low/high frequency factors {self.low_freq_factor:g}/{self.high_freq_factor:g}"
         )
+
+    def to_hf(self, theta, rotary_dim):
+        return {
+            "rope_type": "llama3",
+            "factor": self.factor,
+            "low_freq_factor": self.low_freq_factor,
+            "high_freq_factor": self.high_freq_factor,
+            "original_max_position_embeddings": self.original_max_position,
+        }, {}
 
 
 @dataclass(frozen=True)
@@ -524,6 +573,7 @@ class LongRoPE(Scheme):
         factor = params.get("factor")
         if factor is None:
             factor = config["max_position_embeddings"] / original
+            factor = None if factor == 1 else factor  # no extension: as if unset
         return cls(
             params["short_factor"],
             params["long_factor"],
@@ -537,6 +587,19 @@ class LongRoPE(Scheme):
             f"LongRoPE: searched per-pair factors, short up to {self.original_max_position} "
             f"tokens, long beyond"
         )
+
+    def to_hf(self, theta, rotary_dim):
+        params = {
+            "rope_type": "longrope",
+            "short_factor": list(self.short_factor),
+            "long_factor": list(self.long_factor),
+            "original_max_position_embeddings": self.original_max_position,
+        }
+        if self.attention_factor_override is not None:
+            params["attention_factor"] = self.attention_factor_override
+        if self.factor is None:  # transformers then takes max_position_embeddings / original
+            return params, {"max_position_embeddings": self.original_max_position}
+        return {**params, "factor": self.factor}, {}
 
 
 @dataclass(frozen=True)
@@ -578,6 +641,9 @@ class PRoPE(Scheme):
 SCHEMES: dict[str, type[Scheme]] = {
     cls.name: cls for cls in (Linear, NTK, DynamicNTK, YaRN, Llama3, LongRoPE)
 }
+#: top-level config.json key holding a scheme transformers has no type for (static NTK,
+#: written for transformers as its default type with the rescaled base)
+HF_EXTRA_KEY = "ropelab_scaling"
 # older names found in released configs
 # ("mrope" is Qwen2-VL's label: default frequencies, with the pairs split between time,
 # height and width positions by ropelab.positional.mrope_tables)

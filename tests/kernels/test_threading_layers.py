@@ -27,7 +27,9 @@ SCRIPT = textwrap.dedent(
     import ropelab
     from ropelab import RopeConfig, apply_rope, apply_rope_, kernels, rope_tables
 
-    assert kernels.backend() == "numba", kernels.backend_note()
+    if kernels.backend() != "numba":  # a layer numba cannot start leaves the reference path
+        print(kernels.backend_note())
+        sys.exit(LACKS_LAYER if "threading layer" in kernels.backend_note() else 1)
     config = RopeConfig(64)
     x0 = np.random.default_rng(0).standard_normal((4, 8, 512, 64)).astype(np.float32)
     assert x0.size >= kernels.PARALLEL_MIN_ELEMENTS  # the parallel kernels, not the serial ones
@@ -87,10 +89,5 @@ def test_threads_in_a_thread_safe_layer(layer):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the kernel dispatch does not yet serialize parallel launches under the workqueue layer "
-    "(the process aborts, exit 134); remove this mark once it does",
-)
 def test_threads_in_the_workqueue_layer():
     _check("workqueue")

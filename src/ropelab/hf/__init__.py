@@ -15,13 +15,31 @@ layers): a
 :class:`ropelab.torch.Transformer` with the same logits, on which the ropelab side can
 then be changed (``model.set_rope(...)`` for a context-extension scheme).
 
-Requires torch (``pip install 'ropelab[torch]'``); transformers itself is not
-imported: the module is recognised by its class name.
+``save_pretrained(model, folder)`` writes a ropelab Transformer as a checkpoint folder
+(Llama, or Llama 4 text for iRoPE stacks) that ``AutoModelForCausalLM.from_pretrained``
+opens with the same logits; ``load_pretrained(folder)`` reads a local checkpoint folder
+back (checking its files); ``byte_tokenizer()`` is the lab's byte vocabulary as a
+transformers tokenizer.
+
+The converters require torch (``pip install 'ropelab[torch]'``) and do not import
+transformers: a module is recognised by its class name. Loading and the tokenizer need
+transformers (``pip install 'ropelab[hf]'``); checkpoints need safetensors.
 """
 
 from __future__ import annotations
 
 from .attention import SUPPORTED, attention_from_hf
+from .checkpoint import CheckpointError, load_pretrained, save_pretrained
 from .model import MODELS, transformer_from_hf
+from .tokenizer import byte_tokenizer
 
-__all__ = ["MODELS", "SUPPORTED", "attention_from_hf", "transformer_from_hf"]
+__all__ = [
+    "MODELS",
+    "SUPPORTED",
+    "CheckpointError",
+    "attention_from_hf",
+    "byte_tokenizer",
+    "load_pretrained",
+    "save_pretrained",
+    "transformer_from_hf",
+]

@@ -11,7 +11,8 @@ What has moved so far:
 - the mask helpers of ``transformers.masking_utils`` take the KV cache as ``cache`` (5.24;
   ``past_key_values`` is deprecated there and goes in 5.40);
 - GPT-J's attention takes its ``(sin, cos)`` from the model as ``position_embeddings``
-  (5.24), where it used to read its own table by ``position_ids``.
+  (5.24), where it used to read its own table by ``position_ids``;
+- a config's (and ``from_pretrained``'s) dtype is ``dtype`` (5.x), formerly ``torch_dtype``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from __future__ import annotations
 import inspect
 import sys
 
-__all__ = ["attention_forward", "causal_mask", "rope_parameters", "transformers_version"]
+__all__ = [
+    "attention_forward",
+    "causal_mask",
+    "dtype_key",
+    "rope_form",
+    "rope_parameters",
+    "transformers_version",
+]
 
 
 def transformers_version() -> tuple[int, ...]:
@@ -42,6 +50,27 @@ def rope_parameters(config) -> dict:
 
 def _accepts(fn, name: str) -> bool:
     return name in inspect.signature(fn).parameters
+
+
+def rope_form() -> str:
+    """How the installed transformers reads a config's RoPE settings, as
+    :meth:`ropelab.RopeConfig.to_hf` writes them: ``"rope_parameters"`` (5.x; also the
+    answer without transformers, the newer form) or ``"rope_scaling"`` (4.x)."""
+    try:
+        import transformers
+    except ImportError:
+        return "rope_parameters"
+    return "rope_parameters" if _accepts(transformers.LlamaConfig.__init__, "rope_parameters") else "rope_scaling"
+
+
+def dtype_key() -> str:
+    """The name of the dtype in a config.json and in ``from_pretrained``'s arguments:
+    ``"dtype"`` (5.x; also without transformers) or ``"torch_dtype"`` (older releases)."""
+    try:
+        import transformers
+    except ImportError:
+        return "dtype"
+    return "dtype" if _accepts(transformers.PretrainedConfig.__init__, "dtype") else "torch_dtype"
 
 
 def causal_mask(make, *, config, inputs_embeds, attention_mask, position_ids, cache=None):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -56,8 +57,33 @@ def status() -> Status:
         return Status(False, f"numba is not installed ({err}); pip install 'ropelab[kernels]'")
     import numba
 
+    try:  # starts numba's threading layer, which can fail (NUMBA_THREADING_LAYER=tbb without TBB)
+        threads = numba.get_num_threads()
+    except ValueError as err:
+        return Status(False, f"numba cannot start a threading layer: {str(err).splitlines()[0]}")
     _loops = _numba
-    return Status(True, f"fused numba kernels (numba {numba.__version__}, {numba.get_num_threads()} threads)")
+    return Status(True, f"fused numba kernels (numba {numba.__version__}, {threads} threads)")
+
+
+# numba's workqueue threading layer (its fallback where neither OpenMP nor TBB is found)
+# aborts the process when two threads launch parallel loops at once; omp and tbb do not.
+# Parallel launches hold this lock until the first one has shown which layer runs
+# (numba.threading_layer() is only known after a launch), and for good under workqueue.
+_PARALLEL_LOCK = threading.Lock()
+_LAYER_THREAD_SAFE = None  # None: not known yet
+
+
+def _launch(loop, args) -> None:
+    global _LAYER_THREAD_SAFE
+    if _LAYER_THREAD_SAFE or getattr(loop, "__name__", "").endswith("_serial"):
+        loop(*args)
+        return
+    with _PARALLEL_LOCK:
+        loop(*args)
+        if _LAYER_THREAD_SAFE is None:
+            import numba
+
+            _LAYER_THREAD_SAFE = numba.threading_layer() in ("omp", "tbb")
 
 
 # -- arrays as the loops read them -------------------------------------------------------
@@ -310,7 +336,7 @@ def rope(xs: tuple, angles, *, layout: str, inverse: bool, inplace: bool):
         calls.append(call)
         outs.append(x if inplace else out)
     for loop, args in calls:
-        loop(*args)
+        _launch(loop, args)
     return tuple(outs)
 
 
@@ -351,5 +377,5 @@ def rope_rows(xs: tuple, tables, positions, *, layout: str):
                                       (_storage(out).reshape(-1), strides), reads, (0, 0, 0), reads.pstr,
                                       (B, H, T), D, direction)))
     for _, loop, args in calls:
-        loop(*args)
+        _launch(loop, args)
     return tuple(out for out, _, _ in calls)

@@ -67,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train (default: cuda if present)")
     parser.add_argument("--ddp-timeout", type=float, metavar="MIN", default=DDP_TIMEOUT_MINUTES, help=f"under torchrun: minutes a process waits for the others before the run fails (default: {DDP_TIMEOUT_MINUTES:g})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--export", metavar="FOLDER", help="also write the trained models as transformers checkpoints, FOLDER/<task>-<scheme> (RoPE, iRoPE, NoPE stacks; lm models with their byte tokenizer)")
 
 
 def settings_from_args(args, world: int = 1):
@@ -110,6 +111,7 @@ def settings_from_args(args, world: int = 1):
         device=args.device,
         progress=not args.no_progress,
         ddp_timeout=args.ddp_timeout,
+        export=args.export,
     )
     settings.validate(world)
     return settings
@@ -202,6 +204,11 @@ def _run(args) -> int:
               f"{time.perf_counter() - start:.1f} s; "
               + (f"{ctx.world} DDP processes" if ctx.world > 1 else f"up to {jobs} worker process(es)")
               + f" x {threads} thread(s)")
+        if settings.export is not None:
+            from .export import export_models
+
+            for label, where in export_models(settings):
+                print(f"export {label}: {where}")
         for line in failed:
             _error(f"{line} (its results are null)", 1)
     code = 1 if failed else 0

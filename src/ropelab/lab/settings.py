@@ -94,6 +94,7 @@ class LabSettings:
     device: str = "auto"
     progress: bool = True
     ddp_timeout: float = DDP_TIMEOUT_MINUTES  # minutes
+    export: str | None = None  # folder for transformers checkpoints of the trained models
 
     @property
     def eval_lens(self) -> tuple[int, ...]:
@@ -148,6 +149,8 @@ class LabSettings:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+        if self.export is not None and os.path.isfile(self.export):
+            raise ValueError(f"--export {self.export!r} is a file; pass a folder (created if missing)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         t = self.ddp_timeout
