@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import threading
 import time
@@ -406,57 +407,94 @@ def _print_table(title: str, header: list[str], body: list[list[str]]) -> None:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
+def _label(name: str) -> str:
+    """A contender's name for the plot (results saved by older versions name the full
+    score matrix after the exercise it comes from)."""
+    return re.sub(r"\s*\(seed \d+\)", "", name)
+
+
+def _token_ticks(ax, lengths) -> None:
+    """Ticks at these token counts, written 1K, 2K, ... (1K = 1024)."""
+    if lengths:
+        ax.set_xticks(lengths, [f"{n // 1024}K" if n % 1024 == 0 else str(n) for n in lengths])
+        ax.minorticks_off()
+
+
 def _plot(result: dict, path: Path) -> None:
+    """bench.png from a result dict (``bench.json``): four panels, each with its unit.
+
+    RoPE throughput as time relative to ``copy_`` (bars, each labelled in ms);
+    attention forward time (ms) and peak memory (MiB) against T, in panels of their
+    own; decode step latency (microseconds) against the context length.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    fig, grid = plt.subplots(2, 2, figsize=(14, 10))
+    axes = grid.ravel()  # RoPE, attention time, attention memory, decode
     ax = axes[0]
     rows = [r for r in result["rope"] if "median_ms" in r]
     names = list(dict.fromkeys(r["name"] for r in rows))
     dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
     width = 0.8 / max(1, len(dtypes))
     for j, dt in enumerate(dtypes):
-        vals = [next((r["ratio_to_copy"] for r in rows if r["name"] == n and r["dtype"] == dt), np.nan) for n in names]
-        ax.barh(np.arange(len(names)) + j * width, vals, height=width, label=dt)
-    ax.set_yticks(np.arange(len(names)) + width * (len(dtypes) - 1) / 2, names, fontsize=8)
+        found = {r["name"]: r for r in rows if r["dtype"] == dt}
+        y = np.arange(len(names)) + j * width
+        vals = [found[n]["ratio_to_copy"] if n in found else np.nan for n in names]
+        ax.barh(y, vals, height=width, label=dt)
+        for yi, n in zip(y, names, strict=True):
+            if n in found:
+                ax.text(found[n]["ratio_to_copy"] * 1.06, yi, f"{found[n]['median_ms']:.1f} ms",
+                        va="center", fontsize=7)
+    ax.set_yticks(np.arange(len(names)) + width * (len(dtypes) - 1) / 2, [_label(n) for n in names], fontsize=8)
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("time / copy_ time (log)")
-    ax.set_title(f"RoPE on q, k {tuple(result['config']['shape'])}, half layout")
-    ax.legend()
+    ax.set_xlim(right=ax.get_xlim()[1] * 2.5)  # room for the ms labels
+    ax.set_xlabel("time relative to copy_ into preallocated buffers (log scale; bars labelled in ms)")
+    ax.set_title(f"RoPE on q and k {tuple(result['config']['shape'])} (B, H, T, D), half layout", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
     ax.invert_yaxis()
 
-    ax = axes[1]
     att = [r for r in result["attention"] if "median_ms" in r]
-    for name in dict.fromkeys(r["name"] for r in att):
-        pts = [(r["T"], r["median_ms"], r["peak_mib"]) for r in att if r["name"] == name]
-        T, ms, mib = zip(*pts, strict=True)
-        ax.plot(T, ms, "o-", label=f"{name}: time (ms)")
-        ax.plot(T, mib, "s--", label=f"{name}: peak MiB")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("T")
-    ax.set_title("attention forward: time and peak memory")
-    ax.legend(fontsize=7)
+    skipped = [r for r in result["attention"] if "median_ms" not in r]
+    for ax, key, unit in ((axes[1], "median_ms", "time (ms)"), (axes[2], "peak_mib", "peak memory (MiB)")):
+        for name in dict.fromkeys(r["name"] for r in att):
+            pts = [(r["T"], r[key]) for r in att if r["name"] == name]
+            ax.plot(*zip(*pts, strict=True), "o-", label=_label(name))
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        _token_ticks(ax, sorted({r["T"] for r in result["attention"]}))
+        ax.set_xlabel("sequence length T (tokens)")
+        ax.set_ylabel(f"{unit}, log scale")
+        ax.set_title(f"attention forward: {unit}", fontsize=10)
+        ax.legend(loc="upper left", fontsize=8)
+        if skipped:
+            ax.text(0.98, 0.03, "\n".join(f"{_label(r['name'])}, T={r['T']}: {r.get('note', 'skipped')}"
+                                           for r in skipped),
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
 
-    ax = axes[2]
+    ax = axes[3]
     dec = result["decode"]
     if dec:
         ctx = [r["context"] for r in dec]
         for key in dec[0]:
             if key == "context":
                 continue
-            unit_ms = key.endswith(" ms")
-            ax.plot(ctx, [r.get(key, np.nan) * (1000 if unit_ms else 1) for r in dec], "o-", label=key.rsplit(" ", 1)[0])
+            scale = 1000 if key.endswith(" ms") else 1  # every series in microseconds
+            ax.plot(ctx, [r.get(key, np.nan) * scale for r in dec], "o-", label=key.rsplit(" ", 1)[0])
+        ax.legend(loc="center right", fontsize=8)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("context length")
-    ax.set_ylabel("microseconds per decode step")
-    ax.set_title("decode step latency")
-    ax.legend(fontsize=7)
+    _token_ticks(ax, [r["context"] for r in dec])
+    ax.set_xlabel("context length (tokens in the cache)")
+    ax.set_ylabel("time per decode step (microseconds, log scale)")
+    ax.set_title("decode step latency, one token", fontsize=10)
+    machine = result.get("machine", {})
+    if machine:
+        fig.suptitle(f"ropelab bench on a {machine.get('cpus')}-core CPU, torch {machine.get('torch')}, "
+                     f"medians of {result['config'].get('reps')} runs", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

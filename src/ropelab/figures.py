@@ -9,7 +9,8 @@
    it stays within Theorem 2.1's bound ``d max|h_j| (s - s1)(s2 - s) / (8 ln c)``; the
    extrapolation bound of their eq. 8, ``2 max|h_j| B(s)``, is ~600x larger.
 3. Base of RoPE bounds context length (Men et al. 2024, arXiv:2405.14591): the smallest
-   base for which ``B(m) = sum_i cos(m theta_i) >= 0`` for every ``m <= L``.
+   base for which ``B(m) = sum_i cos(m theta_i) >= 0`` for every ``m <= L``, with
+   released models' base and context beside it, each checked on its own frequencies.
 
 Each computation is a plain function returning its numbers (tested), the plots are
 drawn from them with matplotlib's Agg backend, and the numbers are printed on the
@@ -23,7 +24,7 @@ import argparse
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -35,10 +36,14 @@ __all__ = [
     "BaseBound",
     "DecayCurve",
     "InterpolationBound",
+    "ModelMark",
     "add_arguments",
     "base_bound",
+    "first_negative",
     "min_base_for_length",
+    "model_marks",
     "pi_bounds",
+    "real_models",
     "roformer_decay",
     "run",
 ]
@@ -221,7 +226,7 @@ class BaseBound:
 
 
 def base_bound(
-    head_dim: int = 128, lengths=(1024, 2048, 4096, 8192, 16384, 32768, 65536)
+    head_dim: int = 128, lengths=(1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 ) -> BaseBound:
     """The smallest base per context length; each search starts from the previous answer."""
     lengths = sorted(int(n) for n in lengths)
@@ -233,6 +238,70 @@ def base_bound(
         bases.append(found)
         start = found
     return BaseBound(head_dim, lengths, bases)
+
+
+def first_negative(config: RopeConfig, length: int, block: int = 8192) -> int | None:
+    """The smallest ``m <= length`` with ``B(m) = sum_i cos(m theta_i) < 0`` for the
+    frequencies of ``config`` (its scaling included), or None when there is none."""
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ValueError(f"length must be an integer >= 0, got {length!r}")
+    inv_freq = config.inv_freq()
+    for first in range(0, length + 1, block):
+        m = np.arange(first, min(first + block, length + 1), dtype=np.float64)
+        negative = np.flatnonzero(np.cos(np.outer(m, inv_freq)).sum(axis=-1) < 0)
+        if negative.size:
+            return first + int(negative[0])
+    return None
+
+
+@dataclass
+class ModelMark:
+    """A released model on figure 3: its base and context, and Men et al.'s check on
+    its own frequencies (scaling included)."""
+
+    name: str
+    base: float
+    context: int
+    head_dim: int
+    scaling: str | None  # the scheme's description; the point is plotted at the raw base
+    first_negative: int | None  # smallest m <= context with B(m) < 0; None: B >= 0 throughout
+
+
+def real_models() -> list[tuple[str, RopeConfig, int]]:
+    """``(name, rotary schedule, context length)`` of the models marked on figure 3.
+
+    Bases and scaling come from the presets (their published ``config.json``). Llama 3
+    is Llama 3.1's base without its scaling, at 3.1's original length (8192). Mistral
+    7B v0.1 was trained on 8192 tokens (its config's 32768 is the position limit of its
+    4096-token sliding window); v0.2 and later use base 1e6 and 32768 tokens.
+    """
+    from .presets import preset, preset_hf_config
+
+    llama31 = preset("llama-3.1-8b")
+    return [
+        ("Llama 2", preset("llama-2-7b"), preset_hf_config("llama-2-7b")["max_position_embeddings"]),
+        ("Mistral 7B v0.1", preset("mistral-7b-v0.1"), 8192),
+        ("Llama 3", replace(llama31, scaling=None), llama31.scaling.original_max_position),
+        ("Llama 3.1", llama31, preset_hf_config("llama-3.1-8b")["max_position_embeddings"]),
+        ("Qwen2.5", preset("qwen2.5-7b"), preset_hf_config("qwen2.5-7b")["max_position_embeddings"]),
+        ("Mistral 7B v0.2+", RopeConfig(128, theta=1e6, layout="half"), 32768),
+    ]
+
+
+def model_marks(head_dim: int = 128) -> list[ModelMark]:
+    """:func:`real_models` of this head dimension, each with :func:`first_negative`."""
+    return [
+        ModelMark(
+            name,
+            config.theta,
+            context,
+            config.rotary_dim,
+            None if config.scaling is None else config.scaling.describe(),
+            first_negative(config, context),
+        )
+        for name, config, context in real_models()
+        if config.rotary_dim == head_dim
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,16 +333,33 @@ def _note(ax, lines, *, left=False):
     )
 
 
+def _tokens(n: int) -> str:
+    """4096 -> "4K", 131072 -> "128K", 1000 -> "1000"."""
+    return f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)
+
+
 def plot_decay(curve: DecayCurve, path: str) -> list[str]:
     plt = _pyplot()
     marks = [m for m in (0, 16, 32, 64, 128, 256, 512, 1024) if m <= curve.distances[-1]]
     lines = [f"m={m:>5}: {curve.bound[m]:7.3f}" for m in marks]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(curve.distances, curve.bound, lw=1)
-    ax.set_xlabel("relative distance m")
-    ax.set_ylabel("relative upper bound  (1/(d/2)) sum_j |S_j|")
-    ax.set_title(f"RoFormer long-term decay (d={curve.head_dim}, base={curve.theta:g})")
-    _note(ax, lines)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    ax.plot(
+        curve.distances,
+        curve.bound,
+        lw=1,
+        color="C0",
+        label=r"$\frac{1}{d/2}\sum_{j=1}^{d/2} |S_j(m)|$,  $S_j(m) = \sum_{k<j} e^{i m \theta_k}$",
+    )
+    ax.plot(marks, curve.bound[marks], "o", color="C3", ms=4, label="values listed on the right")
+    ax.set_xlabel("relative distance m (positions)")
+    ax.set_ylabel("relative upper bound")
+    ax.set_ylim(0, curve.bound[0] * 1.08)
+    ax.set_title(
+        f"RoFormer long-term decay of q\u00b7k with distance (d={curve.head_dim}, base={curve.theta:g})",
+        fontsize=10,
+    )
+    ax.legend(loc="lower left", fontsize=8)
+    _note(ax, ["bound at distance m"] + lines)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -286,48 +372,161 @@ def plot_pi(result: InterpolationBound, path: str) -> list[str]:
     L = result.length
     s = np.arange(2 * L)
     a = _score(result.h, config, s)
-    fine = np.arange(25 * 8, 75 * 8 + 1) / 8.0
+    ratio = result.min_extrapolation_bound / result.interpolation_bound
     lines = [
         f"max|a| on [0, L):        {result.max_abs_trained:10.3g}",
         f"max|a| on [L, 2L):       {result.max_abs_extrapolated:10.3g}",
         f"max interpolation error: {result.max_interpolation_error:10.3g}",
-        f"Thm 2.1 bound d max|h|/(32 ln c): {result.interpolation_bound:.3g}",
-        f"eq. 8 bound 2 max|h| min B(s):    {result.min_extrapolation_bound:.3g}",
-        f"ratio of the bounds: {result.min_extrapolation_bound / result.interpolation_bound:.0f}x",
+        f"Thm 2.1 bound d max|h|/(32 ln base): {result.interpolation_bound:.3g}",
+        f"eq. 8 bound 2 max|h| min B(s):       {result.min_extrapolation_bound:.3g}",
+        f"ratio of the bounds: {ratio:.0f}x",
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
-    axes[0].plot(s, a, "r", lw=0.6)
-    axes[0].axvline(L, color="k", ls="--", lw=0.6)
-    axes[0].set_yscale("symlog")
-    axes[0].set_title(f"extrapolation: fitted on [0, {L}), evaluated to {2 * L}")
-    axes[0].set_xlabel("positional difference s")
-    axes[0].set_ylabel("attention score a(s)")
-    _note(axes[0], lines[:2])
-    axes[1].plot(fine, _score(result.h, config, fine), "r", lw=0.8)
-    for i in range(25, 76):
-        axes[1].axvline(i, color="k", ls="--", lw=0.3)
-    axes[1].set_title("interpolation: between integer positions")
-    axes[1].set_xlabel("positional difference s")
-    _note(axes[1], lines[2:])
-    fig.suptitle(f"Position Interpolation bounds (d={result.head_dim}, c={result.theta:g})")
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+
+    ax = axes[0]
+    ax.axvspan(0, L, color="C0", alpha=0.07, lw=0)
+    ax.plot(s[:L], a[:L], color="C0", lw=0.6,
+            label=f"on the fitted range [0, L): max |a| = {result.max_abs_trained:.3g}")
+    ax.plot(s[L:], a[L:], color="C3", lw=0.8,
+            label=f"beyond it, [L, 2L): max |a| = {result.max_abs_extrapolated:.3g}")
+    ax.axvline(L, color="k", ls="--", lw=0.8, label=f"L = {L}, end of the fitted range")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(top=4 * float(np.abs(a).max()))  # the peak below the frame, not on it
+    ax.set_title(f"extrapolation: a score fitted on [0, {L}), evaluated up to {2 * L}", fontsize=10)
+    ax.set_xlabel("positional difference s")
+    ax.set_ylabel("attention score a(s)  (symmetric log scale)")
+    ax.legend(loc="lower left", fontsize=8)
+
+    ax = axes[1]
+    lo, hi = min(25, L - 2), min(75, L - 1)
+    fine = np.arange(lo * 8, hi * 8 + 1) / 8.0
+    whole = np.arange(lo, hi + 1)
+    ax.plot(fine, _score(result.h, config, fine), color="C3", lw=0.9, label="a(s) between integer positions")
+    ax.plot(whole, a[lo : hi + 1], "o", color="C0", ms=3, label="a(s) at integer positions (the fitted values)")
+    top, bottom = float(a[lo : hi + 1].max()), float(a[lo : hi + 1].min())
+    ax.set_ylim(bottom - 0.1 * (top - bottom), top + 0.55 * (top - bottom))  # room for the legend
+    ax.set_title(f"interpolation: the same score between integer positions (s in [{lo}, {hi}])", fontsize=10)
+    ax.set_xlabel("positional difference s")
+    ax.set_ylabel("attention score a(s)")
+    ax.legend(loc="upper left", fontsize=8)
+
+    fig.suptitle(
+        f"Position Interpolation (Chen et al. 2023): d={result.head_dim}, base={result.theta:g}, "
+        f"L={L}; " + r"$a(s) = \mathrm{Re}\sum_j h_j e^{i s \theta_j}$" + " fitted to random values"
+    )
+    fig.text(
+        0.5,
+        0.015,
+        f"Between integer positions a(s) stays within {result.max_interpolation_error:.3g} of the line "
+        f"joining its neighbours (largest on [0, L), step 1/8), under Theorem 2.1's bound "
+        f"d max|h| / (32 ln base) = {result.interpolation_bound:.3g}.\n"
+        f"Extrapolation has only eq. 8's bound 2 max|h| min B(s) = "
+        f"{result.min_extrapolation_bound:.3g}: {ratio:.0f}x larger.",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return lines
 
 
-def plot_base(result: BaseBound, path: str) -> list[str]:
+# where each model's label sits beside its point (offset in points), so none covers a point
+_LABEL_OFFSETS = {
+    "Llama 2": (8, -26),
+    "Mistral 7B v0.1": (8, -8),
+    "Llama 3": (-10, 8),
+    "Llama 3.1": (-12, -22),
+    "Qwen2.5": (-12, 10),
+}
+
+
+def plot_base(result: BaseBound, path: str, marks: list[ModelMark] | None = None) -> list[str]:
+    """The smallest base per length, and released models' (context, base) beside it."""
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    marks = model_marks(result.head_dim) if marks is None else marks
     lines = [
         f"L={n:>8}: base >= {b:9.3g}" for n, b in zip(result.lengths, result.bases, strict=True)
     ]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.loglog(result.lengths, result.bases, "o-")
-    ax.set_xlabel("context length L")
-    ax.set_ylabel("smallest base with sum_i cos(m theta_i) >= 0, m <= L")
-    ax.set_title(f"Base of RoPE bounds context length (d={result.head_dim})")
-    _note(ax, lines, left=True)
-    fig.tight_layout()
+    for m in marks:
+        verdict = (
+            "B(m) >= 0 for every m <= its context"
+            if m.first_negative is None
+            else f"B(m) < 0 first at m = {m.first_negative}"
+        )
+        scaled = f" ({m.scaling})" if m.scaling else ""
+        lines.append(f"{m.name}: base {m.base:g}, {m.context} tokens{scaled}: {verdict}")
+
+    fig, ax = plt.subplots(figsize=(9, 6.4))
+    low = min([*result.bases, *(m.base for m in marks)]) / 3
+    high = max([*result.bases, *(m.base for m in marks)]) * 4
+    ax.fill_between(result.lengths, low, result.bases, color="C3", alpha=0.08, lw=0)
+    ax.loglog(result.lengths, result.bases, "o-", color="C0", ms=4)
+    # one point per (context, base): Qwen2.5 and Mistral v0.2 share theirs
+    groups: dict[tuple[int, float], list[ModelMark]] = {}
+    for m in marks:
+        groups.setdefault((m.context, m.base), []).append(m)
+    for (context, base), group in groups.items():
+        m = group[0]
+        fails = m.first_negative is not None
+        ax.plot(
+            context,
+            base,
+            "D" if m.scaling else "o",
+            ms=8,
+            mew=1.6,
+            color="C3" if fails else "C2",
+            mfc="white" if fails else "C2",
+        )
+        label = " / ".join(g.name for g in group)
+        label += f"\nbase {base:,.0f}, {_tokens(context)}"
+        if fails:
+            label += f"; B < 0 at m = {m.first_negative}"
+        dx, dy = _LABEL_OFFSETS.get(m.name, (8, 8))
+        ax.annotate(
+            label,
+            (context, base),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha="left" if dx >= 0 else "right",
+            va="center",
+            fontsize=7.5,
+        )
+    ax.set_ylim(low, high)
+    ax.set_xlim(result.lengths[0] / 1.6, result.lengths[-1] * 1.6)
+    ax.set_xticks(result.lengths, [_tokens(n) for n in result.lengths])
+    ax.minorticks_off()
+    ax.set_xlabel("context length L (tokens)")
+    ax.set_ylabel("RoPE base")
+    ax.set_title(
+        f"Base of RoPE bounds context length (Men et al. 2024), d={result.head_dim}", fontsize=10
+    )
+    handles = [
+        Line2D([], [], color="C0", marker="o", ms=4,
+               label="smallest base with B(m) = sum_i cos(m theta_i) >= 0 for all m <= L"),
+        plt.Rectangle((0, 0), 1, 1, color="C3", alpha=0.15,
+                      label="below it B(m) < 0 for some m <= L (not every base above passes)"),
+    ]
+    if marks:
+        handles += [
+            Line2D([], [], ls="", marker="o", ms=7, color="C2",
+                   label="released model: B(m) >= 0 up to its context"),
+            Line2D([], [], ls="", marker="o", ms=7, mew=1.6, color="C3", mfc="white",
+                   label="released model: B(m) < 0 before its context (first m given)"),
+        ]
+    for m in marks:
+        if m.scaling:
+            handles.append(
+                Line2D([], [], ls="", marker="D", ms=7, color="0.4", mfc="white",
+                       label=f"{m.name}: plotted at its base; checked with its scaled frequencies "
+                             f"({m.scaling})")
+            )
+    # below the axes: above them the legend would cover the curve's top end
+    fig.legend(handles=handles, loc="lower center", fontsize=7.5, ncol=1, frameon=False)
+    fig.tight_layout(rect=(0, 0.01 + 0.03 * len(handles), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return lines
@@ -389,7 +588,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lengths",
         type=_option(check_int, minimum=1, maximum=1 << 24),
         nargs="+",
-        default=[1024, 2048, 4096, 8192, 16384, 32768, 65536],
+        default=[1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072],
         help="context lengths of figure 3 (the search costs ~O(L) per base tried)",
     )
 
@@ -402,6 +601,7 @@ def run(args) -> int:
     decay = roformer_decay(args.head_dim, args.theta, args.decay_distance)
     pi = pi_bounds(args.head_dim, args.theta, args.pi_length, args.seed, args.pi_rcond)
     base = base_bound(args.head_dim, args.lengths)
+    marks = model_marks(args.head_dim)
     sections = [
         (
             "roformer_decay.png",
@@ -416,7 +616,7 @@ def run(args) -> int:
         (
             "base_bound.png",
             "Smallest RoPE base per context length",
-            plot_base(base, os.path.join(args.out, "base_bound.png")),
+            plot_base(base, os.path.join(args.out, "base_bound.png"), marks),
         ),
     ]
     for name, title, lines in sections:
@@ -431,6 +631,7 @@ def run(args) -> int:
         },
         "pi_bounds": {k: v for k, v in asdict(pi).items() if k != "h"},
         "base_bound": asdict(base),
+        "base_bound_models": [asdict(m) for m in marks],
     }
     with open(os.path.join(args.out, "numbers.json"), "w") as f:
         json.dump(numbers, f, indent=1)

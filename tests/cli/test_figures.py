@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from ropelab import figures
-from ropelab.figures import base_bound, min_base_for_length, pi_bounds, roformer_decay
+from ropelab.figures import (
+    base_bound,
+    first_negative,
+    min_base_for_length,
+    model_marks,
+    pi_bounds,
+    real_models,
+    roformer_decay,
+)
 
 # --- RoFormer's long-term decay --------------------------------------------------------
 
@@ -117,6 +125,67 @@ def test_base_grows_with_context_length():
 def test_min_base_rejects_bad_length():
     with pytest.raises(ValueError, match="length"):
         min_base_for_length(64, 0)
+
+
+def _first_negative_by_loop(inv_freq, length):
+    for m in range(length + 1):
+        if math.fsum(math.cos(m * f) for f in inv_freq) < 0:
+            return m
+    return None
+
+
+def test_first_negative_equals_a_plain_loop():
+    from ropelab import RopeConfig
+
+    for theta, length in ((10000.0, 3000), (500000.0, 3000), (50.0, 100)):
+        config = RopeConfig(64, theta=theta)
+        want = _first_negative_by_loop(config.inv_freq(), length)
+        assert first_negative(config, length, block=257) == want
+    assert first_negative(RopeConfig(64, theta=10000.0), 0) is None  # B(0) = d/2
+    with pytest.raises(ValueError, match="length must be an integer >= 0, got -1"):
+        first_negative(RopeConfig(64), -1)
+
+
+def test_real_models_take_their_numbers_from_the_presets():
+    from ropelab import preset
+
+    models = {name: (config, context) for name, config, context in real_models()}
+    assert {name: (c.theta, n) for name, (c, n) in models.items()} == {
+        "Llama 2": (10000.0, 4096),
+        "Mistral 7B v0.1": (10000.0, 8192),
+        "Llama 3": (500000.0, 8192),
+        "Llama 3.1": (500000.0, 131072),
+        "Qwen2.5": (1e6, 32768),
+        "Mistral 7B v0.2+": (1e6, 32768),
+    }
+    assert models["Llama 3.1"][0] == preset("llama-3.1-8b")  # with its Llama 3 scaling
+    assert all(c.scaling is None for name, (c, _) in models.items() if name != "Llama 3.1")
+    assert all(c.rotary_dim == 128 for c, _ in models.values())
+
+
+def test_model_marks_check_each_model_on_its_own_frequencies():
+    marks = {m.name: m for m in model_marks(128)}
+    for name, config, context in real_models():
+        mark = marks[name]
+        assert (mark.base, mark.context) == (config.theta, context)
+        want = _first_negative_by_loop(config.inv_freq(), min(context, 30000))
+        if want is not None:  # the loop is slow: check the answer where it is below 30000
+            assert mark.first_negative == want
+    # what the figure shows: Llama 2 and Mistral v0.1 far below their length's bound, Llama 3
+    # above and passing; 1e6 lies above 32K's smallest base, in a gap where B dips below 0
+    assert marks["Llama 2"].first_negative == 1707 and marks["Llama 3"].first_negative is None
+    assert marks["Qwen2.5"].first_negative == 27115
+    assert marks["Llama 3.1"].scaling.startswith("Llama 3") and marks["Llama 3.1"].first_negative > 8192
+    assert model_marks(64) == []  # the models are d = 128
+
+
+def test_base_figure_marks_the_models(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    result = base_bound(128, (1024, 2048))  # a short curve: the models still get their lines
+    lines = figures.plot_base(result, str(tmp_path / "base.png"))
+    assert (tmp_path / "base.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Llama 2: base 10000, 4096 tokens: B(m) < 0 first at m = 1707" in lines
+    assert "Llama 3: base 500000, 8192 tokens: B(m) >= 0 for every m <= its context" in lines
 
 
 # --- the command -------------------------------------------------------------------------

@@ -174,35 +174,61 @@ def test_unsupported_models_are_refused_clearly():
         transformer_from_hf(_model("llama4", moe_layers=[1], num_local_experts=2))
 
 
-@pytest.mark.parametrize("case", ["llama", "dynamic-ntk-grown", "phi3-longrope"])
-def test_greedy_generation_equals_transformers_generate(case):
-    """Prompt, then one token at a time through ropelab's cache, against transformers'
-    generate: the same tokens and the same logits at every step, also where the
-    frequencies move with the length (dynamic NTK grown past its length; LongRoPE
-    switching to its long factors mid-generation).
+def _step_logits(model):
+    """A list that fills with the last position's logits (B, V) of every forward call."""
+    seen = []
+    model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out[:, -1].clone()))
+    return seen
 
-    Phi-3's generate drops its cache when the sequence first passes the original length
-    and runs the whole sequence again (every key moves to the long factors); ropelab's
-    cache keeps keys as they were rotated, so the loop rebuilds it there the same way.
-    """
+
+@pytest.mark.parametrize("pad", [(0,), (0, 3)], ids=["one-row", "left-padded"])
+@pytest.mark.parametrize("case", ["llama", "dynamic-ntk-grown", "phi3-longrope"])
+def test_greedy_generation_equals_transformers_generate(case, pad):
+    """Transformer.generate against transformers' generate: the same tokens, and the
+    same logits at every step, also where the frequencies move with the length (dynamic
+    NTK grown past its length; LongRoPE switching to its long factors mid-generation,
+    where both run the whole sequence again), with left padding too."""
     kind, overrides = CASES[case]
     model = _model(kind, **overrides)
     ours = transformer_from_hf(model)
-    prompt, steps = _batch(b=1, t=12, pad=(0,))[0], 10  # 12 + 10 tokens: past 16 while generating
-    switch = overrides.get("original_max_position_embeddings") if kind == "phi3" else None
+    prompt, mask = _batch(b=len(pad), t=12, pad=pad)
+    steps = 10  # 12 + 10 tokens: past 16 while generating
     with torch.no_grad():
-        out = model.generate(prompt, max_new_tokens=steps, do_sample=False, output_logits=True,
-                             return_dict_in_generate=True, pad_token_id=0)
-        cache = ours.new_cache(batch=1, capacity=prompt.shape[1] + steps)
-        logits = ours(prompt, cache=cache)[:, -1]
-        sequence = prompt
-        for i in range(steps):
-            _assert_close(logits, out.logits[i], torch.ones(1, dtype=torch.long))
-            token = logits.argmax(-1, keepdim=True)
-            sequence = torch.cat([sequence, token], 1)
-            if switch is not None and sequence.shape[1] == switch + 1:  # Phi-3's rebuild
-                cache = ours.new_cache(batch=1, capacity=prompt.shape[1] + steps)
-                logits = ours(sequence, cache=cache)[:, -1]
-            else:
-                logits = ours(token, cache=cache)[:, -1]
-    assert torch.equal(sequence, out.sequences)
+        out = model.generate(prompt, attention_mask=mask, max_new_tokens=steps, do_sample=False,
+                             output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+    logits = _step_logits(ours)
+    got = ours.generate(prompt, steps, attention_mask=mask)
+    assert torch.equal(got, out.sequences)
+    assert len(out.logits) == steps and len(logits) == steps  # a forward per step
+    for mine, theirs in zip(logits, out.logits, strict=True):
+        _assert_close(mine, theirs, torch.ones(len(pad), dtype=torch.long))
+
+
+def test_sampling_equals_transformers_sampling_for_one_seed():
+    """temperature and top_k mean what they mean in transformers: the same draws from
+    torch's global generator give the same tokens."""
+    model = _model("llama")
+    ours = transformer_from_hf(model)
+    prompt, mask = _batch(b=2, t=8, pad=(0, 2))
+    torch.manual_seed(123)
+    with torch.no_grad():
+        want = model.generate(prompt, attention_mask=mask, max_new_tokens=12, do_sample=True,
+                              temperature=0.7, top_k=5, top_p=1.0, pad_token_id=0)
+    torch.manual_seed(123)
+    got = ours.generate(prompt, 12, attention_mask=mask, temperature=0.7, top_k=5)
+    assert torch.equal(got, want)
+    greedy = ours.generate(prompt, 12, attention_mask=mask)
+    assert not torch.equal(got, greedy)  # it did sample
+
+
+def test_end_token_stops_like_transformers():
+    model = _model("llama")
+    ours = transformer_from_hf(model)
+    prompt, mask = _batch(b=2, t=8, pad=(0, 2))
+    greedy = ours.generate(prompt, 12, attention_mask=mask)
+    eos = int(greedy[0, 8 + 3])  # row 0's fourth new token ends it
+    with torch.no_grad():
+        want = model.generate(prompt, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                              eos_token_id=eos, pad_token_id=1)
+    got = ours.generate(prompt, 12, attention_mask=mask, eos_token_id=eos, pad_token_id=1)
+    assert torch.equal(got, want)

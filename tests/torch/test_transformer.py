@@ -307,3 +307,265 @@ def test_mrope_layers_take_three_axis_positions_through_the_model():
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
     assert (full - text_only)[:, 5:].abs().max() > 1e-3  # tokens from the image on differ
     torch.testing.assert_close(full[:, :4], text_only[:, :4], rtol=1e-5, atol=1e-5)  # before it, not
+
+
+# --- generate and stream ---------------------------------------------------------------
+
+
+def _peaked(model, scale=0.3):
+    """Weights large enough that the logits spread well apart (no near-ties to flip an argmax)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, scale, generator=torch.Generator().manual_seed(7))
+    return model
+
+
+def _greedy_by_full_forward(model, tokens, mask, steps):
+    """The reference: each step runs the whole sequence again (no cache) and takes the argmax."""
+    logits = []
+    with torch.no_grad():
+        for _ in range(steps):
+            last = model(tokens, attention_mask=mask)[:, -1]
+            logits.append(last)
+            tokens = torch.cat([tokens, last.argmax(-1, keepdim=True)], 1)
+            mask = None if mask is None else torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    return tokens, logits
+
+
+def _left_padded(b=3, t=7):
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[1, :2] = 0
+    if b > 2:
+        mask[2, :5] = 0
+    return _tokens(b=b, t=t), mask
+
+
+LONGROPE = RopeConfig(8, layout="half", scaling=scaling.LongRoPE(
+    [1.0, 1.2, 1.5, 2.0], [2.0, 3.0, 5.0, 8.0], original_max_position=10))
+
+
+@pytest.mark.parametrize("name", ["rope", "irope", "alibi", "shaw", "rope-learned", "longrope"])
+def test_generate_equals_greedy_by_full_forwards(name):
+    """The cached loop gives the tokens and, step by step, the logits of running the whole
+    sequence each time; with LongRoPE also across the switch to the long factors at 10
+    tokens (7-token prompts, 8 new), where generate runs the sequence again."""
+    options = dict(layers=("rope", "rope"), rope=LONGROPE) if name == "longrope" else MODELS[name]
+    model = _peaked(_model(**options))
+    tokens, mask = _left_padded()
+    want, want_logits = _greedy_by_full_forward(model, tokens, mask, 8)
+    seen = []
+    model.lm_head.register_forward_hook(lambda m, args, out: seen.append(out[:, -1].clone()))
+    got = model.generate(tokens, 8, attention_mask=mask)
+    assert got.dtype == torch.long and got.shape == (3, 7 + 8)
+    assert torch.equal(got, want)
+    assert torch.equal(got[:, :7], tokens)  # the prompt comes back as it was, padding included
+    for mine, ref in zip(seen, want_logits, strict=True):
+        torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_generate_without_cache_rebuild_would_differ_at_the_longrope_switch():
+    """What the rebuild is for: a plain cached loop keeps keys rotated by the short factors."""
+    model = _peaked(_model(("rope", "rope"), rope=LONGROPE))
+    tokens = _tokens(b=1, t=7)
+    _, want_logits = _greedy_by_full_forward(model, tokens, None, 6)
+    got = model.generate(tokens, 6)
+    cache = model.new_cache(1, 13)
+    with torch.no_grad():
+        logits = [model(tokens, cache=cache)[:, -1]]
+        for t in got[0, 7:-1]:
+            logits.append(model(t.view(1, 1), cache=cache)[:, -1])
+    # up to 10 tokens the short factors hold for all; at 11 the full forward moves every
+    # key to the long factors, the plain cached loop only the new one
+    torch.testing.assert_close(logits[3], want_logits[3], rtol=1e-5, atol=1e-5)  # 10 tokens
+    assert (logits[4] - want_logits[4]).abs().max() > 1e-3  # 11 tokens
+
+
+def test_generate_without_mask_equals_a_mask_of_ones():
+    model = _model(**MODELS["irope"])
+    tokens = _tokens(b=2, t=5)
+    assert torch.equal(
+        model.generate(tokens, 6), model.generate(tokens, 6, attention_mask=torch.ones_like(tokens))
+    )
+
+
+def test_left_padded_row_generates_what_it_generates_alone():
+    model = _peaked(_model(**MODELS["rope"]))
+    tokens, mask = _left_padded()
+    batch = model.generate(tokens, 6, attention_mask=mask)
+    alone = model.generate(tokens[2:, 5:], 6)
+    assert torch.equal(batch[2, 7:], alone[0, 2:])
+
+
+def test_stream_yields_each_step_and_equals_generate():
+    model = _model(**MODELS["rope"])
+    tokens, mask = _left_padded()
+    steps = list(model.stream(tokens, 5, attention_mask=mask))
+    assert len(steps) == 5 and all(s.shape == (3, 1) and s.dtype == torch.long for s in steps)
+    assert torch.equal(torch.cat([tokens, *steps], 1), model.generate(tokens, 5, attention_mask=mask))
+    # a sampled stream with the same generator state gives generate's sample
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    sampled = model.stream(tokens, 5, attention_mask=mask, temperature=1.5, generator=g())
+    assert torch.equal(torch.cat([tokens, *sampled], 1),
+                       model.generate(tokens, 5, attention_mask=mask, temperature=1.5, generator=g()))
+
+
+def test_stream_stopped_early_is_the_start_of_a_longer_one():
+    model = _model(**MODELS["rope"])
+    tokens = _tokens(b=2, t=4)
+    calls = []
+    model.embed.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[1]))
+    stream = model.stream(tokens, 50)
+    first = [next(stream) for _ in range(3)]
+    assert calls == [4, 1, 1]  # the prompt, then one token per further step: nothing ahead
+    stream.close()
+    assert torch.equal(torch.cat(first, 1), model.generate(tokens, 3)[:, 4:])
+
+
+def test_stops_at_max_new_tokens():
+    model = _model(**MODELS["rope"])
+    for n in (1, 2, 9):
+        assert model.generate(_tokens(b=2, t=3), n).shape == (2, 3 + n)
+    # the cache holds prompt + n - 1: the last token is returned, never fed back
+    calls = []
+    model.embed.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[1]))
+    model.generate(_tokens(b=2, t=3), 4)
+    assert calls == [3, 1, 1, 1]
+
+
+def test_top_k_1_equals_greedy_at_any_temperature():
+    model = _model(**MODELS["irope"])
+    tokens, mask = _left_padded()
+    greedy = model.generate(tokens, 8, attention_mask=mask)
+    for temperature in (0.5, 1.0, 30.0):
+        got = model.generate(tokens, 8, attention_mask=mask, temperature=temperature, top_k=1,
+                             generator=torch.Generator().manual_seed(0))
+        assert torch.equal(got, greedy)
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    model = _model(**MODELS["rope"])
+    tokens = _tokens(b=4, t=5)
+
+    def sample(seed):
+        g = torch.Generator().manual_seed(seed)
+        return model.generate(tokens, 12, temperature=1.0, top_k=20, generator=g)
+
+    assert torch.equal(sample(3), sample(3))
+    assert not torch.equal(sample(3), sample(4))
+    assert not torch.equal(sample(3), model.generate(tokens, 12))
+
+
+def test_samples_follow_softmax_of_logits_over_temperature():
+    """One step for 20000 copies of a prompt: the token frequencies are the probabilities
+    softmax(logits / temperature), restricted to the top k and renormalised."""
+    model = _model(**MODELS["rope"])
+    prompt = _tokens(b=1, t=4)
+    with torch.no_grad():
+        logits = model(prompt)[0, -1].double()
+    n = 20000
+    tokens = prompt.expand(n, 4)
+    spread = float(logits.std())  # small weights: temperatures on the logits' own scale
+    for temperature, top_k in ((spread, None), (0.5 * spread, 5)):
+        g = torch.Generator().manual_seed(0)
+        got = model.generate(tokens, 1, temperature=temperature, top_k=top_k, generator=g)[:, -1]
+        freq = torch.bincount(got, minlength=V).double() / n
+        scores = logits / temperature
+        if top_k is not None:
+            scores[scores < scores.topk(top_k).values[-1]] = -float("inf")
+        p = torch.softmax(scores, -1)
+        assert p.max() < 0.9 and (p > 0.02).sum() >= 3  # a distribution worth testing
+        assert (freq - p).abs().max() < 4 * (p * (1 - p) / n).sqrt().max() + 1e-12
+        if top_k is not None:
+            assert set(got.unique().tolist()) <= set(logits.topk(top_k).indices.tolist())
+
+
+def _ended(free, prompt_length, eos, pad):
+    """What an end token makes of free-running greedy tokens: each row as it was up to
+    and with its first end token, pads after it; cut at the step the last row ended
+    when every row ends."""
+    eos = {eos} if isinstance(eos, int) else set(eos)
+    rows, ends = [], []
+    for row in free[:, prompt_length:].tolist():
+        end = next((i + 1 for i, t in enumerate(row) if t in eos), None)
+        ends.append(end)
+        rows.append(row if end is None else row[:end] + [pad] * (len(row) - end))
+    new = torch.tensor(rows)
+    if all(end is not None for end in ends):
+        new = new[:, : max(ends)]
+    return torch.cat([free[:, :prompt_length], new], 1)
+
+
+def test_end_token_finishes_rows_and_stops_when_all_are_done():
+    model = _peaked(_model(**MODELS["rope"]))
+    tokens, mask = _left_padded()
+    free = model.generate(tokens, 10, attention_mask=mask)
+    first = free[:, 7].tolist()  # each row's first new token
+    cases = [
+        (int(free[0, 8]), 0),  # a token only row 0 makes: the others run to the end
+        (int(free[0, 9]), 0),  # ends row 0 (and any row that makes it too)
+        (first, 1),  # every row ends at once: one step
+        (free[:, 7 + 3].tolist(), 2),  # every row by its fourth new token
+    ]
+    for eos, pad in cases:
+        want = _ended(free, 7, eos, pad)
+        got = model.generate(tokens, 10, attention_mask=mask, eos_token_id=eos, pad_token_id=pad)
+        assert torch.equal(got, want), (eos, pad)
+        streamed = list(model.stream(tokens, 10, attention_mask=mask, eos_token_id=eos, pad_token_id=pad))
+        assert len(streamed) == want.shape[1] - 7  # the stream stops at the same step
+    assert model.generate(tokens, 10, attention_mask=mask, eos_token_id=first).shape == (3, 8)
+    # pad_token_id defaults to the (first) end token
+    eos = int(free[0, 9])
+    assert torch.equal(model.generate(tokens, 10, attention_mask=mask, eos_token_id=eos),
+                       _ended(free, 7, eos, eos))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(tokens=[[1, 2]]), TypeError, "tokens must be a torch tensor shaped \\(B, T\\), got list"),
+        (dict(tokens=torch.zeros(2, 3)), TypeError, "tokens must be an integer tensor, got dtype torch.float32"),
+        (dict(tokens=torch.zeros(3, dtype=torch.long)), ValueError, "tokens must be shaped \\(B, T\\).*got \\(3,\\)"),
+        (dict(tokens=torch.zeros(2, 0, dtype=torch.long)), ValueError, "T >= 1, got \\(2, 0\\)"),
+        (dict(tokens=torch.full((1, 3), V)), ValueError, f"tokens must be ids in \\[0, {V}\\).*got {V}"),
+        (dict(max_new_tokens=0), ValueError, "max_new_tokens must be >= 1, got 0"),
+        (dict(max_new_tokens=2.0), TypeError, "max_new_tokens must be an integer, got float 2.0"),
+        (dict(max_new_tokens=True), TypeError, "max_new_tokens must be an integer, got bool"),
+        (dict(attention_mask=[[1, 1, 1]]), TypeError, "attention_mask must be a torch tensor or None, got list"),
+        (dict(attention_mask=torch.ones(2, 3)), TypeError, "attention_mask must be an integer or bool tensor"),
+        (dict(attention_mask=torch.ones(2, 4, dtype=torch.long)), ValueError,
+         "attention_mask must be shaped like tokens \\(B, T\\) = \\(2, 3\\), got \\(2, 4\\)"),
+        (dict(attention_mask=torch.tensor([[1, 1, 1], [0, 2, 1]])), ValueError, "1 for tokens and 0 for padding"),
+        (dict(attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]])), ValueError,
+         "attention_mask row 1 has padding after a token; generate needs left padding"),
+        (dict(attention_mask=torch.tensor([[1, 1, 1], [0, 0, 0]])), ValueError, "row 1 is all padding"),
+        (dict(temperature=-0.5), ValueError, "temperature must be 0 \\(greedy\\) or a finite number > 0, got -0.5"),
+        (dict(temperature=float("nan")), ValueError, "temperature must be 0 \\(greedy\\).*got nan"),
+        (dict(temperature="1"), TypeError, "temperature must be a number, got str '1'"),
+        (dict(temperature=1.0, top_k=0), ValueError, f"top_k must be in \\[1, {V}\\] \\(vocab_size\\), got 0"),
+        (dict(temperature=1.0, top_k=V + 1), ValueError, f"top_k must be in \\[1, {V}\\].*got {V + 1}"),
+        (dict(temperature=1.0, top_k=2.5), TypeError, "top_k must be an integer or None, got float 2.5"),
+        (dict(top_k=5), ValueError, "top_k=5 has no effect with temperature=0 \\(greedy decoding\\)"),
+        (dict(generator=torch.Generator()), ValueError, "generator has no effect with temperature=0"),
+        (dict(temperature=1.0, generator=0), TypeError, "generator must be a torch.Generator or None, got int"),
+        (dict(eos_token_id=V), ValueError, f"eos_token_id must be an id in \\[0, {V}\\) \\(vocab_size\\), got {V}"),
+        (dict(eos_token_id=[]), ValueError, "eos_token_id must be an id or a non-empty list"),
+        (dict(eos_token_id="2"), TypeError, "eos_token_id must be an integer token id, got str"),
+        (dict(eos_token_id=2, pad_token_id=-1), ValueError, "pad_token_id must be an id in \\[0, 40\\)"),
+        (dict(pad_token_id=0), ValueError, "pad_token_id=0 fills rows finished by an end token, but eos_token_id is None"),
+    ],
+)
+def test_generate_argument_errors(kwargs, error, match):
+    model = _model(**MODELS["rope"])
+    kwargs = dict(kwargs)
+    tokens = kwargs.pop("tokens", _tokens(b=2, t=3))
+    max_new_tokens = kwargs.pop("max_new_tokens", 2)
+    with pytest.raises(error, match=match):
+        model.generate(tokens, max_new_tokens, **kwargs)
+    with pytest.raises(error, match=match):  # stream checks when called, not at the first step
+        model.stream(tokens, max_new_tokens, **kwargs)
+
+
+def test_generate_refuses_a_bidirectional_model():
+    model = _model(("rope",), causal=False)
+    with pytest.raises(ValueError, match="generate needs a causal \\(decoder\\) model.*causal=False"):
+        model.generate(_tokens(), 2)

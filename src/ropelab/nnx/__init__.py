@@ -1,6 +1,7 @@
 """ropelab's Flax NNX front end (needs the ``jax`` extra: jax and flax).
 
-- :class:`RopeMHA`: seed 002's multi-head attention with interleaved RoPE.
+- :class:`RopeMHA`: bidirectional multi-head attention with interleaved RoPE (the NNX
+  RoPE multi-head attention exercise's module).
 - :class:`Attention`: RoPE or NoPE, grouped-query, causal or bidirectional attention
   with Llama 4's chunked attention, qk norm and temperature tuning, a sliding window,
   left padding and a :class:`KVCache` for decoding; the same meaning (and weight names)

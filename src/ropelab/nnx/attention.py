@@ -174,19 +174,8 @@ class Attention(nnx.Module):
     ``self.spec`` (:class:`~ropelab.attention_spec.AttentionSpec`); ``module.chunk_size``
     and the like read it, and setting one validates the new value.
 
-    Call: ``module(x, positions=None, *, attention_mask=None, cache=None)``.
-
-    - ``x`` ``(B, T, d_model)`` (or ``(T, d_model)`` without mask and cache).
-    - ``positions`` None, ``(T,)``, ``(1, T)`` or ``(B, T)`` integers. By default they
-      follow ``attention_mask`` (:func:`~ropelab.nnx.positions_from_mask`, as torch
-      does) or count on from the cache's length (``0..T-1`` without a cache).
-    - ``attention_mask`` 1/0 ``(B, S)`` over every key, cached and new (torch's
-      meaning), or ``(B, T)`` over the new tokens only; the two agree on an empty cache.
-      The cache remembers which slots were padding, so the new-tokens form is enough and
-      keeps one shape per decode step under jit.
-    - ``cache`` None or a :class:`~ropelab.nnx.KVCache`. With a cache the call returns
-      ``(output, new_cache)`` and leaves ``cache`` as it was (see ``ropelab.nnx.cache``
-      for why the cache is a pytree and not module state); without one, the output.
+    Call: ``module(x, positions=None, *, attention_mask=None, cache=None)``; see
+    :meth:`__call__`.
 
     Under ``jax.jit`` the cache length and so the positions are traced: RoPE reads them
     from a table of ``max_positions`` rows, and a step that overflows the cache (or a
@@ -300,6 +289,26 @@ class Attention(nnx.Module):
     # -- call -----------------------------------------------------------------------
 
     def __call__(self, x, positions=None, *, attention_mask=None, cache=None):
+        """Attend: x ``(B, T, d_model)`` -> ``(B, T, d_model)`` (and the new cache).
+
+        Args:
+            x: ``(B, T, d_model)`` (or ``(T, d_model)`` without mask and cache).
+            positions: None, ``(T,)``, ``(1, T)`` or ``(B, T)`` integers. By default
+                they follow ``attention_mask`` (:func:`~ropelab.nnx.positions_from_mask`,
+                as torch does) or count on from the cache's length (``0..T-1`` without
+                a cache).
+            attention_mask: 1/0 ``(B, S)`` over every key, cached and new (torch's
+                meaning), or ``(B, T)`` over the new tokens only; the two agree on an
+                empty cache. The cache remembers which slots were padding, so the
+                new-tokens form is enough and keeps one shape per decode step under jit.
+            cache: None or a :class:`~ropelab.nnx.KVCache` (an immutable pytree; see
+                ``ropelab.nnx.cache`` for why it is not module state).
+
+        Returns:
+            Without a cache, the output ``(B, T, d_model)`` (``(T, d_model)`` for an
+            unbatched x); with one, ``(output, new_cache)``, the new keys written into
+            ``new_cache`` and ``cache`` left as it was.
+        """
         x = jnp.asarray(x)
         unbatched = x.ndim == 2
         if unbatched:

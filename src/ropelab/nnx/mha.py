@@ -1,13 +1,13 @@
-"""Seed 002's RopeMHA: bidirectional multi-head attention with interleaved RoPE, in NNX.
+"""RopeMHA: bidirectional multi-head attention with interleaved RoPE, in Flax NNX.
 
 RoFormer (Su et al. 2021, arXiv:2104.09864). Shapes: B batch, T time, H heads, D head dim.
 
 The four ``nnx.Linear`` projections are created in the order ``q_proj``, ``k_proj``,
-``v_proj``, ``out_proj`` with Flax's defaults (bias on), exactly as the seed's sketch
-does, so ``nnx.Rngs(seed)`` draws the same weights. Frequencies come from
-``RopeConfig(D, theta=base)`` (``theta_i = base ** (-2i / D)``, the seed's formula) and the
-rotation from :func:`ropelab.apply_rope` with the interleaved layout (the seed's
-adjacent pairs ``(x[2i], x[2i+1])``).
+``v_proj``, ``out_proj`` with Flax's defaults (bias on), exactly as the exercise's sketch
+(:func:`ropelab.exercises.mha_rope`) does, so the same ``nnx.Rngs`` draw the same
+weights. Frequencies come from ``RopeConfig(D, theta=base)`` (``theta_i = base ** (-2i /
+D)``, the exercise's formula) and the rotation from :func:`ropelab.apply_rope` with the
+interleaved layout (adjacent pairs ``(x[2i], x[2i+1])``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["RopeMHA"]
 
 
 class RopeMHA(nnx.Module):
-    """Multi-head self-attention with RoPE on q and k (not v), no mask (seed 002).
+    """Multi-head self-attention with RoPE on q and k (not v), no mask (the NNX RoPE MHA exercise).
 
     Args:
         d_model: model width; divisible by ``num_heads``.
@@ -91,6 +91,8 @@ class RopeMHA(nnx.Module):
         return out[0] if jnp.ndim(x) == 2 else out
 
     def __call__(self, x):
+        """Bidirectional attention at positions ``0..T-1``: x ``(T, d_model)`` or
+        ``(B, T, d_model)`` -> the same shape (no mask, no cache)."""
         q, k, v = self._rotated(x)
         B, T, H, D = q.shape
         out = attend(q, k, v, causal=False).reshape(B, T, H * D)  # (B, T, H*D)

@@ -3,7 +3,7 @@
 A torch ``nn.Linear.weight`` is ``(out, in)`` and computes ``x @ weight.T``; an
 ``nnx.Linear.kernel`` is ``(in, out)`` and computes ``x @ kernel``. So a torch state dict
 of the four attention projections (``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, as in
-:class:`ropelab.torch.Attention` and Hugging Face's Llama attention, or seed 002's
+:class:`ropelab.torch.Attention` and Hugging Face's Llama attention, or :class:`RopeMHA`'s
 ``out_proj``) loads by transposing each weight; biases copy as they are.
 
 Torch is not imported here: a tensor is recognised by its ``detach`` method.

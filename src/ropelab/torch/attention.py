@@ -103,12 +103,8 @@ class Attention(nn.Module):
     YaRN's and LongRoPE's attention factor is inside the rope tables (cos and sin are
     multiplied by it, as transformers does), so scores scale by its square.
 
-    ``forward(x, positions=None, cache=None, attention_mask=None) -> (B, T, d_model)``.
-    ``positions`` (T,) or (B, T) long; by default they follow ``attention_mask``
-    (:func:`positions_from_mask`) or count on from the cache's length. With an M-RoPE
-    module, ``(3, B or 1, T)`` (time, height, width, as Qwen2-VL's ``position_ids``) go to
-    it whole; the mask stays causal by slot and the cache records the time axis. ``cache`` is a
-    :class:`KVCache` (or a one-layer :class:`Cache`); the new keys are written to it.
+    ``forward(x, positions=None, cache=None, attention_mask=None) -> (B, T, d_model)``:
+    see :meth:`forward`.
     """
 
     # the options live in self.spec; these read them (and setting one re-validates)
@@ -304,6 +300,28 @@ class Attention(nn.Module):
         return q, k, v
 
     def forward(self, x, positions=None, cache=None, attention_mask=None):
+        """Attend: x ``(B, T, d_model)`` -> ``(B, T, d_model)``.
+
+        Args:
+            x: the new tokens' features ``(B, T, d_model)``.
+            positions: ``(T,)`` or ``(B, T)`` integer position of each new token (what
+                RoPE rotates by, and what chunks, windows and temperature tuning read).
+                By default they follow ``attention_mask`` (:func:`positions_from_mask`:
+                left padding starts every row at 0) or count on from the cache's length
+                (``0..T-1`` without one). With an M-RoPE module, ``(3, B or 1, T)``
+                (time, height, width, as Qwen2-VL's ``position_ids``) go to it whole;
+                the mask stays causal by slot and the cache records the time axis.
+            cache: None, a :class:`KVCache` or a one-layer :class:`Cache`. The new
+                keys (rotated once, at their positions) and values are written after
+                the ``S - T`` cached ones, and the queries attend to all ``S``.
+            attention_mask: ``(B, S)`` 1 for tokens and 0 for padding over every key,
+                cached and new (``S = T`` without a cache); padded keys are never
+                attended to.
+
+        Returns:
+            ``(B, T, d_model)`` in x's dtype; rows of padded tokens are computed but
+            meaningless.
+        """
         batch, length, layer_cache, past, positions = self._begin(
             x, positions, cache, attention_mask
         )

@@ -316,6 +316,14 @@ class LinearAttention(Attention):
         return cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, R/2)
 
     def forward(self, x, positions=None, cache=None, attention_mask=None):
+        """Linear attention: x ``(B, T, d_model)`` -> ``(B, T, d_model)``.
+
+        ``positions`` ``(T,)`` or ``(B, T)`` (default: along ``attention_mask``, or on
+        from the cache's length) rotate the feature-mapped q and k; ``attention_mask``
+        ``(B, S)`` (1 for tokens, 0 for padding over cached and new keys) drops padded
+        keys from the sums; ``cache`` (a :class:`KVCache`, causal layers only) keeps raw
+        keys and values, and the prefix's sums are rebuilt from them on each call.
+        """
         if cache is not None and not self.causal:
             raise ValueError(
                 "a KV cache needs causal attention; this LinearAttention is bidirectional"

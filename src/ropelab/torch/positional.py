@@ -91,6 +91,7 @@ class LearnedAbsolute(nn.Module):
         self.embedding = nn.Embedding(self.max_positions, _check_int("d_model", d_model))
 
     def forward(self, positions):
+        """Integer positions of any shape -> their rows, ``positions.shape + (d_model,)``."""
         if not isinstance(positions, torch.Tensor) or positions.dtype.is_floating_point:
             raise TypeError(f"positions must be an integer tensor, got {positions!r:.80}")
         if not _compiling() and positions.numel():
@@ -125,6 +126,11 @@ class ALiBiBias(nn.Module):
         self.register_buffer("slopes", slopes, persistent=False)  # (H,)
 
     def forward(self, q_positions, k_positions):
+        """``-slope_h * |i - j|``: positions ``(B, T)`` and ``(B, S)`` -> ``(B, H, T, S)`` float32.
+
+        ``q_positions`` are the queries' positions, ``k_positions`` the keys' (cached
+        and new); the bias is added to the scores before the softmax.
+        """
         _check_positions(q_positions, k_positions)
         distance = (q_positions[:, :, None] - k_positions[:, None, :]).abs().float()  # (B, T, S)
         return -self.slopes[None, :, None, None] * distance[:, None]
@@ -161,6 +167,11 @@ class T5Bias(nn.Module):
         self.bidirectional = bool(bidirectional)
 
     def forward(self, q_positions, k_positions):
+        """The learned bias of each head's bucket of ``key - query``: ``(B, H, T, S)``.
+
+        ``q_positions`` ``(B, T)`` are the queries' positions, ``k_positions``
+        ``(B, S)`` the keys' (cached and new); the bias is added to the scores.
+        """
         _check_positions(q_positions, k_positions)
         m = self.max_distance
         rel = (k_positions[:, None, :] - q_positions[:, :, None]).clamp(-m, m) + m  # (B, T, S)
@@ -237,6 +248,12 @@ class XPos(nn.Module):
         return out
 
     def forward(self, q, k, positions=None):
+        """Rotate and scale: q ``(B, H, T, D)``, k ``(B, K, T, D)`` -> (q, k), same shapes.
+
+        ``positions`` ``(T,)`` or ``(B, T)`` integers (default ``arange(T)``): queries
+        are multiplied by ``zeta ** ((n - center) / scale_base)``, keys divided by it,
+        after RoPE at these positions; features past ``rotary_dim`` pass unchanged.
+        """
         length = q.shape[-2]
         if positions is None:
             positions = torch.arange(length, device=q.device)
@@ -304,6 +321,12 @@ class MRoPE(nn.Module):
         self.register_buffer("axis", torch.from_numpy(axis), persistent=False)  # (R/2,)
 
     def forward(self, q, k, positions=None):
+        """Rotate q ``(B, H, T, D)`` and k ``(B, K, T, D)`` by three position axes.
+
+        ``positions`` ``(3, B, T)`` (time, height, width of each token, as Qwen2-VL's
+        ``position_ids``); ``(T,)``, ``(B, T)`` or None (``arange(T)``) for text, where
+        M-RoPE is plain RoPE. Returns (q, k) in their shapes and dtypes.
+        """
         if positions is None or positions.dim() in (1, 2):
             return self.rotary(q, k, positions)
         if positions.dim() != 3 or positions.shape[0] != 3:
@@ -339,6 +362,11 @@ class AxialRoPE(nn.Module):
         self.axis = RotaryEmbedding(axial_axis_config(config), max_positions)  # one axis' tables
 
     def forward(self, q, k, positions=None):
+        """Rotate q ``(B, H, T, D)`` and k ``(B, K, T, D)`` by each patch's row and column.
+
+        ``positions`` ``(T,)`` or ``(B, T)`` row-major patch indices on a grid ``cols``
+        wide (default ``arange(T)``). Returns (q, k) in their shapes and dtypes.
+        """
         if positions is None:
             positions = torch.arange(q.shape[-2], device=q.device)
         row, col = positions // self.cols, positions % self.cols

@@ -58,6 +58,14 @@ class ShawAttention(Attention):
         nn.init.normal_(self.rel_v.weight, std=0.02)
 
     def forward(self, x, positions=None, cache=None, attention_mask=None):
+        """Attend with relative keys and values: x ``(B, T, d_model)`` -> ``(B, T, d_model)``.
+
+        ``positions`` ``(T,)`` or ``(B, T)`` (default: along ``attention_mask``, or on
+        from the cache's length) give the distances ``j - i`` the relative vectors are
+        picked by; ``cache`` (a :class:`KVCache`) and ``attention_mask`` ``(B, S)`` (1
+        for tokens, 0 for padding over cached and new keys) mean what they mean in
+        :meth:`ropelab.torch.Attention.forward`.
+        """
         batch, length, layer_cache, past, positions = self._begin(
             x, positions, cache, attention_mask
         )

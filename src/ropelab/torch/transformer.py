@@ -214,6 +214,7 @@ class MLP(nn.Module):
             self.proj = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x):
+        """x ``(..., d_model)`` -> ``(..., d_model)``, position by position."""
         if self.kind == "swiglu":
             return self.down(F.silu(self.gate(x)) * self.up(x))
         return self.proj(F.gelu(self.fc(x)))
@@ -239,6 +240,12 @@ class Block(nn.Module):
         self.mlp = MLP(config.d_model, config.mlp_ratio, config.mlp, config.mlp_hidden)
 
     def forward(self, x, positions=None, cache=None, attention_mask=None):
+        """x ``(B, T, d_model)`` -> ``(B, T, d_model)``.
+
+        ``positions``, ``cache`` (this layer's :class:`KVCache`) and ``attention_mask``
+        ``(B, S)`` go to the layer's attention unchanged (see
+        :meth:`ropelab.torch.Attention.forward`).
+        """
         x = x + self.attn(self.attn_norm(x), positions, cache, attention_mask)
         return x + self.mlp(self.mlp_norm(x))
 
@@ -251,6 +258,10 @@ class Transformer(nn.Module):
     default to ``positions_from_mask(attention_mask)`` for the new tokens, or to
     ``cache.length + arange(T)``. ``cache`` comes from :meth:`new_cache` and is filled
     in place, so a prompt followed by one token at a time equals the full forward.
+
+    ``generate(tokens, max_new_tokens, ...)`` decodes through that cache (greedy or
+    sampled, left padding, an end token) and returns prompt and new tokens, as
+    transformers' ``generate`` does; ``stream(...)`` yields each step's new tokens.
     """
 
     def __init__(self, config: TransformerConfig):
@@ -334,6 +345,24 @@ class Transformer(nn.Module):
         self.config = replace(self.config, rope=rope)
 
     def forward(self, tokens, *, positions=None, attention_mask=None, cache=None):
+        """Logits of the next token at every position: tokens ``(B, T)`` -> ``(B, T, V)``.
+
+        Args:
+            tokens: ``(B, T)`` integer token ids; with a ``cache``, only the new ones.
+            positions: ``(T,)`` or ``(B, T)`` integer position of each new token. By
+                default they follow ``attention_mask`` (:func:`positions_from_mask`:
+                left padding starts every row at 0) or count on from ``cache.length``.
+            attention_mask: ``(B, S)`` 1 for tokens and 0 for padding over every slot
+                the call sees (``S = cache.length + T`` with a cache, ``T`` without);
+                padded keys are never attended to.
+            cache: a :class:`Cache` from :meth:`new_cache`; the new keys and values are
+                written into it in place, so a prompt and then one token per call give
+                the logits of the full forward.
+
+        Returns:
+            Logits ``(B, T, V)`` in the model's dtype (rows of padded slots are
+            computed but meaningless).
+        """
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
             shape = (
                 tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
@@ -371,3 +400,295 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, positions, None if cache is None else cache[i], attention_mask)
         return self.lm_head(self.norm(x))
+
+    # -- decoding -------------------------------------------------------------------
+
+    def generate(
+        self,
+        tokens,
+        max_new_tokens: int,
+        *,
+        attention_mask=None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        generator=None,
+        eos_token_id=None,
+        pad_token_id: int | None = None,
+    ):
+        """Continue each prompt by up to ``max_new_tokens`` tokens through the KV cache.
+
+        The prompt runs once into a cache of :meth:`new_cache`, then one token per step,
+        as transformers' ``generate`` does (greedy decoding of a model converted by
+        :func:`ropelab.hf.transformer_from_hf` gives transformers' tokens). Runs under
+        ``torch.no_grad()`` and leaves the train/eval mode as it is (call ``.eval()``
+        for a model with dropout).
+
+        Args:
+            tokens: ``(B, T)`` integer prompt ids, ``T >= 1``, each in ``[0, V)``.
+            max_new_tokens: how many tokens to add (an integer >= 1).
+            attention_mask: ``(B, T)`` 1 for tokens and 0 for padding, padding on the
+                left only (a row is zeros, then ones, and holds at least one token).
+                Positions are counted along the mask, so each row starts at position
+                0 whatever its padding, as in transformers' ``generate``. None: no
+                padding.
+            temperature: 0 (default) picks the most likely token (greedy); above 0,
+                tokens are sampled from ``softmax(logits / temperature)``.
+            top_k: sample from the ``top_k`` most likely tokens only (1 <= top_k <=
+                V); needs ``temperature > 0``.
+            generator: a ``torch.Generator`` (on the model's device) that sampling
+                draws from, for reproducible samples; default torch's global one.
+                Needs ``temperature > 0``.
+            eos_token_id: an end token id, or a list of them: a row that produces one
+                is finished, and generation stops early once every row is finished.
+            pad_token_id: what finished rows get after their end token (default the
+                first ``eos_token_id``); only with ``eos_token_id``.
+
+        Returns:
+            A ``(B, T + N)`` long tensor on the tokens' device: the prompt (padding
+            included, unchanged) followed by ``N`` new tokens per row, where
+            ``N = max_new_tokens`` unless every row ended earlier with an end token
+            (then ``N`` is the step of the last one to end; the end token is kept).
+
+        Length-dependent schemes: with dynamic NTK, whose frequencies change with every
+        length, cached keys keep the rotation they were cached with and each new token
+        is rotated at the current length (as in transformers). A scheme whose
+        frequencies switch once, past its original length, and stay (LongRoPE's long
+        factors) would leave every cached key rotated by the short ones: when the
+        sequence first passes that length, the whole sequence runs again into a fresh
+        cache, as transformers' Phi-3 ``generate`` does (there, when the slot count
+        passes it; here, when the longest row's position does: the same step whenever
+        one row has no padding).
+
+        Raises:
+            TypeError: an argument of the wrong type (tokens, mask or generator not
+                what is described above, a non-integer count or id).
+            ValueError: a value out of range (shapes, ids outside the vocabulary, a
+                mask with right padding or an empty row, ``temperature < 0``,
+                ``top_k`` or ``generator`` with greedy decoding), or a model built
+                with ``causal=False``.
+        """
+        steps = self.stream(
+            tokens,
+            max_new_tokens,
+            attention_mask=attention_mask,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+        )
+        return torch.cat([tokens.long(), *steps], dim=1)
+
+    def stream(
+        self,
+        tokens,
+        max_new_tokens: int,
+        *,
+        attention_mask=None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        generator=None,
+        eos_token_id=None,
+        pad_token_id: int | None = None,
+    ):
+        """:meth:`generate`, one step at a time: an iterator of ``(B, 1)`` long tensors.
+
+        Same arguments, checked when ``stream`` is called (before the first step). Each
+        item is the step's new token of every row (``pad_token_id`` for rows already
+        finished), yielded as soon as it is chosen, so text can be shown while the
+        rest is computed; ``torch.cat([tokens, *model.stream(tokens, n)], dim=1)``
+        equals ``model.generate(tokens, n)``. Stopping the iteration early stops the
+        computation.
+        """
+        plan = self._decode_plan(
+            tokens,
+            max_new_tokens,
+            attention_mask,
+            temperature,
+            top_k,
+            generator,
+            eos_token_id,
+            pad_token_id,
+        )
+        return self._decode(plan)
+
+    def _decode_plan(
+        self, tokens, max_new_tokens, mask, temperature, top_k, generator, eos, pad
+    ) -> dict:
+        """generate's arguments checked; ValueError/TypeError naming the bad one."""
+        vocab = self.config.vocab_size
+        if not self.config.causal:
+            raise ValueError(
+                "generate needs a causal (decoder) model; this Transformer was built with causal=False"
+            )
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a torch tensor shaped (B, T), got {type(tokens).__name__}")
+        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
+            raise TypeError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
+        if tokens.dim() != 2 or tokens.shape[0] < 1 or tokens.shape[1] < 1:
+            raise ValueError(
+                f"tokens must be shaped (B, T) with B >= 1 and T >= 1, got {tuple(tokens.shape)}"
+            )
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            raise ValueError(f"tokens must be ids in [0, {vocab}) (vocab_size), got {bad}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise TypeError(
+                f"max_new_tokens must be an integer, got {type(max_new_tokens).__name__} {max_new_tokens!r}"
+            )
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if mask is not None:
+            mask = _check_left_padding(mask, tuple(tokens.shape))
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise TypeError(
+                f"temperature must be a number, got {type(temperature).__name__} {temperature!r}"
+            )
+        if not 0.0 <= temperature < math.inf:
+            raise ValueError(
+                f"temperature must be 0 (greedy) or a finite number > 0, got {temperature!r}"
+            )
+        if top_k is not None:
+            if isinstance(top_k, bool) or not isinstance(top_k, int):
+                raise TypeError(f"top_k must be an integer or None, got {type(top_k).__name__} {top_k!r}")
+            if not 1 <= top_k <= vocab:
+                raise ValueError(f"top_k must be in [1, {vocab}] (vocab_size), got {top_k}")
+            if temperature == 0:
+                raise ValueError(
+                    f"top_k={top_k} has no effect with temperature=0 (greedy decoding); "
+                    "give temperature > 0 to sample, or leave top_k=None"
+                )
+        if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise TypeError(
+                    f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+                )
+            if temperature == 0:
+                raise ValueError(
+                    "generator has no effect with temperature=0 (greedy decoding draws nothing); "
+                    "give temperature > 0 to sample, or leave generator=None"
+                )
+        eos_ids = None
+        if eos is not None:
+            many = eos if isinstance(eos, (list, tuple)) else [eos]
+            if not many:
+                raise ValueError("eos_token_id must be an id or a non-empty list of ids, got []")
+            for value in many:
+                _check_token_id("eos_token_id", value, vocab)
+            eos_ids = torch.tensor(list(many), dtype=torch.long, device=tokens.device)
+            pad = many[0] if pad is None else _check_token_id("pad_token_id", pad, vocab)
+        elif pad is not None:
+            raise ValueError(
+                f"pad_token_id={pad!r} fills rows finished by an end token, but eos_token_id "
+                "is None; give eos_token_id too"
+            )
+        return dict(
+            tokens=tokens.long(),
+            steps=max_new_tokens,
+            mask=mask,
+            temperature=float(temperature),
+            top_k=top_k,
+            generator=generator,
+            eos=eos_ids,
+            pad=pad,
+        )
+
+    def _switch_lengths(self) -> list[int]:
+        """Lengths past which the rotary frequencies switch once and for all (LongRoPE).
+
+        Read from what the schemes give, not their names: the frequencies of a
+        length-dependent scheme change just past its original length and are the same
+        at any longer length. Dynamic NTK's keep changing, so it has none.
+        """
+        lengths = set()
+        for module in self.modules():
+            if isinstance(module, RotaryEmbedding) and module.config.dynamic:
+                config = module.config
+                n = config.scaling.original_max_position
+                at, past, far = (config.inv_freq(seq_len=s) for s in (n, n + 1, 4 * n))
+                if not np.array_equal(at, past) and np.array_equal(past, far):
+                    lengths.add(n)
+        return sorted(lengths)
+
+    @torch.no_grad()
+    def _decode(self, plan: dict):
+        """The decoding loop behind generate and stream: yields (B, 1) per step."""
+        tokens, steps, mask = plan["tokens"], plan["steps"], plan["mask"]
+        eos, pad = plan["eos"], plan["pad"]
+        batch, length = tokens.shape
+        capacity = length + steps - 1  # the last new token is returned, never fed back
+        switches = self._switch_lengths()
+        # the longest row's reach (its largest position + 1): what length-dependent
+        # schemes read, counted along the mask like the positions
+        reach = length if mask is None else int(mask.sum(-1).max())
+        cache = self.new_cache(batch, capacity)
+        logits = self(tokens, attention_mask=mask, cache=cache)[:, -1]  # (B, V)
+        sequence = [tokens]
+        finished = torch.zeros(batch, dtype=torch.bool, device=tokens.device)
+        for step in range(steps):
+            token = _next_token(logits, plan["temperature"], plan["top_k"], plan["generator"])
+            if eos is not None:
+                token = token.masked_fill(finished, pad)
+                finished = finished | torch.isin(token, eos)
+            token = token[:, None]  # (B, 1)
+            yield token
+            if step == steps - 1 or (eos is not None and bool(finished.all())):
+                return
+            sequence.append(token)
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+            reach += 1
+            if reach - 1 in switches:  # the longest row has just passed a switch
+                # every cached key was rotated with the frequencies below the switch:
+                # run the whole sequence again, as transformers' Phi-3 generate does
+                cache = self.new_cache(batch, capacity)
+                logits = self(torch.cat(sequence, dim=1), attention_mask=mask, cache=cache)[:, -1]
+            else:
+                logits = self(token, attention_mask=mask, cache=cache)[:, -1]
+
+
+def _check_token_id(name: str, value, vocab: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer token id, got {type(value).__name__} {value!r}")
+    if not 0 <= value < vocab:
+        raise ValueError(f"{name} must be an id in [0, {vocab}) (vocab_size), got {value}")
+    return value
+
+
+def _check_left_padding(mask, shape: tuple[int, int]):
+    """A (B, T) 0/1 mask with padding on the left only, as a long tensor."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"attention_mask must be a torch tensor or None, got {type(mask).__name__}")
+    if mask.dtype.is_floating_point or mask.is_complex():
+        raise TypeError(f"attention_mask must be an integer or bool tensor, got dtype {mask.dtype}")
+    if tuple(mask.shape) != shape:
+        raise ValueError(
+            f"attention_mask must be shaped like tokens (B, T) = {shape}, got {tuple(mask.shape)}"
+        )
+    mask = mask.long()
+    if bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError("attention_mask must hold 1 for tokens and 0 for padding only")
+    if bool((mask.sum(-1) == 0).any()):
+        row = int((mask.sum(-1) == 0).nonzero()[0])
+        raise ValueError(f"attention_mask row {row} is all padding; every prompt needs a token")
+    if bool((mask[:, 1:] < mask[:, :-1]).any()):
+        row = int((mask[:, 1:] < mask[:, :-1]).any(-1).nonzero()[0])
+        raise ValueError(
+            f"attention_mask row {row} has padding after a token; generate needs left padding "
+            "(the new tokens follow the last slot of every row)"
+        )
+    return mask
+
+
+def _next_token(logits, temperature: float, top_k: int | None, generator):
+    """(B, V) logits -> (B,) long: argmax at temperature 0, else a sample of
+    softmax(logits / temperature) over the top_k largest (transformers' order)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    scores = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]  # (B, 1)
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
