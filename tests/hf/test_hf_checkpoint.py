@@ -151,7 +151,8 @@ def test_load_reads_transformers_own_checkpoints(tmp_path):
         (dict(kind_options={"rope": {"window": 8}}), "sliding window"),
         (dict(causal=False), "causal=False"),
         (dict(qk_norm=True, norm_eps=1e-6, kind_options={"rope": {"qk_norm_eps": 1e-6}}), "need 'nope' layers"),
-        (dict(layers=("rope", "nope"), qk_norm=True), "qk_norm_eps=1e-06 differs from norm_eps=1e-05"),
+        (dict(layers=("rope", "nope"), qk_norm=True, kind_options={"rope": {"qk_norm_eps": 1e-6}}),
+         "qk_norm_eps=1e-06 differs from norm_eps=1e-05"),
         (dict(layers=("rope", "nope"), temperature_tuning=(0.1, 2.5)), "floor_scale=2.5"),
     ],
 )

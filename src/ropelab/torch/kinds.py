@@ -40,12 +40,14 @@ def _split(config, name: str, module_keys: tuple[str, ...]) -> tuple[dict[str, A
 
 
 def rope_layer(config, index: int) -> dict[str, Any]:
-    """RoPE with ``config.rope``; Llama 4's chunking and qk norm apply to these layers."""
+    """RoPE with ``config.rope``; Llama 4's chunking and qk norm apply to these layers
+    (the qk norm with the model's ``norm_eps``, as Llama 4 uses ``rms_norm_eps`` for both)."""
     _, extra = _split(config, "rope", ())
     return {
         "rope": config.rope,
         "chunk_size": config.chunk_size,
         "qk_norm": config.qk_norm,
+        "qk_norm_eps": config.norm_eps,
         **extra,
     }
 

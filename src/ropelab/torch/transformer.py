@@ -533,27 +533,12 @@ class Transformer(nn.Module):
         if low < 0 or high >= vocab:
             bad = low if low < 0 else high
             raise ValueError(f"tokens must be ids in [0, {vocab}) (vocab_size), got {bad}")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-            raise TypeError(
-                f"max_new_tokens must be an integer, got {type(max_new_tokens).__name__} {max_new_tokens!r}"
-            )
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1)
         if mask is not None:
             mask = _check_left_padding(mask, tuple(tokens.shape))
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise TypeError(
-                f"temperature must be a number, got {type(temperature).__name__} {temperature!r}"
-            )
-        if not 0.0 <= temperature < math.inf:
-            raise ValueError(
-                f"temperature must be 0 (greedy) or a finite number > 0, got {temperature!r}"
-            )
+        temperature = check_float("temperature (0: greedy)", temperature, minimum=0.0)
         if top_k is not None:
-            if isinstance(top_k, bool) or not isinstance(top_k, int):
-                raise TypeError(f"top_k must be an integer or None, got {type(top_k).__name__} {top_k!r}")
-            if not 1 <= top_k <= vocab:
-                raise ValueError(f"top_k must be in [1, {vocab}] (vocab_size), got {top_k}")
+            top_k = check_int("top_k (at most vocab_size)", top_k, minimum=1, maximum=vocab)
             if temperature == 0:
                 raise ValueError(
                     f"top_k={top_k} has no effect with temperature=0 (greedy decoding); "
@@ -649,11 +634,7 @@ class Transformer(nn.Module):
 
 
 def _check_token_id(name: str, value, vocab: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer token id, got {type(value).__name__} {value!r}")
-    if not 0 <= value < vocab:
-        raise ValueError(f"{name} must be an id in [0, {vocab}) (vocab_size), got {value}")
-    return value
+    return check_int(f"{name} (a token id below vocab_size)", value, minimum=0, maximum=vocab - 1)
 
 
 def _check_left_padding(mask, shape: tuple[int, int]):
