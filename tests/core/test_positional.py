@@ -208,8 +208,8 @@ def test_axial_scores_depend_on_2d_offset_only():
     q, k = rng.normal(size=16), rng.normal(size=16)
 
     def score(a, b):  # patch a queries patch b
-        qa = ropelab.apply_rope(q[None], cos[a : a + 1], sin[a : a + 1])
-        kb = ropelab.apply_rope(k[None], cos[b : b + 1], sin[b : b + 1])
+        qa = ropelab.apply_rope(q[None], cos[a : a + 1], sin[a : a + 1], layout=cfg.layout)
+        kb = ropelab.apply_rope(k[None], cos[b : b + 1], sin[b : b + 1], layout=cfg.layout)
         return float((qa @ kb.T)[0, 0])
 
     # (1,1)->(3,2) and (2,3)->(4,4) share the offset (+2, +1)

@@ -231,18 +231,25 @@ def test_jit_decode_one_token_at_a_time_equals_full_forward(padded):
     assert_close(np.concatenate(outs, 1)[rows], full[rows])
 
 
-def test_jit_cache_overflow_gives_nan():
+def test_jit_cache_overflow_raises():
+    """Under jit the overflow depends on the traced length: the step raises when it runs
+    (jax's runtime error carrying the ValueError's message); more new tokens than the
+    capacity raise ValueError while tracing."""
     module = nnx_module("window-causal")
     x, _ = inputs(5)
     step = nnx.jit(lambda m, a, c: m(a, cache=c))
     cache = KVCache.create(B, HEADS, 3, HEAD_DIM)
     y, cache = step(module, x[:, :2], cache)
     assert np.all(np.isfinite(np.asarray(y)))
-    y, _ = step(module, x[:, 2:4], cache)  # 2 + 2 > 3
-    assert np.all(np.isnan(np.asarray(y)))
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"capacity 3 cannot hold 4 tokens \(2 cached \+ 2 new\)"):
+        jax.block_until_ready(step(module, x[:, 2:4], cache))  # 2 + 2 > 3
+    y, _ = step(module, x[:, 2:3], cache)  # 2 + 1 fits: the step still runs
+    assert np.all(np.isfinite(np.asarray(y)))
+    with pytest.raises(ValueError, match="capacity 3 cannot hold 4 new tokens"):
+        step(module, x[:, :4], KVCache.create(B, HEADS, 3, HEAD_DIM))
 
 
-def test_jit_full_mask_of_the_wrong_width_gives_nan():
+def test_jit_full_mask_of_the_wrong_width_raises():
     module = nnx_module("window-causal")
     x, _ = inputs(6)
     step = nnx.jit(lambda m, a, mask, c: m(a, attention_mask=mask, cache=c))
@@ -250,8 +257,8 @@ def test_jit_full_mask_of_the_wrong_width_gives_nan():
     _, cache = step(module, x[:, :3], np.ones((B, 3)), cache)
     y, _ = step(module, x[:, 3:4], np.ones((B, 4)), cache)  # 3 cached + 1 new: right
     assert np.all(np.isfinite(np.asarray(y)))
-    y, _ = step(module, x[:, 3:4], np.ones((B, 5)), cache)  # S = 5 is not 3 + 1
-    assert np.all(np.isnan(np.asarray(y)))
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"attention_mask of width 5 does not cover the 3 cached and 1 new"):
+        jax.block_until_ready(step(module, x[:, 3:4], np.ones((B, 5)), cache))  # S = 5 is not 3 + 1
 
 
 def test_cache_is_a_pytree_of_arrays():

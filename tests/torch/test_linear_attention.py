@@ -18,7 +18,7 @@ def _phi(x):  # elu(x) + 1 in float64 numpy
 
 
 def _rot(x, cos, sin, layout):
-    return ropelab.apply_rope(x, cos, sin, layout=layout)
+    return ropelab.apply_rope(x, cos, sin, layout=layout, rotary_dim=2 * cos.shape[-1])  # partial or not
 
 
 def _recurrence(q, k, v, cos, sin, layout, eps):

@@ -77,6 +77,16 @@ def _concrete(positions):
         return None
 
 
+def _mask_width(width: int, start, length: int) -> None:
+    """ValueError for a (B, S) mask whose S is not cached + new (also a host callback under jit)."""
+    start = int(start)
+    if width != start + length:
+        raise ValueError(
+            f"attention_mask of width {width} does not cover the {start} cached and {length} "
+            f"new keys: give (B, {start + length}) over every key or (B, {length}) over the new ones"
+        )
+
+
 def check_positions(positions, batch: int, length: int) -> None:
     """positions must be ``(T,)``, ``(1, T)`` or ``(B, T)``; ValueError otherwise."""
     shape = tuple(positions.shape)
@@ -178,9 +188,10 @@ class Attention(nnx.Module):
     :meth:`__call__`.
 
     Under ``jax.jit`` the cache length and so the positions are traced: RoPE reads them
-    from a table of ``max_positions`` rows, and a step that overflows the cache (or a
-    ``(B, S)`` mask whose S is not cached + new) gives NaN rather than a wrong answer;
-    outside jit both raise ValueError.
+    from a table of ``max_positions`` rows. A step that overflows the cache (or a
+    ``(B, S)`` mask whose S is not cached + new) raises ValueError outside jit; under
+    jit it raises when the step runs, jax's ``JaxRuntimeError`` (a RuntimeError)
+    carrying the same message, and its output is NaN, never a silently wrong answer.
 
     Rows of padding (a left pad under a causal mask sees no token) attend to every
     filled slot instead, as in the torch module; their outputs are a pad's, never used.
@@ -272,7 +283,7 @@ class Attention(nnx.Module):
             ok = False
         elif past is not None:
             ok = shape[1] in (length, past + length)
-        else:  # traced length: any width from T to the capacity; S != cached + new gives NaN
+        else:  # traced length: any width from T to the capacity; S != cached + new raises when the step runs
             ok = length <= shape[1] <= cache.capacity
         if not ok:
             cached = "cached" if past is None else past
@@ -364,8 +375,8 @@ class Attention(nnx.Module):
         if self.rope is not None:
             # (..., T, 1, R/2): one row per token, broadcast over heads
             cos, sin = rope_for(self.rope, positions, B, T, max_positions=self.max_positions)
-            q = apply_rope(q, cos, sin, layout=self.rope.layout)
-            k = apply_rope(k, cos, sin, layout=self.rope.layout)
+            rope = self.rope
+            q, k = apply_rope((q, k), cos, sin, layout=rope.layout, rotary_dim=rope.rotary_dim)
         if spec.qk_norm:
             q, k = rms_norm(q, spec.qk_norm_eps), rms_norm(k, spec.qk_norm_eps)
 
@@ -391,10 +402,13 @@ class Attention(nnx.Module):
             filled = slots < start + T
             keep = spec.keep(q_slot, slots, pos, cache.positions, key_valid=cache.valid, filled=filled)
             out = attend(q, cache.keys.astype(q.dtype), cache.values.astype(q.dtype), causal=False, mask=keep)
-            if past is None:  # traced: what outside jit would be a ValueError is NaN here
-                bad = start + T > C
+            if past is None:  # traced: what outside jit is a ValueError raises when the step runs
+                bad = start + T > C  # (check_room's callback reports it)
                 if full is not None:
-                    bad = bad | (full.shape[1] != start + T)
+                    width = full.shape[1]
+                    wrong = width != start + T
+                    jax.lax.cond(wrong, lambda: jax.debug.callback(_mask_width, width, start, T), lambda: None)
+                    bad = bad | wrong
         out = self.o_proj(out.reshape(B, T, H * D))  # (B, T, d_model)
         if bad is not None:
             out = jnp.where(bad, jnp.nan, out)
