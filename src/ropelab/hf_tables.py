@@ -62,7 +62,7 @@ def _equal(a, b, kind: str) -> tuple[bool, float]:
 
         diff = float(np.max(np.abs(a - b))) if a.size else 0.0
     elif kind == "torch":
-        diff = float((a - b).abs().max()) if a.numel() else 0.0
+        diff = float((a - b).detach().abs().max()) if a.numel() else 0.0
     else:
         import jax.numpy as jnp
 

@@ -242,6 +242,120 @@ def test_apply_rope_inplace_rejects_jax(rng):
         apply_rope_(jax.numpy.asarray(x), cos, sin, layout="half")
 
 
+# ---------------------------------------------------------------- in place under autograd (torch's rules)
+
+
+def _graph_input(x):
+    """A float64 leaf that requires grad and a non-leaf of it (what a layer hands on)."""
+    leaf = torch.from_numpy(x).clone().requires_grad_(True)
+    return leaf, leaf * 1.0
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("rotary_dim", [None, 6])
+def test_inplace_under_autograd_gradcheck(rng, layout, rotary_dim):
+    """The recorded backward is the inverse rotation: gradcheck in float64, x and tables."""
+    cfg, x, _, cos, sin = _setup(rng, head_dim=8, rotary_dim=rotary_dim, shape=(1, 2, 3))
+    r = cfg.rotary_dim
+
+    def rotate_in_place(a, c, s):
+        y = a * 1.0  # a non-leaf, as inside a model
+        apply_rope_(y, c, s, layout=layout, rotary_dim=r)
+        return y
+
+    xt = torch.from_numpy(x).requires_grad_(True)
+    ct = torch.from_numpy(cos).requires_grad_(True)
+    st = torch.from_numpy(sin).requires_grad_(True)
+    assert torch.autograd.gradcheck(rotate_in_place, (xt, ct, st))
+    assert torch.autograd.gradcheck(lambda a: rotate_in_place(a, cos, sin), (xt,))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_inplace_under_autograd_equals_out_of_place(rng, layout):
+    _, x, _, cos, sin = _setup(rng)
+    w = torch.from_numpy(rng.standard_normal(x.shape))
+    leaf, y = _graph_input(x)
+    version = y._version
+    assert apply_rope_(y, cos, sin, layout=layout) is y
+    assert y._version > version  # autograd and any saved view see the write
+    (y * w).sum().backward()
+    leaf2 = torch.from_numpy(x).requires_grad_(True)
+    (apply_rope(leaf2, cos, sin, layout=layout) * w).sum().backward()
+    torch.testing.assert_close(y.detach(), apply_rope(torch.from_numpy(x), cos, sin, layout=layout), rtol=0, atol=1e-12)
+    torch.testing.assert_close(leaf.grad, leaf2.grad, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(leaf.grad.numpy(), apply_rope(w.numpy(), cos, -sin, layout=layout), atol=1e-12)
+
+
+def test_inplace_under_autograd_q_and_k(rng):
+    _, x, _, cos, sin = _setup(rng)
+    leaf_q, q = _graph_input(x)
+    leaf_k, k = _graph_input(x[:, :1])
+    apply_rope_((q, k), cos, sin, layout="half")
+    (q.sum() + 2 * k.sum()).backward()
+    ones = np.ones_like(x)
+    np.testing.assert_allclose(leaf_q.grad.numpy(), apply_rope(ones, cos, -sin, layout="half"), atol=1e-12)
+    np.testing.assert_allclose(leaf_k.grad.numpy(), apply_rope(2 * ones[:, :1], cos, -sin, layout="half"), atol=1e-12)
+
+
+def test_inplace_on_a_leaf_that_requires_grad_raises(rng):
+    _, x, _, cos, sin = _setup(rng)
+    leaf = torch.from_numpy(x).requires_grad_(True)
+    before = leaf.detach().clone()
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place operation"):
+        apply_rope_(leaf, cos, sin, layout="half")
+    assert torch.equal(leaf.detach(), before)  # untouched
+    with torch.no_grad():  # as torch allows: an update autograd is not asked to record
+        apply_rope_(leaf, cos, sin, layout="half")
+    torch.testing.assert_close(leaf.detach(), apply_rope(before, cos, sin, layout="half"), rtol=0, atol=1e-12)
+
+
+def test_inplace_after_a_graph_saved_x_raises_on_backward(rng):
+    _, x, _, cos, sin = _setup(rng)
+    _, y = _graph_input(x)
+    z = (y * y).sum()  # saves y
+    apply_rope_(y, cos, sin, layout="half")
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()
+
+
+def test_inplace_with_tables_that_require_grad(rng):
+    """Learned frequencies: x needs no grad, the tables do; the write is recorded."""
+    _, x, _, cos, sin = _setup(rng)
+    ct = torch.from_numpy(cos).requires_grad_(True)
+    st = torch.from_numpy(sin).requires_grad_(True)
+    y = torch.from_numpy(x).clone()
+    apply_rope_(y, ct, st, layout="interleaved")
+    assert y.requires_grad
+    y.sum().backward()
+    ct2 = torch.from_numpy(cos).requires_grad_(True)
+    st2 = torch.from_numpy(sin).requires_grad_(True)
+    apply_rope(torch.from_numpy(x), ct2, st2, layout="interleaved").sum().backward()
+    torch.testing.assert_close(ct.grad, ct2.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(st.grad, st2.grad, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the layout is never guessed
+
+
+def test_bare_tables_need_a_layout(rng):
+    _, x, _, cos, sin = _setup(rng)
+    for fn in (apply_rope, apply_rope_):
+        with pytest.raises(TypeError, match=r"needs layout=.*layout='half' for Llama.*layout='interleaved' for GPT-J"):
+            fn(x.copy(), cos, sin)
+
+
+def test_partial_rotary_with_bare_tables_is_said_not_guessed(rng):
+    """Tables for head_dim 64 on x of width 96 are refused; rotary_dim= makes the partial
+    rotary explicit and then rotates the first R features only."""
+    cos, sin = rope_tables(RopeConfig(64), np.arange(4))
+    x = rng.standard_normal((4, 96))
+    with pytest.raises(ValueError, match=r"x has 96 features per head but cos/sin rotate 64 \(32 columns\).*rotary_dim=64"):
+        apply_rope(x, cos, sin, layout="half")
+    out = apply_rope(x, cos, sin, layout="half", rotary_dim=64)
+    np.testing.assert_array_equal(out[:, 64:], x[:, 64:])
+    np.testing.assert_allclose(out[:, :64], apply_rope(x[:, :64], cos, sin, layout="half"), atol=1e-15)
+
+
 # ---------------------------------------------------------------- errors, one per case
 
 
