@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._optional import require
+from ..checks import check_int
 from ..config import RopeConfig
 from ..positional import (
     alibi_slopes,
@@ -55,9 +56,7 @@ __all__ = [
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(name, value, minimum=minimum)
 
 
 def _compiling() -> bool:
@@ -222,7 +221,8 @@ class XPos(nn.Module):
             raise TypeError(f"config must be a ropelab.RopeConfig, got {type(config).__name__}")
         xpos_scales(np.zeros(1), config.rotary_dim, scale_base=scale_base, gamma=gamma)  # validates
         self.config = config
-        self.scale_base, self.gamma, self.center = float(scale_base), float(gamma), int(center)
+        self.scale_base, self.gamma = float(scale_base), float(gamma)
+        self.center = check_int("center", center)
         self.rotary = RotaryEmbedding(config, max_positions)
         self.register_buffer("scale", torch.empty(0), persistent=False)
         self.register_buffer("inv_scale", torch.empty(0), persistent=False)
