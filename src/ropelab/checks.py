@@ -25,6 +25,7 @@ __all__ = [
     "check_float",
     "check_int",
     "check_positions",
+    "check_str",
     "derived",
     "is_derived",
     "show",
@@ -122,6 +123,16 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise _type_error(name, "True or False", value)
     return bool(value)
+
+
+def check_str(name: str, value: Any, *, empty: bool = False) -> str:
+    """``value`` if it is a string (TypeError otherwise); ValueError for an empty one
+    unless ``empty``."""
+    if not isinstance(value, str):
+        raise _type_error(name, "a string", value)
+    if not value and not empty:
+        raise ValueError(f"{name} must be a non-empty string, got ''")
+    return value
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:

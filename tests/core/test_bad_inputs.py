@@ -107,7 +107,7 @@ BAD: list[Bad] = [
     Bad("seq_len float", lambda: RopeConfig(64).inv_freq(2.5), TypeError, "seq_len must be an integer, got 2.5"),
     # --- schemes (their own checks; replace() through them)
     Bad("Linear factor string", lambda: Linear("2"), TypeError, "Linear factor must be a number, got '2'"),
-    Bad("YaRN replace bad factor", lambda: dataclasses.replace(YaRN(4.0, 2048), factor=0.5), ValueError, "YaRN factor must be a finite number >= 1.0, got 0.5"),
+    Bad("YaRN replace bad factor", lambda: dataclasses.replace(YaRN(4.0, 2048), factor=0.5), ValueError, "YaRN factor must be a finite number >= 1, got 0.5"),
     Bad("LongRoPE string factors", lambda: LongRoPE(["1.0"], [2.0], 100), TypeError, "LongRoPE short_factor[0] must be a number, got '1.0'"),
     Bad("LongRoPE not a list", lambda: LongRoPE(5, [2.0], 100), TypeError, "LongRoPE short_factor must be a list of numbers, got 5"),
     # --- presets

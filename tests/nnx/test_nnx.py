@@ -327,7 +327,7 @@ def test_error_attention_kv_heads_do_not_divide():
 
 
 def test_error_attention_num_heads():
-    with pytest.raises(ValueError, match="num_heads must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="num_heads must be an integer >= 1, got 0"):
         Attention(32, 0, rngs=nnx.Rngs(0))
 
 
@@ -342,7 +342,7 @@ def test_error_attention_rope_head_dim():
 
 
 def test_error_attention_causal_not_bool():
-    with pytest.raises(TypeError, match="causal must be a bool"):
+    with pytest.raises(TypeError, match="causal must be True or False"):
         Attention(32, 4, causal=1, rngs=nnx.Rngs(0))
 
 

@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..attention_spec import AttentionSpec, SpecField, check_count
+from ..attention_spec import AttentionSpec, SpecField
+from ..checks import check_int
 from ..config import RopeConfig
 from ..rotary import apply_rope
 from ..tables import rope_tables
@@ -246,7 +247,7 @@ class Attention(nnx.Module):
                 raise TypeError(f"rope must be a ropelab.RopeConfig or None (NoPE), got {rope!r}")
             spec.check_rope(rope)
         self.rope = rope
-        self.max_positions = check_count("max_positions", max_positions)
+        self.max_positions = check_int("max_positions", max_positions, minimum=1)
         width, kv_width = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
         self.q_proj = nnx.Linear(spec.d_model, width, use_bias=bias, rngs=rngs)
         self.k_proj = nnx.Linear(spec.d_model, kv_width, use_bias=bias, rngs=rngs)
@@ -443,7 +444,7 @@ class Attention(nnx.Module):
                 f"{sorted(state_dict)}"
             )
         q_rows, d_model = tuple(state_dict["q_proj.weight"].shape)
-        num_heads = check_count("num_heads", num_heads)
+        num_heads = check_int("num_heads", num_heads, minimum=1)
         if q_rows % num_heads:
             raise ValueError(
                 f"q_proj.weight has {q_rows} rows, not a multiple of num_heads={num_heads}"

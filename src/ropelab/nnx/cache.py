@@ -45,11 +45,6 @@ def positions_from_mask(mask):
     return jnp.maximum(counts - 1, 0)
 
 
-def check_count(name: str, value, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (:func:`ropelab.checks.check_int`)."""
-    return check_int(name, value, minimum=minimum)
-
-
 def _overflow(length, new: int, capacity: int) -> None:
     """ValueError when ``length`` cached and ``new`` tokens overflow ``capacity`` (also run
     as a host callback under jit)."""
@@ -81,10 +76,10 @@ class KVCache:
     @classmethod
     def create(cls, batch: int, num_kv_heads: int, capacity: int, head_dim: int, *, dtype=jnp.float32) -> KVCache:
         """An empty cache of ``capacity`` slots for ``batch`` sequences."""
-        batch = check_count("batch", batch)
-        num_kv_heads = check_count("num_kv_heads", num_kv_heads)
-        capacity = check_count("capacity", capacity)
-        head_dim = check_count("head_dim", head_dim)
+        batch = check_int("batch", batch, minimum=1)
+        num_kv_heads = check_int("num_kv_heads", num_kv_heads, minimum=1)
+        capacity = check_int("capacity", capacity, minimum=1)
+        head_dim = check_int("head_dim", head_dim, minimum=1)
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")

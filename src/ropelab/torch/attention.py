@@ -27,6 +27,7 @@ import math
 
 from .._optional import require
 from ..attention_spec import AttentionSpec, SpecField
+from ..checks import check_float
 from ..config import RopeConfig
 
 torch = require("torch", feature="ropelab.torch")
@@ -153,8 +154,9 @@ class Attention(nn.Module):
             temperature_tuning=temperature_tuning,
         )
         spec = self.spec
-        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        dropout = check_float("dropout", dropout, minimum=0.0)
+        if dropout >= 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         if isinstance(rope, RopeConfig):
             self.spec.check_rope(rope)
             rope = RotaryEmbedding(rope)
