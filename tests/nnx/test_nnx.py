@@ -374,7 +374,7 @@ def test_error_dynamic_scheme_with_traced_positions():
 
 def test_error_traced_float_positions():
     module = Attention(16, 2, rope=ropelab.RopeConfig(8), rngs=nnx.Rngs(0))
-    with pytest.raises(TypeError, match="traced positions must be integers"):
+    with pytest.raises(TypeError, match="positions must be integers, got dtype float32"):
         nnx.jit(lambda m, a, p: m(a, p))(module, np.zeros((1, 3, 16), np.float32), jnp.arange(3.0))
 
 

@@ -140,8 +140,7 @@ class LabSettings:
                 f"evaluation length {max(self.eval_lens)} (--train-len {self.train_len} x "
                 f"{max(self.eval_mults)}) exceeds the lab's limit of {MAX_EVAL_LEN} tokens"
             )
-        lr = check_float("--lr", self.lr, above=0.0)
-        if lr >= 1:
+        if not 0 < check_float("--lr", self.lr) < 1:
             raise ValueError(f"--lr must be a number in (0, 1), got {self.lr!r}")
         check_int("--finetune-steps", self.finetune_steps, minimum=0)
         if self.d_model % self.heads:

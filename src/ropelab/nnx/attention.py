@@ -88,13 +88,29 @@ def _mask_width(width: int, start, length: int) -> None:
         )
 
 
+#: positions are kept as int32 (jax's integers without x64: cache slots, masks)
+_INT32 = 2**31
+
+
 def check_positions(positions, batch: int, length: int) -> None:
-    """positions must be ``(T,)``, ``(1, T)`` or ``(B, T)``; ValueError otherwise."""
+    """positions must be integers shaped ``(T,)``, ``(1, T)`` or ``(B, T)`` (TypeError for
+    another dtype, ValueError for another shape) and, where their values can be read,
+    within int32 (ValueError), never wrapped or truncated."""
     shape = tuple(positions.shape)
     if shape not in ((length,), (1, length), (batch, length)):
         raise ValueError(
             f"positions must be shaped (T,) = ({length},) or (B, T) = ({batch}, {length}), got {shape}"
         )
+    if not jnp.issubdtype(positions.dtype, jnp.integer):
+        raise TypeError(f"positions must be integers, got dtype {positions.dtype}")
+    host = _concrete(positions)
+    if host is not None and host.size:
+        low, high = int(host.min()), int(host.max())
+        if low < -_INT32 or high >= _INT32:
+            raise ValueError(
+                f"positions must lie in [-2**31, 2**31), the int32 range the cache and masks keep; "
+                f"got values from {low} to {high}"
+            )
 
 
 def rope_for(config: RopeConfig, positions, batch: int, length: int, *, max_positions: int):
@@ -118,8 +134,6 @@ def rope_for(config: RopeConfig, positions, batch: int, length: int, *, max_posi
             f"the rope scheme {config.scaling!r} depends on the sequence length, which traced "
             "positions do not give; under jit pass positions=None or concrete positions"
         )
-    if not jnp.issubdtype(positions.dtype, jnp.integer):
-        raise TypeError(f"traced positions must be integers, got dtype {positions.dtype}")
     table_cos, table_sin = position_tables(config, max_positions)
     cos = jnp.take(jnp.asarray(table_cos, jnp.float32), positions, axis=0, mode="fill", fill_value=jnp.nan)
     sin = jnp.take(jnp.asarray(table_sin, jnp.float32), positions, axis=0, mode="fill", fill_value=jnp.nan)
