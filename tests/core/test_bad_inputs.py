@@ -28,9 +28,11 @@ from ropelab import (
     rope_tables,
     rows_from_hf,
 )
+from ropelab.attention_spec import AttentionSpec
 from ropelab.checks import check_bool, check_choice, check_float, check_int
 from ropelab.config import read_config_json
-from ropelab.scaling import Linear, LongRoPE, YaRN
+from ropelab.positional import alibi_slopes, mrope_axis_of_pair, sinusoidal, t5_relative_buckets, xpos_scales
+from ropelab.scaling import Linear, LongRoPE, PRoPE, YaRN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +205,29 @@ BAD: list[Bad] = [
     Bad("rows_from_hf lists", lambda: rows_from_hf([[1.0, 1.0]], [[0.0, 0.0]], layout="half"), TypeError, "cos must be a numpy array, torch tensor or jax array, got [[1.0, 1.0]] (list)"),
     Bad("hf_from_rows without layout", lambda: hf_from_rows(np.ones((4, 4)), np.zeros((4, 4))), TypeError, "hf_from_rows needs layout="),
     Bad("hf_from_rows shapes differ", lambda: hf_from_rows(np.ones((4, 4)), np.zeros((4, 3)), layout="half"), ValueError, "cos and sin must have the same shape, got (4, 4) and (4, 3)"),
+    # --- schemes, positional encodings, attention options: through ropelab.checks
+    Bad("YaRN original length a float", lambda: YaRN(4.0, 2048.0), TypeError, "YaRN original_max_position must be an integer, got 2048.0"),
+    Bad("YaRN truncate an int", lambda: YaRN(4.0, 2048, truncate=1), TypeError, "YaRN truncate must be True or False, got 1 (int)"),
+    Bad("PRoPE p above 1", lambda: PRoPE(1.5), ValueError, "PRoPE p must be a finite number >= 0 and <= 1, got 1.5"),
+    Bad("sinusoidal odd width", lambda: sinusoidal(np.arange(3), 7), ValueError, "d_model must be even, got 7"),
+    Bad("sinusoidal width a string", lambda: sinusoidal(np.arange(3), "8"), TypeError, "d_model must be an integer, got '8' (str)"),
+    Bad("sinusoidal positions bool", lambda: sinusoidal(np.array([True]), 8), TypeError, "positions must be integers or real numbers, got dtype bool"),
+    Bad("alibi_slopes of 2.5 heads", lambda: alibi_slopes(2.5), TypeError, "num_heads must be an integer, got 2.5"),
+    Bad("t5 buckets bidirectional an int", lambda: t5_relative_buckets(np.arange(3), bidirectional=1), TypeError, "bidirectional must be True or False, got 1"),
+    Bad("xpos gamma a string", lambda: xpos_scales(np.arange(3), 8, gamma="0.4"), TypeError, "gamma must be a number, got '0.4' (str)"),
+    Bad("mrope_section a string", lambda: mrope_axis_of_pair("16", 16), TypeError, "mrope_section must be a list of integers, got '16'"),
+    Bad("permute_for_layout odd rotary_dim", lambda: permute_for_layout(np.zeros((8, 2)), 1, src="half", dst="interleaved", rotary_dim=5), ValueError, "rotary_dim must be even, got 5"),
+    Bad("AttentionSpec window 2.5", lambda: AttentionSpec(64, 4, window=2.5), TypeError, "window must be an integer, got 2.5"),
+    Bad("AttentionSpec temperature_tuning a string", lambda: AttentionSpec(64, 4, temperature_tuning="ab"), TypeError, "temperature_tuning must be a pair (attn_scale, floor_scale) or None, got 'ab'"),
+    Bad("AttentionSpec qk_norm_eps a bool", lambda: AttentionSpec(64, 4, qk_norm_eps=True), TypeError, "qk_norm_eps must be a number, got True (bool)"),
+    Bad("torch Attention dropout a string", lambda: _attention(dropout="0.1"), TypeError, "dropout must be a number, got '0.1' (str)"),
+    Bad("torch Attention dropout 1.5", lambda: _attention(dropout=1.5), ValueError, "dropout must be a probability in [0, 1), got 1.5"),
+    Bad("register_layer_kind of a number", lambda: _register_kind(3), TypeError, "a layer kind name must be a string, got 3 (int)"),
+    Bad("linear_attention tables without a layout", lambda: _linear_attention_without_layout(), TypeError, "cos and sin need layout=, the pairing they rotate by"),
+    Bad("lab settings --steps 0", lambda: _lab_settings(steps=0), ValueError, "--steps must be an integer >= 1, got 0"),
+    Bad("lab settings --steps a float", lambda: _lab_settings(steps=10.0), TypeError, "--steps must be an integer, got 10.0"),
+    Bad("nnx float positions", lambda: _nnx_positions(np.array([0.0, 1.0])), TypeError, "positions must be integers, got dtype float64"),
+    Bad("nnx positions beyond int32", lambda: _nnx_positions(np.array([0, 2**31])), ValueError, "positions must lie in [-2**31, 2**31), the int32 range the cache and masks keep; got values from 0 to 2147483648"),
     # --- torch front end: inputs of a forward
     Bad("float64 x into a float32 Attention", lambda: _attention_float64(), TypeError, "x has dtype torch.float64 but the layer's weights are torch.float32"),
     Bad("integer x into an Attention", lambda: _attention_x(dtype="int64"), TypeError, "x must be a floating-point tensor, got dtype torch.int64"),
@@ -292,6 +317,44 @@ def _attention_float64():
     from ropelab.torch import Attention
 
     return Attention(16, 2, rope=RopeConfig(8, layout="half"))(torch.zeros(1, 3, 16, dtype=torch.float64))
+
+
+def _attention(**kwargs):
+    _torch()
+    from ropelab.torch import Attention
+
+    return Attention(16, 2, **kwargs)
+
+
+def _register_kind(name):
+    _torch()
+    from ropelab.torch import register_layer_kind
+
+    return register_layer_kind(name)
+
+
+def _linear_attention_without_layout():
+    torch = _torch()
+    from ropelab.torch.linear_attention import linear_attention
+
+    q = torch.zeros(1, 1, 3, 8)
+    cos, sin = rope_tables(RopeConfig(8), np.arange(3))
+    return linear_attention(q, q, q, cos=cos, sin=sin)
+
+
+def _lab_settings(**changes):
+    from ropelab.lab.settings import from_preset
+
+    return from_preset("default", **changes).validate()
+
+
+def _nnx_positions(positions):
+    pytest.importorskip("jax")
+    nnx = pytest.importorskip("flax.nnx")
+    from ropelab.nnx import Attention
+
+    attn = Attention(16, 2, rope=RopeConfig(8, layout="half"), rngs=nnx.Rngs(0))
+    return attn(np.ones((1, len(positions), 16), np.float32), positions)
 
 
 def _attention_x(dtype="float32", positions=None):
