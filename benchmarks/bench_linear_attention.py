@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
         def call(q=q, k=k, v=v, cos=cos, sin=sin):
             with torch.no_grad():
-                return linear_attention(q, k, v, cos=cos, sin=sin, chunk_size=args.chunk_size)
+                return linear_attention(q, k, v, cos=cos, sin=sin, layout=cfg.layout, chunk_size=args.chunk_size)
 
         wall, cpu = _time(call, args.repeats)
         seconds = cpu if on_cpu else wall

@@ -31,7 +31,13 @@ from ropelab import (
 from ropelab.attention_spec import AttentionSpec
 from ropelab.checks import check_bool, check_choice, check_float, check_int
 from ropelab.config import read_config_json
-from ropelab.positional import alibi_slopes, mrope_axis_of_pair, sinusoidal, t5_relative_buckets, xpos_scales
+from ropelab.positional import (
+    alibi_slopes,
+    mrope_axis_of_pair,
+    sinusoidal,
+    t5_relative_buckets,
+    xpos_scales,
+)
 from ropelab.scaling import Linear, LongRoPE, PRoPE, YaRN
 
 
@@ -235,6 +241,7 @@ BAD: list[Bad] = [
     Bad("token id >= vocab", lambda: _token_beyond_vocab(32), ValueError, "tokens must be ids in [0, 32) (vocab_size), got 32"),
     Bad("negative token id", lambda: _token_beyond_vocab(-1), ValueError, "tokens must be ids in [0, 32) (vocab_size), got -1"),
     Bad("float tokens", lambda: _token_beyond_vocab(1.0), TypeError, "tokens must be an integer tensor, got dtype torch.float32"),
+    Bad("bool positions into a learned table", lambda: _learned_absolute(True), TypeError, "positions must be an integer tensor"),
     # --- nnx: the cache under jit
     Bad("nnx cache overflow under jit", lambda: _nnx_overflow_under_jit(), RuntimeError, "ValueError: KV cache of capacity 2 cannot hold 3 tokens (2 cached + 1 new)"),
     Bad("nnx more new tokens than the capacity under jit", lambda: _nnx_overflow_under_jit(first=3), ValueError, "KV cache of capacity 2 cannot hold 3 new tokens"),
@@ -317,6 +324,13 @@ def _attention_float64():
     from ropelab.torch import Attention
 
     return Attention(16, 2, rope=RopeConfig(8, layout="half"))(torch.zeros(1, 3, 16, dtype=torch.float64))
+
+
+def _learned_absolute(position):
+    torch = _torch()
+    from ropelab.torch import LearnedAbsolute
+
+    return LearnedAbsolute(8, 4)(torch.tensor([position]))
 
 
 def _attention(**kwargs):

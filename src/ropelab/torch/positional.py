@@ -63,9 +63,16 @@ def _compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+def _integer_tensor(p) -> bool:
+    """A tensor of integers: not float, complex or bool (no position silently truncated)."""
+    return isinstance(p, torch.Tensor) and not (
+        p.dtype.is_floating_point or p.is_complex() or p.dtype == torch.bool
+    )
+
+
 def _check_positions(q_pos, k_pos):
     for name, p in (("q_positions", q_pos), ("k_positions", k_pos)):
-        if not isinstance(p, torch.Tensor) or p.dtype.is_floating_point or p.dtype == torch.bool:
+        if not _integer_tensor(p):
             raise TypeError(f"{name} must be an integer tensor shaped (B, T), got {p!r:.80}")
         if p.dim() != 2:
             raise ValueError(f"{name} must be shaped (B, T), got shape {tuple(p.shape)}")
@@ -91,7 +98,7 @@ class LearnedAbsolute(nn.Module):
 
     def forward(self, positions):
         """Integer positions of any shape -> their rows, ``positions.shape + (d_model,)``."""
-        if not isinstance(positions, torch.Tensor) or positions.dtype.is_floating_point:
+        if not _integer_tensor(positions):
             raise TypeError(f"positions must be an integer tensor, got {positions!r:.80}")
         if not _compiling() and positions.numel():
             low, high = int(positions.min()), int(positions.max())
