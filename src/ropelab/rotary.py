@@ -10,7 +10,10 @@ A pair ``(a, b)`` rotated by phi is ``(a cos phi - b sin phi, a sin phi + b cos 
 
 Bare cos/sin need ``layout=`` (no default: the two pairings give different answers);
 tables from :func:`ropelab.rope_tables` carry their layout (:class:`ropelab.RopeTables`)
-and need none when passed whole.
+and need none when passed whole. Bare tables narrower than x rotate only the first R
+features when ``rotary_dim=R`` says so (tables made for another head width are refused,
+never taken for a partial rotary); transformers' full-width tables are refused with a
+pointer to :func:`ropelab.rows_from_hf`.
 
 The arguments are checked here (and in :mod:`ropelab.kernels.checks`); the rotation is
 :mod:`ropelab.kernels`' (a fused backend where one applies, the reference path
@@ -236,11 +239,11 @@ def apply_rope_(x, cos, sin=None, *, layout: str | None = None, rotary_dim: int 
             raise TypeError("jax arrays are immutable; use apply_rope (jit fuses it) instead of apply_rope_")
         _validate_x(xi, cos, sin, positions, head_dim, rotary_dim, first=i == 0)
     if _recorded(xs, cos, sin):
+        # autograd records the rotation (the reference path, differentiable) and the copy;
+        # a clone keeps the inputs saved for the tables' gradient from being overwritten
+        clone = _tables_need_grad(sys.modules["torch"], cos, sin)
         for xi in xs:
-            # autograd records the rotation (the reference path, differentiable) and the
-            # copy; a clone keeps the saved inputs of the tables' gradient unchanged
-            torch = sys.modules["torch"]
-            source = xi.clone() if _tables_need_grad(torch, cos, sin) else xi
+            source = xi.clone() if clone else xi
             xi.copy_(kernels.rope(source, cos, sin, layout=layout, positions=positions))
         return x
     return kernels.rope_inplace(x, cos, sin, layout=layout, positions=positions)
