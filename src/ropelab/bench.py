@@ -99,7 +99,7 @@ def _into_buffers(torch, apply_rope, q, k, cos, sin, bq, bk):
             return None
     except (TypeError, ValueError):
         return None
-    tq, tk = q[..., :2, :], k[..., :2, :]  # 2 tokens
+    tq, tk = q[..., :2, :].contiguous(), k[..., :2, :].contiguous()  # 2 tokens
     tc, ts = cos[:2], sin[:2]
     want = apply_rope((tq, tk), tc, ts, layout="half")
     forms = (
@@ -111,7 +111,7 @@ def _into_buffers(torch, apply_rope, q, k, cos, sin, bq, bk):
         oq, ok = torch.empty_like(tq), torch.empty_like(tk)
         try:
             form(tq, tk, oq, ok, tc, ts)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):  # this form is not supported
             continue
         if torch.equal(oq, want[0]) and torch.equal(ok, want[1]):
             return lambda form=form: form(q, k, bq, bk, cos, sin)
