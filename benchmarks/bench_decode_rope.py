@@ -10,25 +10,16 @@ and dispatch, not by memory; the ratio printed is measured within the run.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from ropelab import RopeConfig
+from ropelab import RopeConfig, timing
 from ropelab.torch import RotaryEmbedding
 
 
 def _time(fn, reps: int) -> float:
-    """Median over 5 rounds of the mean microseconds per call."""
-    rounds = []
-    for _ in range(5):
-        for _ in range(reps // 20):
-            fn()
-        start = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        rounds.append((time.perf_counter() - start) / reps * 1e6)
-    return sorted(rounds)[2]
+    """Median over 5 rounds of the mean microseconds per call (``reps`` calls a round)."""
+    return timing.time_calls(fn, reps=5, warmup=max(1, reps // 20), calls=reps).median * 1e6
 
 
 def main() -> None:

@@ -10,34 +10,13 @@ Usage: python benchmarks/bench_linear_attention.py [--device cpu|cuda] [--length
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
 import ropelab
+from ropelab import timing
 from ropelab.torch.linear_attention import linear_attention
-
-
-def _time(fn, repeats: int) -> tuple[float, float]:
-    """Best wall-clock and best process CPU seconds over ``repeats`` calls.
-
-    CPU time counts only this process's work, so it is the fairer measure on a shared
-    machine (other processes inflate wall time, not CPU time); on a GPU only wall time
-    means anything.
-    """
-    fn()  # warm-up (allocations, kernels)
-    wall, cpu = float("inf"), float("inf")
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        wall = min(wall, time.perf_counter() - w0)
-        cpu = min(cpu, time.process_time() - c0)
-    return wall, cpu
 
 
 def main(argv=None) -> int:
@@ -58,6 +37,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     cfg = ropelab.RopeConfig(args.head_dim)
+    print(f"machine: {timing.machine_line(timing.machine(device))}")
     print(
         f"causal linear attention + RoPE, B={args.batch} H={args.heads} D={args.head_dim} "
         f"C={args.chunk_size} {args.dtype} on {device} (torch {torch.__version__}, "
@@ -82,7 +62,10 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 return linear_attention(q, k, v, cos=cos, sin=sin, layout=cfg.layout, chunk_size=args.chunk_size)
 
-        wall, cpu = _time(call, args.repeats)
+        # best of the repeats after one warm-up call; CPU time counts only this process's
+        # work, the fairer measure on a shared machine (on a GPU only wall time means anything)
+        t = timing.time_calls(call, reps=args.repeats, warmup=1, sync=timing.cuda_sync(device))
+        wall, cpu = t.min, min(t.cpu_seconds)
         seconds = cpu if on_cpu else wall
         times[T] = seconds
         ratio = f"{seconds / times[T // 4]:.2f}x" if T // 4 in times else "-"

@@ -4,11 +4,12 @@ Prints, per rotary pair: its frequency (rad/token), wavelength (tokens), the rot
 completes within the original context, the unscaled frequency, and how the scaling
 scheme changed it (the ratio scaled / unscaled and a word: kept, interpolated,
 blended); above the table, the model, layout, dims, base, scheme and attention factor.
-Writes a PNG comparing scaled and unscaled wavelengths (matplotlib, imported on use).
+With ``--out DIR`` it also writes a PNG there comparing scaled and unscaled wavelengths
+(matplotlib, imported on use); without ``--out`` it writes no file.
 
 Uses rich for the table when it is installed, plain text otherwise. Exit codes: 0 on
 success, 2 for an unknown preset, an unreadable file, an invalid config, an unwritable
-``--out`` or a missing matplotlib (without ``--no-plot``), all found before any output.
+``--out`` or a missing matplotlib (with ``--out``), all found before any output.
 """
 
 from __future__ import annotations
@@ -310,29 +311,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PRESET|config.json",
         help=f"a preset name ({', '.join(sorted(PRESETS))}) or a config.json path",
     )
-    parser.add_argument("--out", default="out", help="folder for the PNG plot (default: out)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="write the plot (inspect-NAME.png) to this folder (default: print only, no file)",
+    )
     parser.add_argument(
         "--seq-len",
         type=_positive_int,
         default=None,
         help="current length for length-dependent schemes (dynamic NTK, LongRoPE)",
     )
-    parser.add_argument("--no-plot", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--no-plot", action="store_true", help="print the table only, even with --out"
+    )
     parser.add_argument(
         "--plain", action="store_true", help="plain text even when rich is installed"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.no_plot:  # what the plot needs is checked before anything is printed
-        need("matplotlib", feature="ropelab inspect's plot (or pass --no-plot)")
+    plot = args.out is not None and not args.no_plot
+    if plot:  # what the plot needs is checked before anything is printed
+        need("matplotlib", feature="ropelab inspect's plot (or leave out --out)")
         output_dir(args.out)
     s = schedule(args.config, seq_len=args.seq_len)
     if available("rich") and not args.plain:
         _print_rich(s)
     else:
         print(format_plain(s))
-    if args.no_plot:
+    if not plot:
         return 0
     try:
         path = plot_schedule(s, args.out)

@@ -1,9 +1,10 @@
-"""``ropelab inspect``: every preset and a config.json print their schedule and write a PNG."""
+"""``ropelab inspect``: every preset and a config.json print their schedule; a PNG only with --out."""
 
 from __future__ import annotations
 
 import json
 import math
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -223,7 +224,24 @@ def test_missing_matplotlib_names_the_extra(tmp_path):
     # named before any work: no table, exit 2, and the way around it
     assert "rc 2" in proc.stdout and "head_dim" not in proc.stdout
     assert proc.stderr.startswith("ropelab inspect: error:")
-    assert "ropelab[plot]" in proc.stderr and "--no-plot" in proc.stderr
+    assert "ropelab[plot]" in proc.stderr and "leave out --out" in proc.stderr
+    # without --out nothing is plotted, so nothing needs matplotlib
+    code = "BLOCKED = {'matplotlib'}\n" + BLOCKER + "from ropelab.cli import main\nprint('rc', main(['inspect', 'llama-2-7b', '--plain']))\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "rc 0" in proc.stdout and "head_dim" in proc.stdout, proc.stderr
+
+
+def test_files_only_where_told(capsys, tmp_path, monkeypatch):
+    """Without --out, inspect prints and writes nothing; --no-plot keeps --out unwritten."""
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = _inspect(capsys, "llama-3.1-8b", "--plain")
+    assert code == 0 and _table(out) and "plot:" not in out
+    assert list(tmp_path.iterdir()) == []
+    code, out, _ = _inspect(capsys, "llama-3.1-8b", "--plain", "--out", "plots", "--no-plot")
+    assert code == 0 and "plot:" not in out and not (tmp_path / "plots" / "inspect-llama-3.1-8b.png").exists()
+    code, out, _ = _inspect(capsys, "llama-3.1-8b", "--plain", "--out", "plots")
+    assert code == 0 and out.strip().splitlines()[-1] == f"plot: {pathlib.Path('plots') / 'inspect-llama-3.1-8b.png'}"
+    assert (tmp_path / "plots" / "inspect-llama-3.1-8b.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_inspect_imports_no_framework(tmp_path):
