@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
         def call(q=q, k=k, v=v, cos=cos, sin=sin):
             with torch.no_grad():
-                return linear_attention(q, k, v, cos=cos, sin=sin, chunk_size=args.chunk_size)
+                return linear_attention(q, k, v, cos=cos, sin=sin, layout=cfg.layout, chunk_size=args.chunk_size)
 
         # best of the repeats after one warm-up call; CPU time counts only this process's
         # work, the fairer measure on a shared machine (on a GPU only wall time means anything)

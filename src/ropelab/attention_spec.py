@@ -28,42 +28,28 @@ Shapes: B batch (1 when shared by the batch), T queries (the new tokens), S keys
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
+from collections.abc import Sequence
 
-__all__ = ["AttentionSpec", "SpecField", "check_count"]
+from .checks import check_bool, check_float, check_int, show
+from .config import MAX_HEAD_DIM
 
-
-def check_count(name: str, value, *, allow_none: bool = False):
-    """``value`` as an int; ValueError naming it unless it is a positive integer (or None if allowed)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(
-            f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}"
-        )
-    return int(value)
+__all__ = ["AttentionSpec", "SpecField"]
 
 
-def _check_flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
+def _optional_count(name: str, value):
+    """None, or ``value`` as an int >= 1 (:func:`ropelab.checks.check_int`)."""
+    return None if value is None else check_int(name, value, minimum=1)
 
 
 def _check_temperature_tuning(value):
     if value is None:
         return None
-    try:
-        attn_scale, floor_scale = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"temperature_tuning must be (attn_scale, floor_scale), got {value!r}"
-        ) from None
-    if not (math.isfinite(attn_scale) and floor_scale > 0 and math.isfinite(floor_scale)):
-        raise ValueError(
-            f"temperature_tuning needs a finite attn_scale and floor_scale > 0, got {value!r}"
-        )
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"temperature_tuning must be a pair (attn_scale, floor_scale) or None, got {show(value)}")
+    if len(value) != 2:
+        raise ValueError(f"temperature_tuning must be a pair (attn_scale, floor_scale), got {len(value)} values")
+    attn_scale = check_float("temperature_tuning's attn_scale", value[0])
+    floor_scale = check_float("temperature_tuning's floor_scale", value[1], above=0.0)
     return (attn_scale, floor_scale)
 
 
@@ -104,8 +90,8 @@ class AttentionSpec:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "d_model", check_count("d_model", self.d_model))
-        set_(self, "num_heads", check_count("num_heads", self.num_heads))
+        set_(self, "d_model", check_int("d_model", self.d_model, minimum=1))
+        set_(self, "num_heads", check_int("num_heads", self.num_heads, minimum=1))
         head_dim = self.head_dim
         if head_dim is None:
             if self.d_model % self.num_heads:
@@ -114,20 +100,17 @@ class AttentionSpec:
                     "pass head_dim or choose num_heads dividing d_model"
                 )
             head_dim = self.d_model // self.num_heads
-        set_(self, "head_dim", check_count("head_dim", head_dim))
+        set_(self, "head_dim", check_int("head_dim", head_dim, minimum=1, maximum=MAX_HEAD_DIM))
         kv = self.num_heads if self.num_kv_heads is None else self.num_kv_heads
-        kv = check_count("num_kv_heads", kv)
+        kv = check_int("num_kv_heads", kv, minimum=1)
         if self.num_heads % kv:
             raise ValueError(f"num_heads={self.num_heads} is not divisible by num_kv_heads={kv}")
         set_(self, "num_kv_heads", kv)
         for name in ("causal", "bias", "qk_norm"):
-            _check_flag(name, getattr(self, name))
-        set_(self, "chunk_size", check_count("chunk_size", self.chunk_size, allow_none=True))
-        set_(self, "window", check_count("window", self.window, allow_none=True))
-        eps = self.qk_norm_eps
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
-            raise ValueError(f"qk_norm_eps must be a number > 0, got {eps!r}")
-        set_(self, "qk_norm_eps", float(eps))
+            set_(self, name, check_bool(name, getattr(self, name)))
+        set_(self, "chunk_size", _optional_count("chunk_size", self.chunk_size))
+        set_(self, "window", _optional_count("window", self.window))
+        set_(self, "qk_norm_eps", check_float("qk_norm_eps", self.qk_norm_eps, above=0.0))
         set_(self, "temperature_tuning", _check_temperature_tuning(self.temperature_tuning))
 
     def check_rope(self, rope) -> None:

@@ -25,8 +25,11 @@ __all__ = [
     "check_float",
     "check_int",
     "check_positions",
+    "check_str",
     "derived",
     "is_derived",
+    "is_finite_number",
+    "is_int",
     "show",
 ]
 
@@ -55,6 +58,24 @@ def _bounds(kind: str, minimum, maximum, *, above=None) -> str:
     high = None if maximum is None else f"<= {_num(maximum)}"
     parts = [p for p in (low, high) if p]
     return f"{kind} {' and '.join(parts)}" if parts else kind
+
+
+def is_int(value: Any) -> bool:
+    """True for an integer (Python or numpy), never for a bool: the predicate
+    :func:`check_int` applies, for code that reports a bad value its own way (a file's
+    content)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for a finite real number (int, float, numpy scalar), never for a bool or a
+    string: the predicate :func:`check_float` applies."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float64's range
+        return False
 
 
 def check_int(
@@ -122,6 +143,16 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise _type_error(name, "True or False", value)
     return bool(value)
+
+
+def check_str(name: str, value: Any, *, empty: bool = False) -> str:
+    """``value`` if it is a string (TypeError otherwise); ValueError for an empty one
+    unless ``empty``."""
+    if not isinstance(value, str):
+        raise _type_error(name, "a string", value)
+    if not value and not empty:
+        raise ValueError(f"{name} must be a non-empty string, got ''")
+    return value
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:

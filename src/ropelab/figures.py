@@ -243,8 +243,7 @@ def base_bound(
 def first_negative(config: RopeConfig, length: int, block: int = 8192) -> int | None:
     """The smallest ``m <= length`` with ``B(m) = sum_i cos(m theta_i) < 0`` for the
     frequencies of ``config`` (its scaling included), or None when there is none."""
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-        raise ValueError(f"length must be an integer >= 0, got {length!r}")
+    length = check_int("length", length, minimum=0)
     inv_freq = config.inv_freq()
     for first in range(0, length + 1, block):
         m = np.arange(first, min(first + block, length + 1), dtype=np.float64)

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
+from .checks import check_bool, check_float, check_int, check_positions, show
 from .config import RopeConfig
 from .scaling import PRoPE  # p-RoPE is a scaling scheme; users also find it here
+from .tables_type import RopeTables
 
 __all__ = [
     "PRoPE",
@@ -33,10 +36,11 @@ __all__ = [
 ]
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def _check_even(name: str, value) -> int:
+    value = check_int(name, value, minimum=2)
+    if value % 2:
+        raise ValueError(f"{name} must be even, got {value}")
+    return value
 
 
 def sinusoidal(positions, d_model: int, *, base: float = 10000.0) -> np.ndarray:
@@ -45,18 +49,12 @@ def sinusoidal(positions, d_model: int, *, base: float = 10000.0) -> np.ndarray:
     ``PE[p, 2i] = sin(p / base ** (2i / d_model))``, ``PE[p, 2i+1] = cos(...)``: sin on
     even features, cos on odd ones.
     """
-    if (
-        isinstance(d_model, bool)
-        or not isinstance(d_model, (int, np.integer))
-        or d_model < 2
-        or d_model % 2
-    ):
-        raise ValueError(f"d_model must be an even integer >= 2, got {d_model!r}")
-    if not math.isfinite(base) or base <= 0:
-        raise ValueError(f"base must be a finite number > 0, got {base!r}")
+    d_model = _check_even("d_model", d_model)
+    base = check_float("base", base, above=0.0)
+    positions = check_positions("positions", positions)
     from .tables import exact_angles
 
-    inv_freq = 1.0 / float(base) ** (np.arange(0, d_model, 2, dtype=np.float64) / d_model)
+    inv_freq = 1.0 / base ** (np.arange(0, d_model, 2, dtype=np.float64) / d_model)
     hi, lo = exact_angles(np.asarray(positions, dtype=np.float64), inv_freq)
     out = np.empty(hi.shape[:-1] + (d_model,), dtype=np.float64)
     out[..., 0::2] = np.sin(hi) + np.cos(hi) * lo
@@ -77,7 +75,7 @@ def alibi_slopes(num_heads: int) -> np.ndarray:
     largest power of two ``n < H``, then every other slope of ``2n`` (the odd ones) for
     the remaining ``H - n`` heads.
     """
-    num_heads = _check_int("num_heads", num_heads, 1)
+    num_heads = check_int("num_heads", num_heads, minimum=1)
     closest = 2 ** math.floor(math.log2(num_heads))
 
     def geometric(n: int) -> np.ndarray:
@@ -109,8 +107,9 @@ def t5_relative_buckets(
     ``max_distance``. The log is taken in float32, as T5 (and transformers) take it, so
     the buckets match theirs exactly at the boundaries.
     """
-    num_buckets = _check_int("num_buckets", num_buckets, 2)
-    max_distance = _check_int("max_distance", max_distance, 1)
+    bidirectional = check_bool("bidirectional", bidirectional)
+    num_buckets = check_int("num_buckets", num_buckets, minimum=2)
+    max_distance = check_int("max_distance", max_distance, minimum=1)
     rel = np.asarray(relative_position)
     if rel.dtype == bool or not np.issubdtype(rel.dtype, np.integer):
         raise TypeError(f"relative_position must be integers, got dtype {rel.dtype}")
@@ -149,7 +148,7 @@ def shaw_relative_index(q_pos, k_pos, clip: int):
     same leading dims). Works on numpy arrays and torch tensors alike (integers in,
     integers out), so the torch front end indexes its tables with this same function.
     """
-    clip = _check_int("clip", clip, 1)
+    clip = check_int("clip", clip, minimum=1)
     rel = k_pos[..., None, :] - q_pos[..., :, None]
     if isinstance(rel, np.ndarray):
         return np.clip(rel, -clip, clip) + clip
@@ -175,20 +174,12 @@ def xpos_scales(
     defaults: a factor of 10 every ~940 positions), so the float32 front end centres
     positions before calling this (any shift cancels in the scores).
     """
-    if (
-        isinstance(rotary_dim, bool)
-        or not isinstance(rotary_dim, (int, np.integer))
-        or rotary_dim < 2
-        or rotary_dim % 2
-    ):
-        raise ValueError(f"rotary_dim must be an even integer >= 2, got {rotary_dim!r}")
-    if not (isinstance(scale_base, (int, float)) and math.isfinite(scale_base) and scale_base > 0):
-        raise ValueError(f"scale_base must be a finite number > 0, got {scale_base!r}")
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+    rotary_dim = _check_even("rotary_dim", rotary_dim)
+    scale_base = check_float("scale_base", scale_base, above=0.0)
+    gamma = check_float("gamma", gamma, above=0.0)
     zeta = (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim + gamma) / (1.0 + gamma)
-    pos = np.asarray(positions, dtype=np.float64)[..., None]
-    return zeta ** (pos / float(scale_base))
+    pos = np.asarray(check_positions("positions", positions), dtype=np.float64)[..., None]
+    return zeta ** (pos / scale_base)
 
 
 def axial_axis_config(config: RopeConfig) -> RopeConfig:
@@ -204,8 +195,9 @@ def axial_axis_config(config: RopeConfig) -> RopeConfig:
     return dataclasses.replace(config, head_dim=half, rotary_dim=half)
 
 
-def axial_rope_tables(config: RopeConfig, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """2-D axial RoPE for a grid of image patches, float64 ``(rows * cols, R/2)`` each.
+def axial_rope_tables(config: RopeConfig, rows: int, cols: int) -> RopeTables:
+    """2-D axial RoPE for a grid of image patches, float64 ``(rows * cols, R/2)`` each,
+    carrying ``config``'s layout and head width (:class:`ropelab.RopeTables`).
 
     The pairs are split in two halves: the first R/4 pairs turn with the patch's row,
     the last R/4 with its column, each half with the frequencies of a RoPE of dimension
@@ -213,15 +205,17 @@ def axial_rope_tables(config: RopeConfig, rows: int, cols: int) -> tuple[np.ndar
     tower uses). Patches are numbered row-major: patch ``r * cols + c`` is at (r, c).
     Needs R divisible by 4.
     """
-    rows = _check_int("rows", rows, 1)
-    cols = _check_int("cols", cols, 1)
+    rows = check_int("rows", rows, minimum=1)
+    cols = check_int("cols", cols, minimum=1)
     half = axial_axis_config(config)
     from .tables import rope_tables
 
     r, c = np.divmod(np.arange(rows * cols), cols)
     cos_r, sin_r = rope_tables(half, r)
     cos_c, sin_c = rope_tables(half, c)
-    return np.concatenate([cos_r, cos_c], axis=-1), np.concatenate([sin_r, sin_c], axis=-1)
+    cos = np.concatenate([cos_r, cos_c], axis=-1)
+    sin = np.concatenate([sin_r, sin_c], axis=-1)
+    return RopeTables(cos, sin, config.layout, head_dim=config.head_dim)
 
 
 def mrope_axis_of_pair(mrope_section, num_pairs: int) -> np.ndarray:
@@ -230,13 +224,11 @@ def mrope_axis_of_pair(mrope_section, num_pairs: int) -> np.ndarray:
     Qwen2-VL (arXiv:2409.12191) splits the R/2 pairs into consecutive sections of sizes
     ``mrope_section`` (e.g. 16, 24, 24 for R = 128); section j turns with axis ``j % 3``.
     """
-    section = tuple(mrope_section)
-    if not section or not all(
-        not isinstance(s, bool) and isinstance(s, (int, np.integer)) and s >= 0 for s in section
-    ):
-        raise ValueError(
-            f"mrope_section must be a non-empty list of non-negative integers, got {section!r}"
-        )
+    if isinstance(mrope_section, (str, bytes)) or not isinstance(mrope_section, (Sequence, np.ndarray)):
+        raise TypeError(f"mrope_section must be a list of integers, got {show(mrope_section)}")
+    section = tuple(check_int(f"mrope_section[{i}]", s, minimum=0) for i, s in enumerate(mrope_section))
+    if not section:
+        raise ValueError("mrope_section must be a non-empty list of integers, got an empty one")
     if sum(section) != num_pairs:
         raise ValueError(
             f"mrope_section {section!r} sums to {sum(section)}, but it must sum to "
@@ -245,8 +237,9 @@ def mrope_axis_of_pair(mrope_section, num_pairs: int) -> np.ndarray:
     return np.repeat(np.arange(len(section)) % 3, section)
 
 
-def mrope_tables(config: RopeConfig, positions_thw, mrope_section) -> tuple[np.ndarray, np.ndarray]:
-    """M-RoPE cos/sin (Qwen2-VL), float64 ``(..., T, R/2)`` each.
+def mrope_tables(config: RopeConfig, positions_thw, mrope_section) -> RopeTables:
+    """M-RoPE cos/sin (Qwen2-VL), float64 ``(..., T, R/2)`` each, carrying ``config``'s
+    layout and head width (:class:`ropelab.RopeTables`).
 
     Args:
         config: the rotary schedule (Qwen2-VL uses ``layout="half"``).
@@ -267,4 +260,6 @@ def mrope_tables(config: RopeConfig, positions_thw, mrope_section) -> tuple[np.n
 
     cos3, sin3 = rope_tables(config, pos)  # (3, ..., T, R/2)
     index = axis.reshape((1,) * (cos3.ndim - 1) + (-1,))  # (1, ..., 1, R/2): pick the axis per pair
-    return np.take_along_axis(cos3, index, axis=0)[0], np.take_along_axis(sin3, index, axis=0)[0]
+    cos = np.take_along_axis(cos3, index, axis=0)[0]
+    sin = np.take_along_axis(sin3, index, axis=0)[0]
+    return RopeTables(cos, sin, config.layout, head_dim=config.head_dim)

@@ -32,14 +32,13 @@ Formulas follow the papers and, where they differ in details, the behaviour of
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from .checks import check_float, derived, is_derived
+from .checks import MAX_POSITION, check_bool, check_float, check_int, derived, is_derived
 
 __all__ = [
     "HF_EXTRA_KEY",
@@ -64,26 +63,20 @@ def default_inv_freq(theta: float, rotary_dim: int) -> np.ndarray:
     return 1.0 / (float(theta) ** exponents)
 
 
+# a scheme's arguments, through ropelab.checks: TypeError for a wrong type, ValueError for
+# a wrong value, the message naming the scheme and the argument
+
+
 def _check_factor(name: str, factor: Any, *, minimum: float = 1.0) -> float:
-    if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
-        raise TypeError(f"{name} factor must be a number, got {factor!r}")
-    if not math.isfinite(factor) or factor < minimum:
-        raise ValueError(f"{name} factor must be a finite number >= {minimum}, got {factor!r}")
-    return float(factor)
+    return check_float(f"{name} factor", factor, minimum=minimum)
 
 
 def _check_length(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return check_int(name, value, minimum=1, maximum=MAX_POSITION)
 
 
 def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return check_float(name, value, above=0.0)
 
 
 def _original_length(params: Mapping, config: Mapping) -> int:
@@ -334,11 +327,8 @@ class YaRN(Scheme):
             )
         for label in ("mscale", "mscale_all_dim"):
             value = getattr(self, label)
-            if value is not None and (not isinstance(value, numbers.Real) or not value >= 0):
-                raise ValueError(f"YaRN {label} must be a number >= 0 or None, got {value!r}")
-            set_(self, label, None if value is None else float(value))
-        if not isinstance(self.truncate, bool):
-            raise TypeError(f"YaRN truncate must be a bool, got {self.truncate!r}")
+            set_(self, label, None if value is None else check_float(f"YaRN {label}", value, minimum=0.0))
+        set_(self, "truncate", check_bool("YaRN truncate", self.truncate))
         # computed (and recomputed by dataclasses.replace) unless the caller set it
         if self.attention_factor is None or is_derived(self.attention_factor):
             set_(self, "attention_factor", derived(self._computed_attention_factor()))
@@ -617,12 +607,7 @@ class PRoPE(Scheme):
     name: ClassVar[str] = "p-rope"
 
     def __post_init__(self):
-        p = self.p
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
-            raise TypeError(f"PRoPE p must be a number in [0, 1], got {p!r}")
-        if not (0.0 <= float(p) <= 1.0):
-            raise ValueError(f"PRoPE p must be in [0, 1], got {p!r}")
-        object.__setattr__(self, "p", float(p))
+        object.__setattr__(self, "p", check_float("PRoPE p", self.p, minimum=0.0, maximum=1.0))
 
     def rotated_pairs(self, rotary_dim: int) -> int:
         """How many of the R/2 pairs are rotated."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from .checks import check_positions
 from .config import RopeConfig
+from .tables_type import RopeTables
 
 __all__ = ["exact_angles", "rope_tables"]
 
@@ -43,8 +44,10 @@ def exact_angles(positions: np.ndarray, inv_freq: np.ndarray) -> tuple[np.ndarra
 
 def rope_tables(
     config: RopeConfig, positions, *, seq_len: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin of ``positions * inv_freq``, float64, shape ``positions.shape + (R/2,)``.
+) -> RopeTables:
+    """cos and sin of ``positions * inv_freq``, float64, shape ``positions.shape + (R/2,)``,
+    as a :class:`~ropelab.RopeTables` carrying ``config.layout`` and ``config.head_dim``
+    (it unpacks as ``cos, sin``; ``apply_rope(x, tables)`` needs no layout).
 
     Args:
         config: the rotary schedule.
@@ -73,4 +76,4 @@ def rope_tables(
     if factor != 1.0:
         cos *= factor
         sin *= factor
-    return cos, sin
+    return RopeTables(cos, sin, config.layout, head_dim=config.head_dim)

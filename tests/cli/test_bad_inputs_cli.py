@@ -49,7 +49,10 @@ BAD_COMMANDS = [
     BadCommand("figures --lengths 0", ("figures", "--lengths", "0"), "argument --lengths: the value must be an integer >= 1"),
     BadCommand("figures without matplotlib", ("figures",), "pip install 'ropelab[plot]'", hide=("matplotlib",)),
     BadCommand("figures --out /proc/x", ("figures", "--out", "/proc/x"), "cannot write to --out '/proc/x'"),
-    BadCommand("lab --help without torch", ("lab", "--help"), "needs the optional dependency 'torch'", hide=("torch",)),
+    BadCommand("lab without torch", ("lab", "--out", "{tmp}/lab"), "ropelab lab needs the optional dependency 'torch'", hide=("torch",)),
+    BadCommand("lab --steps 0", ("lab", "--out", "{tmp}/lab", "--steps", "0"), "--steps must be an integer >= 1, got 0"),
+    BadCommand("lab --lr 2", ("lab", "--out", "{tmp}/lab", "--lr", "2"), "--lr must be a number in (0, 1), got 2.0"),
+    BadCommand("lab --eval-mults 0", ("lab", "--out", "{tmp}/lab", "--eval-mults", "0"), "an entry of --eval-mults must be an integer >= 1, got 0"),
 ]
 
 _HIDE = textwrap.dedent(
@@ -95,6 +98,16 @@ def test_bad_command(case: BadCommand, tmp_path, capsys):
     assert "Traceback" not in err, err
     assert f"ropelab {command}: error: " in err, err
     assert case.fragment in err, err
+
+
+def test_lab_help_without_torch():
+    """The lab's parser imports no framework: its help prints where torch is missing."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _HIDE, "torch", "lab", "--help"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: ropelab lab" in proc.stdout and "--train-len" in proc.stdout and "copy:" in proc.stdout
+    assert "Traceback" not in proc.stderr
 
 
 def test_closed_pipe_ends_quietly(tmp_path):

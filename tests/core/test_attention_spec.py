@@ -20,7 +20,7 @@ import textwrap
 
 import pytest
 
-from ropelab.attention_spec import AttentionSpec, SpecField, check_count
+from ropelab.attention_spec import AttentionSpec, SpecField
 
 # --- no framework, no numpy --------------------------------------------------------------
 
@@ -48,27 +48,28 @@ def test_defaults_are_resolved():
 
 
 ERRORS = [
-    # (arguments, error type, message)
-    (dict(d_model=0), ValueError, "d_model must be a positive integer, got 0"),
-    (dict(d_model=64.0), ValueError, "d_model must be a positive integer, got 64.0"),
-    (dict(num_heads=True), ValueError, "num_heads must be a positive integer, got True"),
+    # (arguments, error type, message): a wrong type is a TypeError, a wrong value a ValueError
+    (dict(d_model=0), ValueError, "d_model must be an integer >= 1, got 0"),
+    (dict(d_model=64.0), TypeError, "d_model must be an integer, got 64.0"),
+    (dict(num_heads=True), TypeError, r"num_heads must be an integer, got True \(bool\)"),
     (dict(d_model=60, num_heads=8), ValueError, "d_model=60 is not divisible by num_heads=8"),
-    (dict(head_dim=-4), ValueError, "head_dim must be a positive integer, got -4"),
+    (dict(head_dim=-4), ValueError, "head_dim must be an integer >= 1 and <= 65536, got -4"),
     (dict(num_kv_heads=3), ValueError, "num_heads=4 is not divisible by num_kv_heads=3"),
-    (dict(num_kv_heads=0), ValueError, "num_kv_heads must be a positive integer, got 0"),
-    (dict(causal=1), TypeError, "causal must be a bool, got 1"),
-    (dict(bias="yes"), TypeError, "bias must be a bool, got 'yes'"),
-    (dict(qk_norm=None), TypeError, "qk_norm must be a bool, got None"),
-    (dict(chunk_size=0), ValueError, "chunk_size must be a positive integer or None, got 0"),
-    (dict(window=2.5), ValueError, "window must be a positive integer or None, got 2.5"),
-    (dict(window=False), ValueError, "window must be a positive integer or None, got False"),
-    (dict(qk_norm_eps=0), ValueError, "qk_norm_eps must be a number > 0, got 0"),
-    (dict(qk_norm_eps=True), ValueError, "qk_norm_eps must be a number > 0, got True"),
-    (dict(qk_norm_eps=float("nan")), ValueError, "qk_norm_eps must be a number > 0, got nan"),
-    (dict(temperature_tuning=(0.1,)), ValueError, r"temperature_tuning must be \(attn_scale, floor_scale\)"),
-    (dict(temperature_tuning="ab"), ValueError, r"temperature_tuning must be \(attn_scale, floor_scale\)"),
-    (dict(temperature_tuning=(0.1, 0.0)), ValueError, "needs a finite attn_scale and floor_scale > 0"),
-    (dict(temperature_tuning=(math.inf, 8.0)), ValueError, "needs a finite attn_scale and floor_scale > 0"),
+    (dict(num_kv_heads=0), ValueError, "num_kv_heads must be an integer >= 1, got 0"),
+    (dict(causal=1), TypeError, "causal must be True or False, got 1"),
+    (dict(bias="yes"), TypeError, "bias must be True or False, got 'yes'"),
+    (dict(qk_norm=None), TypeError, "qk_norm must be True or False, got None"),
+    (dict(chunk_size=0), ValueError, "chunk_size must be an integer >= 1, got 0"),
+    (dict(window=2.5), TypeError, "window must be an integer, got 2.5"),
+    (dict(window=False), TypeError, "window must be an integer, got False"),
+    (dict(qk_norm_eps=0), ValueError, "qk_norm_eps must be a finite number > 0, got 0"),
+    (dict(qk_norm_eps=True), TypeError, "qk_norm_eps must be a number, got True"),
+    (dict(qk_norm_eps=float("nan")), ValueError, "qk_norm_eps must be a finite number > 0, got nan"),
+    (dict(temperature_tuning=(0.1,)), ValueError, r"temperature_tuning must be a pair \(attn_scale, floor_scale\), got 1 values"),
+    (dict(temperature_tuning="ab"), TypeError, r"temperature_tuning must be a pair \(attn_scale, floor_scale\) or None, got 'ab'"),
+    (dict(temperature_tuning=(0.1, 0.0)), ValueError, "temperature_tuning's floor_scale must be a finite number > 0, got 0.0"),
+    (dict(temperature_tuning=(math.inf, 8.0)), ValueError, "temperature_tuning's attn_scale must be a finite number, got inf"),
+    (dict(temperature_tuning=("0.1", 8.0)), TypeError, "temperature_tuning's attn_scale must be a number, got '0.1'"),
 ]
 
 
@@ -82,16 +83,11 @@ def test_errors_name_the_argument(kwargs, error, message):
 def test_replace_validates_again():
     spec = AttentionSpec(64, 4, chunk_size=8)
     assert dataclasses.replace(spec, chunk_size=None).chunk_size is None
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer or None, got -1"):
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1, got -1"):
         dataclasses.replace(spec, chunk_size=-1)
 
 
-def test_check_count_and_check_rope():
-    assert check_count("n", 3) == 3
-    assert check_count("n", None, allow_none=True) is None
-    with pytest.raises(ValueError, match="n must be a positive integer, got None"):
-        check_count("n", None)
-
+def test_check_rope():
     class Rope:
         head_dim = 8
 
@@ -145,7 +141,7 @@ def test_spec_field_reads_and_validates_writes():
     assert (module.chunk_size, module.num_heads) == (None, 4)
     module.chunk_size = 8
     assert module.spec.chunk_size == 8 and module.chunk_size == 8
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1, got 0"):
         module.chunk_size = 0
     assert module.chunk_size == 8  # a refused value changes nothing
     with pytest.raises(AttributeError, match="num_heads is fixed by the projection weights"):

@@ -46,7 +46,7 @@ def test_import_ropelab_loads_no_framework():
         cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(3))
         print(json.dumps([m for m in {FRAMEWORKS!r} if m in sys.modules]))
         # using numpy arrays may load a CPU kernel (numba), never a deep-learning framework
-        ropelab.apply_rope(np.ones((3, 8)), cos, sin)
+        ropelab.apply_rope(np.ones((3, 8)), cos, sin, layout="half")
         print(json.dumps([m for m in {FRAMEWORKS!r} if m in sys.modules and m != "numba"]))
         """
     )
@@ -141,7 +141,7 @@ def test_apply_rope_on_unknown_array_names_the_kinds():
 
     cos, sin = ropelab.rope_tables(ropelab.RopeConfig(2), np.arange(1))
     with pytest.raises(TypeError, match=r"numpy array, torch tensor or jax array"):
-        ropelab.apply_rope(((1.0, 2.0),), cos, sin)
+        ropelab.apply_rope(((1.0, 2.0),), cos, sin, layout="half")
 
 
 # -- import cycles ------------------------------------------------------------------------

@@ -18,8 +18,9 @@ def rope_scores(x, wq, wk, num_heads, cos, sin, layout, bq=None, bk=None):
     k = x @ wk.T + (0 if bk is None else bk)
     q = q.reshape(T, num_heads, -1).transpose(1, 0, 2)  # (H, T, D)
     k = k.reshape(T, num_heads, -1).transpose(1, 0, 2)
-    q = apply_rope(q, cos, sin, layout=layout)
-    k = apply_rope(k, cos, sin, layout=layout)
+    r = 2 * cos.shape[-1]  # partial rotary when r < D
+    q = apply_rope(q, cos, sin, layout=layout, rotary_dim=r)
+    k = apply_rope(k, cos, sin, layout=layout, rotary_dim=r)
     return q @ k.transpose(0, 2, 1)  # (H, T, T)
 
 
@@ -90,7 +91,7 @@ def test_rows_not_divisible_by_heads():
 
 
 def test_bad_rotary_dim():
-    with pytest.raises(ValueError, match=r"head_dim=4\], got 5"):
+    with pytest.raises(ValueError, match=r"rotary_dim must be an integer >= 2 and <= 4, got 5"):
         permute_for_layout(np.zeros((8, 2)), 2, src="interleaved", dst="half", rotary_dim=5)
 
 

@@ -56,9 +56,9 @@ def test_alibi_slopes_power_of_two_is_papers_geometric_sequence():
     np.testing.assert_allclose(alibi_slopes(8), 0.5 ** np.arange(1, 9))
 
 
-@pytest.mark.parametrize("num_heads", [0, -3, 2.5, True])
-def test_alibi_slopes_rejects_bad_head_counts(num_heads):
-    with pytest.raises(ValueError, match="num_heads"):
+@pytest.mark.parametrize("num_heads,error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_alibi_slopes_rejects_bad_head_counts(num_heads, error):
+    with pytest.raises(error, match=f"num_heads must be an integer.*, got {num_heads!r}"):
         alibi_slopes(num_heads)
 
 
@@ -208,8 +208,8 @@ def test_axial_scores_depend_on_2d_offset_only():
     q, k = rng.normal(size=16), rng.normal(size=16)
 
     def score(a, b):  # patch a queries patch b
-        qa = ropelab.apply_rope(q[None], cos[a : a + 1], sin[a : a + 1])
-        kb = ropelab.apply_rope(k[None], cos[b : b + 1], sin[b : b + 1])
+        qa = ropelab.apply_rope(q[None], cos[a : a + 1], sin[a : a + 1], layout=cfg.layout)
+        kb = ropelab.apply_rope(k[None], cos[b : b + 1], sin[b : b + 1], layout=cfg.layout)
         return float((qa @ kb.T)[0, 0])
 
     # (1,1)->(3,2) and (2,3)->(4,4) share the offset (+2, +1)
@@ -283,8 +283,12 @@ def test_mrope_rejects_positions_without_three_axes():
 
 
 def test_mrope_rejects_negative_section():
-    with pytest.raises(ValueError, match="non-negative integers"):
+    with pytest.raises(ValueError, match=r"mrope_section\[1\] must be an integer >= 0, got -2"):
         mrope_axis_of_pair((10, -2, 8), 16)
+    with pytest.raises(TypeError, match=r"mrope_section\[0\] must be an integer, got 10.0"):
+        mrope_axis_of_pair((10.0, 8), 18)
+    with pytest.raises(TypeError, match="mrope_section must be a list of integers, got '16'"):
+        mrope_axis_of_pair("16", 16)
 
 
 def test_xpos_rejects_bad_gamma():

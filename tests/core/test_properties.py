@@ -46,8 +46,7 @@ def _vec(draw, n):
 
 
 def _rope(cfg, x, positions):
-    cos, sin = rope_tables(cfg, np.asarray(positions))
-    return apply_rope(np.asarray(x, dtype=np.float64), cos, sin, layout=cfg.layout)
+    return apply_rope(np.asarray(x, dtype=np.float64), rope_tables(cfg, np.asarray(positions)))
 
 
 @given(
@@ -100,8 +99,8 @@ def test_position_zero_is_identity(data, cfg):
 def test_inverse_rotation_undoes(data, cfg, positions):
     x = data.draw(arrays(np.float64, (len(positions), cfg.head_dim), elements=finite))
     cos, sin = rope_tables(cfg, np.asarray(positions))
-    there = apply_rope(x, cos, sin, layout=cfg.layout)
-    back = apply_rope(there, cos, -sin, layout=cfg.layout)
+    there = apply_rope(x, cos, sin, layout=cfg.layout, rotary_dim=cfg.rotary_dim)
+    back = apply_rope(there, cos, -sin, layout=cfg.layout, rotary_dim=cfg.rotary_dim)
     np.testing.assert_allclose(back, x, rtol=0, atol=1e-12 * (1 + np.abs(x).max()))
 
 
@@ -124,7 +123,7 @@ def test_permute_interleaved_to_half_keeps_scores(data, num_heads, half_rot, ext
     def scores(wq, wk, layout):
         q = (x @ wq.T).reshape(T, num_heads, head_dim).transpose(1, 0, 2)  # (H, T, D)
         k = (x @ wk.T).reshape(T, num_heads, head_dim).transpose(1, 0, 2)
-        q, k = apply_rope(q, cos, sin, layout=layout), apply_rope(k, cos, sin, layout=layout)
+        q, k = apply_rope((q, k), cos, sin, layout=layout, rotary_dim=rotary_dim)
         return q @ k.transpose(0, 2, 1)  # (H, T, T)
 
     perm = [

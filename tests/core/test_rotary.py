@@ -40,7 +40,7 @@ def _setup(rng, *, head_dim=16, rotary_dim=None, theta=1e4, shape=(2, 3, 5), per
 @pytest.mark.parametrize("per_token", [False, True])
 def test_numpy_matches_loop_reference(rng, layout, rotary_dim, per_token):
     cfg, x, positions, cos, sin = _setup(rng, rotary_dim=rotary_dim, per_token=per_token)
-    out = apply_rope(x, cos, sin, layout=layout)
+    out = apply_rope(x, cos, sin, layout=layout, rotary_dim=cfg.rotary_dim)
     ref = reference_rope(x, positions, reference_inv_freq(1e4, cfg.rotary_dim), layout=layout)
     assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == x.shape
     # the loop reference forms p * f with one float64 rounding: ~1e-10 rad off at p ~ 1e6
@@ -66,7 +66,7 @@ def test_attention_factor_scales_output(rng):
     ref = reference_rope(
         x, np.arange(3), cfg.inv_freq(), layout="interleaved", scale=cfg.attention_factor
     )
-    np.testing.assert_allclose(apply_rope(x, cos, sin), ref, atol=1e-12)
+    np.testing.assert_allclose(apply_rope(x, cos, sin, layout="interleaved"), ref, atol=1e-12)
 
 
 # ---------------------------------------------------------------- across frameworks
@@ -85,11 +85,13 @@ def test_numpy_torch_jax_agree_float32(rng, layout, rotary_dim, per_token):
     cfg, x64, positions, cos, sin = _setup(
         rng, head_dim=16, rotary_dim=rotary_dim, per_token=per_token
     )
+    cfg = RopeConfig(16, rotary_dim=rotary_dim, layout=layout)
     x32 = x64.astype(np.float32)
     ref = reference_rope(x32, positions, reference_inv_freq(1e4, cfg.rotary_dim), layout=layout)
-    out_np = apply_rope(x32, cos, sin, layout=layout)
-    out_t = apply_rope(torch.from_numpy(x32), cos, sin, layout=layout)
-    out_j = apply_rope(jnp.asarray(x32), cos, sin, layout=layout)
+    tables = rope_tables(cfg, positions)  # carrying the partial rotary width
+    out_np = apply_rope(x32, cos, sin, layout=layout, rotary_dim=cfg.rotary_dim)
+    out_t = apply_rope(torch.from_numpy(x32), tables, layout=layout)
+    out_j = apply_rope(jnp.asarray(x32), cos, sin, layout=layout, rotary_dim=cfg.rotary_dim)
     assert out_np.dtype == np.float32
     assert isinstance(out_t, torch.Tensor) and out_t.dtype == torch.float32
     assert isinstance(out_j, jax.Array) and out_j.dtype == jnp.float32
@@ -127,15 +129,15 @@ def test_torch_half_precision_computed_in_float32(rng, dtype, eps, layout):
         cfg, rng.integers(10**5, 10**6, size=33)
     )  # large angles: bf16 tables would be poor
     xh = torch.from_numpy(x).to(tdtype)
-    out = apply_rope(xh, cos, sin, layout=layout)
+    out = apply_rope(xh, cos, sin, layout=layout, rotary_dim=48)
     assert out.dtype == tdtype
-    expect = apply_rope(xh.float(), cos, sin, layout=layout).to(tdtype)
+    expect = apply_rope(xh.float(), cos, sin, layout=layout, rotary_dim=48).to(tdtype)
     # one rounding of the float32 result: equal, or a last-place tie broken differently
     diff = (out.float() - expect.float()).abs()
     assert (diff == 0).float().mean() >= 0.99
     assert bool((diff <= eps * expect.float().abs() + 1e-30).all())
     # and close to the exact float64 rotation of the rounded input
-    exact = apply_rope(xh.double().numpy(), cos, sin, layout=layout)
+    exact = apply_rope(xh.double().numpy(), cos, sin, layout=layout, rotary_dim=48)
     np.testing.assert_allclose(
         out.double().numpy(), exact, rtol=eps, atol=eps * np.abs(exact).max()
     )
@@ -159,7 +161,7 @@ def test_jax_jit(rng):
     x32 = x.astype(np.float32)
     c, s = jax.numpy.asarray(cos, dtype=np.float32), jax.numpy.asarray(sin, dtype=np.float32)
     fn = jax.jit(lambda a, c, s: apply_rope(a, c, s, layout="interleaved"))
-    np.testing.assert_allclose(np.asarray(fn(x32, c, s)), apply_rope(x32, cos, sin), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(fn(x32, c, s)), apply_rope(x32, cos, sin, layout="interleaved"), atol=1e-5)
 
 
 # ---------------------------------------------------------------- gradients
@@ -172,7 +174,7 @@ def test_torch_gradcheck(rng, layout):
     ct = torch.from_numpy(cos).requires_grad_(True)
     st = torch.from_numpy(sin).requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda a, c, s: apply_rope(a, c, s, layout=layout), (xt, ct, st)
+        lambda a, c, s: apply_rope(a, c, s, layout=layout, rotary_dim=6), (xt, ct, st)
     )
 
 
@@ -183,9 +185,9 @@ def test_torch_grad_is_inverse_rotation(rng, layout):
     w = rng.standard_normal(x.shape)
     xt = torch.tensor(x, dtype=torch.float32, requires_grad=True)
     (
-        apply_rope(xt, cos, sin, layout=layout) * torch.tensor(w, dtype=torch.float32)
+        apply_rope(xt, cos, sin, layout=layout, rotary_dim=10) * torch.tensor(w, dtype=torch.float32)
     ).sum().backward()
-    np.testing.assert_allclose(xt.grad.numpy(), apply_rope(w, cos, -sin, layout=layout), atol=1e-5)
+    np.testing.assert_allclose(xt.grad.numpy(), apply_rope(w, cos, -sin, layout=layout, rotary_dim=10), atol=1e-5)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -195,10 +197,10 @@ def test_jax_grad_is_inverse_rotation(rng, layout):
     _, x, _, cos, sin = _setup(rng, rotary_dim=10)
     w = rng.standard_normal(x.shape)
     wj = jnp.asarray(w, dtype=jnp.float32)
-    grad = jax.grad(lambda a: jnp.sum(wj * apply_rope(a, cos, sin, layout=layout)))(
+    grad = jax.grad(lambda a: jnp.sum(wj * apply_rope(a, cos, sin, layout=layout, rotary_dim=10)))(
         jnp.asarray(x, dtype=jnp.float32)
     )
-    np.testing.assert_allclose(np.asarray(grad), apply_rope(w, cos, -sin, layout=layout), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad), apply_rope(w, cos, -sin, layout=layout, rotary_dim=10), atol=1e-5)
 
 
 def test_jax_grad_matches_finite_difference(rng):
@@ -224,12 +226,12 @@ def test_jax_grad_matches_finite_difference(rng):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_apply_rope_inplace(rng, layout):
     _, x, _, cos, sin = _setup(rng, rotary_dim=12)
-    expect = apply_rope(x, cos, sin, layout=layout)
+    expect = apply_rope(x, cos, sin, layout=layout, rotary_dim=12)
     xn = x.copy()
-    assert apply_rope_(xn, cos, sin, layout=layout) is xn
+    assert apply_rope_(xn, cos, sin, layout=layout, rotary_dim=12) is xn
     np.testing.assert_allclose(xn, expect, atol=1e-12)
     xt = torch.from_numpy(x.astype(np.float32))
-    assert apply_rope_(xt, cos, sin, layout=layout) is xt
+    assert apply_rope_(xt, cos, sin, layout=layout, rotary_dim=12) is xt
     np.testing.assert_allclose(xt.numpy(), expect, atol=1e-5)
 
 
@@ -237,7 +239,121 @@ def test_apply_rope_inplace_rejects_jax(rng):
     jax = _jax()
     _, x, _, cos, sin = _setup(rng)
     with pytest.raises(TypeError, match=r"jax arrays are immutable"):
-        apply_rope_(jax.numpy.asarray(x), cos, sin)
+        apply_rope_(jax.numpy.asarray(x), cos, sin, layout="half")
+
+
+# ---------------------------------------------------------------- in place under autograd (torch's rules)
+
+
+def _graph_input(x):
+    """A float64 leaf that requires grad and a non-leaf of it (what a layer hands on)."""
+    leaf = torch.from_numpy(x).clone().requires_grad_(True)
+    return leaf, leaf * 1.0
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("rotary_dim", [None, 6])
+def test_inplace_under_autograd_gradcheck(rng, layout, rotary_dim):
+    """The recorded backward is the inverse rotation: gradcheck in float64, x and tables."""
+    cfg, x, _, cos, sin = _setup(rng, head_dim=8, rotary_dim=rotary_dim, shape=(1, 2, 3))
+    r = cfg.rotary_dim
+
+    def rotate_in_place(a, c, s):
+        y = a * 1.0  # a non-leaf, as inside a model
+        apply_rope_(y, c, s, layout=layout, rotary_dim=r)
+        return y
+
+    xt = torch.from_numpy(x).requires_grad_(True)
+    ct = torch.from_numpy(cos).requires_grad_(True)
+    st = torch.from_numpy(sin).requires_grad_(True)
+    assert torch.autograd.gradcheck(rotate_in_place, (xt, ct, st))
+    assert torch.autograd.gradcheck(lambda a: rotate_in_place(a, cos, sin), (xt,))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_inplace_under_autograd_equals_out_of_place(rng, layout):
+    _, x, _, cos, sin = _setup(rng)
+    w = torch.from_numpy(rng.standard_normal(x.shape))
+    leaf, y = _graph_input(x)
+    version = y._version
+    assert apply_rope_(y, cos, sin, layout=layout) is y
+    assert y._version > version  # autograd and any saved view see the write
+    (y * w).sum().backward()
+    leaf2 = torch.from_numpy(x).requires_grad_(True)
+    (apply_rope(leaf2, cos, sin, layout=layout) * w).sum().backward()
+    torch.testing.assert_close(y.detach(), apply_rope(torch.from_numpy(x), cos, sin, layout=layout), rtol=0, atol=1e-12)
+    torch.testing.assert_close(leaf.grad, leaf2.grad, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(leaf.grad.numpy(), apply_rope(w.numpy(), cos, -sin, layout=layout), atol=1e-12)
+
+
+def test_inplace_under_autograd_q_and_k(rng):
+    _, x, _, cos, sin = _setup(rng)
+    leaf_q, q = _graph_input(x)
+    leaf_k, k = _graph_input(x[:, :1])
+    apply_rope_((q, k), cos, sin, layout="half")
+    (q.sum() + 2 * k.sum()).backward()
+    ones = np.ones_like(x)
+    np.testing.assert_allclose(leaf_q.grad.numpy(), apply_rope(ones, cos, -sin, layout="half"), atol=1e-12)
+    np.testing.assert_allclose(leaf_k.grad.numpy(), apply_rope(2 * ones[:, :1], cos, -sin, layout="half"), atol=1e-12)
+
+
+def test_inplace_on_a_leaf_that_requires_grad_raises(rng):
+    _, x, _, cos, sin = _setup(rng)
+    leaf = torch.from_numpy(x).requires_grad_(True)
+    before = leaf.detach().clone()
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place operation"):
+        apply_rope_(leaf, cos, sin, layout="half")
+    assert torch.equal(leaf.detach(), before)  # untouched
+    with torch.no_grad():  # as torch allows: an update autograd is not asked to record
+        apply_rope_(leaf, cos, sin, layout="half")
+    torch.testing.assert_close(leaf.detach(), apply_rope(before, cos, sin, layout="half"), rtol=0, atol=1e-12)
+
+
+def test_inplace_after_a_graph_saved_x_raises_on_backward(rng):
+    _, x, _, cos, sin = _setup(rng)
+    _, y = _graph_input(x)
+    z = (y * y).sum()  # saves y
+    apply_rope_(y, cos, sin, layout="half")
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.backward()
+
+
+def test_inplace_with_tables_that_require_grad(rng):
+    """Learned frequencies: x needs no grad, the tables do; the write is recorded."""
+    _, x, _, cos, sin = _setup(rng)
+    ct = torch.from_numpy(cos).requires_grad_(True)
+    st = torch.from_numpy(sin).requires_grad_(True)
+    y = torch.from_numpy(x).clone()
+    apply_rope_(y, ct, st, layout="interleaved")
+    assert y.requires_grad
+    y.sum().backward()
+    ct2 = torch.from_numpy(cos).requires_grad_(True)
+    st2 = torch.from_numpy(sin).requires_grad_(True)
+    apply_rope(torch.from_numpy(x), ct2, st2, layout="interleaved").sum().backward()
+    torch.testing.assert_close(ct.grad, ct2.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(st.grad, st2.grad, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the layout is never guessed
+
+
+def test_bare_tables_need_a_layout(rng):
+    _, x, _, cos, sin = _setup(rng)
+    for fn in (apply_rope, apply_rope_):
+        with pytest.raises(TypeError, match=r"needs layout=.*layout='half' for Llama.*layout='interleaved' for GPT-J"):
+            fn(x.copy(), cos, sin)
+
+
+def test_partial_rotary_with_bare_tables_is_said_not_guessed(rng):
+    """Tables for head_dim 64 on x of width 96 are refused; rotary_dim= makes the partial
+    rotary explicit and then rotates the first R features only."""
+    cos, sin = rope_tables(RopeConfig(64), np.arange(4))
+    x = rng.standard_normal((4, 96))
+    with pytest.raises(ValueError, match=r"x has 96 features per head but cos/sin rotate 64 \(32 columns\).*rotary_dim=64"):
+        apply_rope(x, cos, sin, layout="half")
+    out = apply_rope(x, cos, sin, layout="half", rotary_dim=64)
+    np.testing.assert_array_equal(out[:, 64:], x[:, 64:])
+    np.testing.assert_allclose(out[:, :64], apply_rope(x[:, :64], cos, sin, layout="half"), atol=1e-15)
 
 
 # ---------------------------------------------------------------- errors, one per case
@@ -245,33 +361,35 @@ def test_apply_rope_inplace_rejects_jax(rng):
 
 def test_tables_wider_than_x():
     cos, sin = rope_tables(RopeConfig(16), np.arange(4))
-    with pytest.raises(ValueError, match=r"x.shape\[-1\]=8"):
-        apply_rope(np.zeros((4, 8)), cos, sin)
+    with pytest.raises(ValueError, match=r"8 columns, too many for x's 8 features.*rows_from_hf"):
+        apply_rope(np.zeros((4, 8)), cos, sin, layout="half")
+    with pytest.raises(ValueError, match=r"x.shape\[-1\]=4"):
+        apply_rope(np.zeros((4, 4)), cos, sin, layout="half")
 
 
 def test_tables_length_differs_from_T():
     cos, sin = rope_tables(RopeConfig(8), np.arange(4))
     with pytest.raises(ValueError, match=r"T=5"):
-        apply_rope(np.zeros((5, 8)), cos, sin)
+        apply_rope(np.zeros((5, 8)), cos, sin, layout="half")
 
 
 def test_cos_sin_shapes_differ():
     cos, _ = rope_tables(RopeConfig(8), np.arange(4))
     _, sin = rope_tables(RopeConfig(8), np.arange(3))
     with pytest.raises(ValueError, match=r"\(4, 4\) and \(3, 4\)"):
-        apply_rope(np.zeros((4, 8)), cos, sin)
+        apply_rope(np.zeros((4, 8)), cos, sin, layout="half")
 
 
 def test_integer_x_numpy():
     cos, sin = rope_tables(RopeConfig(8), np.arange(4))
     with pytest.raises(TypeError, match=r"int64"):
-        apply_rope(np.zeros((4, 8), dtype=np.int64), cos, sin)
+        apply_rope(np.zeros((4, 8), dtype=np.int64), cos, sin, layout="half")
 
 
 def test_integer_x_torch():
     cos, sin = rope_tables(RopeConfig(8), np.arange(4))
     with pytest.raises(TypeError, match=r"int32"):
-        apply_rope(torch.zeros((4, 8), dtype=torch.int32), cos, sin)
+        apply_rope(torch.zeros((4, 8), dtype=torch.int32), cos, sin, layout="half")
 
 
 def test_unknown_layout_in_apply():
@@ -283,13 +401,13 @@ def test_unknown_layout_in_apply():
 def test_x_not_an_array():
     cos, sin = rope_tables(RopeConfig(2), np.arange(1))
     with pytest.raises(TypeError, match=r"list"):
-        apply_rope([[0.0, 1.0]], cos, sin)
+        apply_rope([[0.0, 1.0]], cos, sin, layout="half")
 
 
 def test_x_without_time_axis():
     cos, sin = rope_tables(RopeConfig(8), np.arange(1))
     with pytest.raises(ValueError, match=r"\(8,\)"):
-        apply_rope(np.zeros(8), cos, sin)
+        apply_rope(np.zeros(8), cos, sin, layout="half")
 
 
 # ---------------------------------------------------------------- seed 004: rope_apply
@@ -346,7 +464,7 @@ def test_non_contiguous_views(rng, layout):
     B, T, H = 2, 5, 3
     store = rng.standard_normal((B, T, H, 16))
     cos, sin = rope_tables(cfg, rng.integers(0, 10**4, size=(B, 1, T)))
-    expect = apply_rope(np.ascontiguousarray(store.transpose(0, 2, 1, 3)), cos, sin, layout=layout)
+    expect = apply_rope(np.ascontiguousarray(store.transpose(0, 2, 1, 3)), cos, sin, layout=layout, rotary_dim=12)
     for as_kind in (lambda a: a, lambda a: torch.from_numpy(a)):
         for dtype in (np.float64, np.float32):
             base = as_kind(store.astype(dtype))
@@ -355,11 +473,11 @@ def test_non_contiguous_views(rng, layout):
                 if isinstance(base, torch.Tensor)
                 else base.transpose(0, 2, 1, 3)
             )
-            out = apply_rope(view, cos, sin, layout=layout)
+            out = apply_rope(view, cos, sin, layout=layout, rotary_dim=12)
             got = out.numpy() if isinstance(out, torch.Tensor) else out
             np.testing.assert_allclose(got, expect, atol=1e-5 if dtype == np.float32 else 1e-12)
             # in place on the view writes through to the (B, T, H, D) storage
-            assert apply_rope_(view, cos, sin, layout=layout) is view
+            assert apply_rope_(view, cos, sin, layout=layout, rotary_dim=12) is view
             stored = base.numpy() if isinstance(base, torch.Tensor) else base
             np.testing.assert_allclose(
                 stored.transpose(0, 2, 1, 3), expect, atol=1e-5 if dtype == np.float32 else 1e-12
@@ -440,7 +558,7 @@ def test_interleaved_layout_is_gptj_rotation(rng):
     expect = np.concatenate([rot.numpy(), x[..., R:]], axis=-1)
     cos, sin = rope_tables(RopeConfig(D, rotary_dim=R), positions[:, :, None])  # (B, T, 1, R/2)
     xh = np.ascontiguousarray(x.transpose(0, 2, 1, 3))  # (B, H, T, D)
-    got = apply_rope(xh, cos.transpose(0, 2, 1, 3), sin.transpose(0, 2, 1, 3), layout="interleaved")
+    got = apply_rope(xh, cos.transpose(0, 2, 1, 3), sin.transpose(0, 2, 1, 3), layout="interleaved", rotary_dim=R)
     np.testing.assert_allclose(got.transpose(0, 2, 1, 3), expect, atol=2e-5)
 
 
@@ -473,17 +591,17 @@ def test_positions_index_the_tables(rng, layout, kind, positions_kind):
     x = rng.standard_normal((B, H, T, 16)).astype(np.float32)
     expect = reference_rope(x, positions, reference_inv_freq(1e4, 12), layout=layout)
     pos = positions if positions_kind == "numpy" else to_p(positions)
-    out = apply_rope(to_x(x), cos, sin, layout=layout, positions=pos)
+    out = apply_rope(to_x(x), cos, sin, layout=layout, rotary_dim=12, positions=pos)
     np.testing.assert_allclose(np.asarray(out), expect, atol=1e-5)
 
 
 def test_positions_outside_the_tables():
     cos, sin = rope_tables(RopeConfig(8), np.arange(10))
     with pytest.raises(ValueError, match=r"\[0, 10\).*from 0 to 10"):
-        apply_rope(np.zeros((3, 8)), cos, sin, positions=np.array([0, 5, 10]))
+        apply_rope(np.zeros((3, 8)), cos, sin, positions=np.array([0, 5, 10]), layout="half")
 
 
 def test_float_positions_rejected():
     cos, sin = rope_tables(RopeConfig(8), np.arange(10))
     with pytest.raises(TypeError, match=r"float64"):
-        apply_rope(np.zeros((3, 8)), cos, sin, positions=np.array([0.0, 1.0, 2.0]))
+        apply_rope(np.zeros((3, 8)), cos, sin, positions=np.array([0.0, 1.0, 2.0]), layout="half")

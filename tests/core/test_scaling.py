@@ -660,7 +660,7 @@ def test_prope_keeps_the_highest_frequencies():
 
 @pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
 def test_prope_rejects_p_outside_unit_interval(p):
-    with pytest.raises(ValueError, match="p must be in"):
+    with pytest.raises(ValueError, match=r"PRoPE p must be a finite number >= 0 and <= 1, got"):
         PRoPE(p)
 
 

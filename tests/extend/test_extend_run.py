@@ -155,7 +155,7 @@ CASES = [
     (["--lengths", "0x"], "--lengths lengths must be positive"),
     (["--factor", "0.5"], "--factor must be a number >= 1"),
     (["--stride", "0"], "--stride is a fraction"),
-    (["--search-budget", "0"], "--search-budget must be a positive integer"),
+    (["--search-budget", "0"], "--search-budget must be an integer >= 1, got 0"),
     (["--write-scheme", "alibi"], "--write-scheme 'alibi' is not among"),
     (["--passkey-needle", "nothing"], "--passkey-needle must hold {key}"),
     (["--eval-tokens", "10000000"], "the evaluation split has"),

@@ -81,7 +81,7 @@ def test_default_keep_is_yarns_kept_pairs():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="--search-budget must be a positive integer"):
+    with pytest.raises(ValueError, match="--search-budget must be an integer >= 1, got 0"):
         SearchSettings(budget=0).check(8)
     with pytest.raises(ValueError, match=r"--search-keep must be in \[0, 7\]"):
         SearchSettings(keep=8).check(8)

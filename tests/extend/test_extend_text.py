@@ -126,5 +126,5 @@ def test_passkey_settings_are_checked():
         PasskeySettings(depths=(1.5,)).check()
     with pytest.raises(ValueError, match="--passkey-needle must hold"):
         PasskeySettings(needle="no key here").check()
-    with pytest.raises(ValueError, match="--passkey-trials must be a positive integer"):
+    with pytest.raises(ValueError, match="--passkey-trials must be an integer >= 1, got 0"):
         PasskeySettings(trials=0).check()

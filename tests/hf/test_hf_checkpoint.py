@@ -172,9 +172,9 @@ def test_refused_partial_rotary(tmp_path):
 def test_refused_arguments(tmp_path):
     with pytest.raises(TypeError, match="ropelab.torch.Transformer"):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path)
-    with pytest.raises(ValueError, match="max_position_embeddings must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="max_position_embeddings must be an integer >= 1 and <= 4611686018427387904, got 0"):
         save_pretrained(_model(), tmp_path, max_position_embeddings=0)
-    with pytest.raises(ValueError, match=r"bos_token_id must be None or a token id in \[0, 61\), got 61"):
+    with pytest.raises(ValueError, match=r"bos_token_id \(a token id below vocab_size\) must be an integer >= 0 and <= 60, got 61"):
         save_pretrained(_model(), tmp_path, bos_token_id=VOCAB)
 
 
@@ -225,7 +225,7 @@ def test_load_errors_about_config(saved):
         load_pretrained(saved)
     (saved / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 61, "hidden_size": 32,
                                                    "num_hidden_layers": -1, "num_attention_heads": 4}))
-    with pytest.raises(CheckpointError, match=f"{path}: num_hidden_layers must be a positive integer, got -1"):
+    with pytest.raises(CheckpointError, match=f"{path}: num_hidden_layers must be an integer >= 1, got -1"):
         load_pretrained(saved)
 
 

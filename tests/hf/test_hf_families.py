@@ -232,9 +232,9 @@ def outcome(model_type: str) -> Outcome:
     q = torch.randn(B, H, T, ours.head_dim, generator=gen)
     k = torch.randn(B, H, T, ours.head_dim, generator=gen)
     positions = torch.from_numpy(POSITIONS)[None]  # (1, T)
-    cos, sin = rope_tables(ours, POSITIONS)  # (T, R/2) float64
-    expect_q = apply_rope(q.double().numpy(), cos, sin, layout=ours.layout)
-    expect_k = apply_rope(k.double().numpy(), cos, sin, layout=ours.layout)
+    tables = rope_tables(ours, POSITIONS)  # (T, R/2) float64, carrying from_hf's layout and widths
+    expect_q = apply_rope(q.double().numpy(), tables)
+    expect_k = apply_rope(k.double().numpy(), tables)
     tried = []
     for module, cls in _rotary_classes(modules, text):
         try:

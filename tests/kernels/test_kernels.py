@@ -95,11 +95,11 @@ def test_fused_matches_reference(fused_calls, kind, dtype, table_dtype, layout, 
     want_ref = kernels.reference.rotate(x, cos, sin, layout=layout)
     if inplace:
         y = x.copy() if kind == "numpy" else x.clone()
-        out = apply_rope_(y, cos, sin, layout=layout)
+        out = apply_rope_(y, cos, sin, layout=layout, rotary_dim=cfg.rotary_dim)
         assert out is y
     else:
         before = _np64(x)
-        y = apply_rope(x, cos, sin, layout=layout)
+        y = apply_rope(x, cos, sin, layout=layout, rotary_dim=cfg.rotary_dim)
         assert y.dtype == x.dtype and tuple(y.shape) == tuple(x.shape)
         np.testing.assert_array_equal(_np64(x), before)  # input untouched
     assert fused_calls, "the fused kernel did not run"
@@ -165,7 +165,7 @@ def test_five_dim_x_is_merged(fused_calls):
     x = _x("numpy", (2, 2, 3, 4, 8), "float32")
     cfg = RopeConfig(8)
     cos, sin = rope_tables(cfg, np.arange(4))
-    y = apply_rope(x, cos, sin)
+    y = apply_rope(x, cos, sin, layout="interleaved")
     assert fused_calls
     np.testing.assert_allclose(y, ref64(x, cos, sin, "interleaved"), atol=1e-6)
 
@@ -194,9 +194,9 @@ def test_positions_index_the_table(fused_calls, layout, pos_shape, inplace):
         positions = positions[:, None, :]  # (B, 1, T) against x's (B, H, T)
     pos_t = torch.from_numpy(positions)
     if inplace:
-        y = apply_rope_(x.clone(), cos, sin, layout=layout, positions=pos_t)
+        y = apply_rope_(x.clone(), cos, sin, layout=layout, rotary_dim=cfg.rotary_dim, positions=pos_t)
     else:
-        y = apply_rope(x, cos, sin, layout=layout, positions=pos_t)
+        y = apply_rope(x, cos, sin, layout=layout, rotary_dim=cfg.rotary_dim, positions=pos_t)
     assert fused_calls
     np.testing.assert_allclose(_np64(y), want, atol=1e-6)
     # the eager path (positions gathered) says the same
@@ -261,7 +261,7 @@ def test_bfloat16_rounds_to_nearest_even(fused_calls):
     # (inf would meet inf * sin(0) = NaN in any implementation, so it is left out)
     x = torch.tensor([[1.0, 3.0, float("nan"), float("nan"), -0.0, 1e-40, 3.3895e38, 7.0]]).bfloat16()
     cos, sin = np.ones((1, 4)), np.zeros((1, 4))
-    y = apply_rope(x, cos, sin)
+    y = apply_rope(x, cos, sin, layout="interleaved")
     assert torch.equal(y.view(torch.int16), x.view(torch.int16))
     angle = np.random.default_rng(0).uniform(-3, 3, (64, 4))
     x = _x("torch", (64, 8), "bfloat16")
@@ -281,7 +281,7 @@ def test_jax_jit_is_one_fused_loop():
             cfg = RopeConfig(16, rotary_dim=rotary_dim, layout=layout)
             cos, sin = (jnp.asarray(t, jnp.float32) for t in rope_tables(cfg, np.arange(6)))
             x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 6, 16)), jnp.float32)
-            f = jax.jit(lambda x, c, s, layout=layout: apply_rope(x, c, s, layout=layout))
+            f = jax.jit(lambda x, c, s, layout=layout, r=rotary_dim: apply_rope(x, c, s, layout=layout, rotary_dim=r))
             hlo = f.lower(x, cos, sin).compile().as_text()
             entry = hlo[hlo.index("ENTRY"):]
             assert len(re.findall(r" fusion\(", entry)) == 1, entry
@@ -299,9 +299,9 @@ def test_unsupported_inputs_fall_back(fused_calls):
     cos, sin = rope_tables(cfg, np.arange(4))
     # negative strides, an expanded (self-overlapping) x out of place, autograd
     x = np.random.default_rng(0).standard_normal((4, 8))[::-1]
-    np.testing.assert_allclose(apply_rope(x, cos, sin), ref64(x, cos, sin, "interleaved"), atol=1e-12)
+    np.testing.assert_allclose(apply_rope(x, cos, sin, layout="interleaved"), ref64(x, cos, sin, "interleaved"), atol=1e-12)
     leaf = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
-    y = apply_rope(leaf, cos, sin)
+    y = apply_rope(leaf, cos, sin, layout="interleaved")
     assert y.requires_grad
     assert not fused_calls
 
@@ -312,7 +312,7 @@ def test_expanded_x_in_place_is_refused_by_torch_not_corrupted(fused_calls):
     cos, sin = rope_tables(cfg, np.arange(4))
     x = torch.randn(1, 4, 8).expand(3, 4, 8)
     with pytest.raises(RuntimeError):
-        apply_rope_(x, cos, sin)
+        apply_rope_(x, cos, sin, layout="interleaved")
     assert not fused_calls
 
 
@@ -322,7 +322,7 @@ def test_read_only_numpy_in_place_raises():
     x = np.zeros((4, 8))
     x.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
-        apply_rope_(x, cos, sin)
+        apply_rope_(x, cos, sin, layout="interleaved")
 
 
 @pytest.fixture
@@ -342,10 +342,10 @@ def test_env_var_disables_numba(no_numba):
     x = _x("torch", (2, 2, 5, 16), "bfloat16")
     pos = torch.tensor([3, 29, 0, 7, 7])
     want = ref64(_np64(x), cos, sin, "half", positions=pos.numpy())
-    got = apply_rope(x, cos, sin, layout="half", positions=pos)
+    got = apply_rope(x, cos, sin, layout="half", rotary_dim=cfg.rotary_dim, positions=pos)
     np.testing.assert_allclose(_np64(got), want, atol=2e-2)
     y = x.clone()
-    apply_rope_((y,), cos, sin, layout="half", positions=pos)
+    apply_rope_((y,), cos, sin, layout="half", rotary_dim=cfg.rotary_dim, positions=pos)
     assert torch.equal(y, got)
 
 
@@ -362,9 +362,9 @@ def test_missing_numba_falls_back(monkeypatch):
         cfg = RopeConfig(8)
         cos, sin = rope_tables(cfg, np.arange(4))
         x = np.random.default_rng(0).standard_normal((3, 4, 8)).astype(np.float32)
-        np.testing.assert_allclose(apply_rope(x, cos, sin), ref64(x, cos, sin, "interleaved"), atol=1e-6)
+        np.testing.assert_allclose(apply_rope(x, cos, sin, layout="interleaved"), ref64(x, cos, sin, "interleaved"), atol=1e-6)
         y = x.copy()
-        apply_rope_(y, cos, sin)
+        apply_rope_(y, cos, sin, layout="interleaved")
         np.testing.assert_allclose(y, ref64(x, cos, sin, "interleaved"), atol=1e-6)
     finally:
         monkeypatch.undo()
@@ -413,30 +413,30 @@ def test_positions_errors():
     cos, sin = rope_tables(cfg, np.arange(10))
     x = np.zeros((2, 4, 8))
     with pytest.raises(ValueError, match=r"\[0, 10\).*12"):
-        apply_rope(x, cos, sin, positions=np.array([0, 1, 2, 12]))
+        apply_rope(x, cos, sin, layout="interleaved", positions=np.array([0, 1, 2, 12]))
     with pytest.raises(ValueError, match=r"-1"):
-        apply_rope_(x, cos, sin, positions=np.array([0, -1, 2, 3]))
+        apply_rope_(x, cos, sin, layout="interleaved", positions=np.array([0, -1, 2, 3]))
     with pytest.raises(TypeError, match="float64"):
-        apply_rope(x, cos, sin, positions=np.array([0.0, 1, 2, 3]))
+        apply_rope(x, cos, sin, layout="interleaved", positions=np.array([0.0, 1, 2, 3]))
     with pytest.raises(TypeError, match="bool"):
-        apply_rope(x, cos, sin, positions=torch.tensor([True, False, True, True]))
+        apply_rope(x, cos, sin, layout="interleaved", positions=torch.tensor([True, False, True, True]))
     with pytest.raises(ValueError, match=r"\(P, R/2\)"):
-        apply_rope(x, cos[None], sin[None], positions=np.arange(4))
+        apply_rope(x, cos[None], sin[None], layout="interleaved", positions=np.arange(4))
     with pytest.raises(ValueError, match=r"\(5,\).*\(2, 4\)"):
-        apply_rope(x, cos, sin, positions=np.arange(5))
+        apply_rope(x, cos, sin, layout="interleaved", positions=np.arange(5))
     with pytest.raises(ValueError, match="same shape"):
-        apply_rope(x, cos, sin[:5], positions=np.arange(4))
+        apply_rope(x, cos, sin[:5], layout="interleaved", positions=np.arange(4))
     with pytest.raises(ValueError, match="rotary dim 10"):
-        apply_rope(x, np.zeros((10, 5)), np.zeros((10, 5)), positions=np.arange(4))
+        apply_rope(x, np.zeros((10, 5)), np.zeros((10, 5)), layout="interleaved", positions=np.arange(4))
 
 
 def test_apply_rope_rejects_non_float_before_the_kernel():
     cfg = RopeConfig(8)
     cos, sin = rope_tables(cfg, np.arange(4))
     with pytest.raises(TypeError, match="int64"):
-        apply_rope_(np.zeros((4, 8), dtype=np.int64), cos, sin)
+        apply_rope_(np.zeros((4, 8), dtype=np.int64), cos, sin, layout="interleaved")
     with pytest.raises(TypeError, match="int32"):
-        apply_rope(torch.zeros((4, 8), dtype=torch.int32), cos, sin)
+        apply_rope(torch.zeros((4, 8), dtype=torch.int32), cos, sin, layout="interleaved")
 
 
 def test_backend_note_names_the_path():
@@ -457,9 +457,9 @@ def test_parallel_kernels_match_reference(fused_calls, dtype, layout, inplace):
     cos, sin = rope_tables(cfg, np.arange(T))
     x = _x("torch", (B, H, T, D), dtype)
     if inplace:
-        y = apply_rope_(x.clone(), cos, sin, layout=layout)
+        y = apply_rope_(x.clone(), cos, sin, layout=layout, rotary_dim=cfg.rotary_dim)
     else:
-        y = apply_rope(x, cos, sin, layout=layout)
+        y = apply_rope(x, cos, sin, layout=layout, rotary_dim=cfg.rotary_dim)
     assert fused_calls == ["rope_rows_inplace" if inplace else "rope_rows_out"]
     _close_to_reference(y, kernels.reference.rotate(x, cos, sin, layout=layout), ref64(_np64(x), cos, sin, layout), dtype)
 
@@ -472,7 +472,7 @@ def test_in_place_write_is_seen_by_autograd(fused_calls):
     w = torch.randn(8, 8, requires_grad=True)
     x = torch.randn(4, 8)
     y = x @ w  # y is not saved, but x is (for w's gradient)
-    apply_rope_(x, cos, sin)
+    apply_rope_(x, cos, sin, layout="interleaved")
     assert fused_calls
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()

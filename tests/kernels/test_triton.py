@@ -151,9 +151,9 @@ def test_apply_rope_and_apply_rope_in_place_dispatch_to_triton(triton_on_this_de
     x = torch.randn(2, 3, 5, 16).to(DEVICE, torch.bfloat16)
     pos = torch.tensor([[3, 29, 0, 7, 7]]).to(DEVICE)
     want = _reference(x, torch.from_numpy(cos64), torch.from_numpy(sin64), "interleaved", pos)
-    got = apply_rope(x, cos64, sin64, layout="interleaved", positions=pos)
+    got = apply_rope(x, cos64, sin64, layout="interleaved", rotary_dim=cfg.rotary_dim, positions=pos)
     y = x.clone()
-    assert apply_rope_(y, cos64, sin64, layout="interleaved", positions=pos) is y
+    assert apply_rope_(y, cos64, sin64, layout="interleaved", rotary_dim=cfg.rotary_dim, positions=pos) is y
     assert triton_on_this_device == [True, True]
     _close(got, want, torch.bfloat16)
     torch.testing.assert_close(y, got, rtol=0, atol=0)

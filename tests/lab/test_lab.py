@@ -126,8 +126,10 @@ def test_recall_eval_uses_most_pairs_and_scores_answers():
 
 
 def test_recall_errors():
-    with pytest.raises(ValueError, match="num_symbols"):
+    with pytest.raises(TypeError, match=r"recall task num_symbols must be an integer, got True \(bool\)"):
         RecallTask(True)
+    with pytest.raises(ValueError, match="recall task num_symbols must be an integer >= 2, got 1"):
+        RecallTask(1)
     with pytest.raises(ValueError, match="too short for the recall task"):
         RecallTask(32).check_lengths(8, [8])
     with pytest.raises(ValueError, match=r"recall task lengths \[160\] exceed 129"):

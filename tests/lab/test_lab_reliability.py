@@ -605,4 +605,4 @@ def test_ddp_timeout_flag(tmp_path, capsys):
     assert cli.settings_from_args(parser.parse_args([])).ddp_timeout == 10.0
     assert cli.settings_from_args(parser.parse_args(["--ddp-timeout", "0.5"])).ddp_timeout == 0.5
     assert _lab(tmp_path / "o", "--ddp-timeout", "0") == 2
-    assert "--ddp-timeout must be a positive number of minutes, got 0.0" in capsys.readouterr().err
+    assert "--ddp-timeout (minutes) must be a finite number > 0 and <= 1e+06, got 0.0" in capsys.readouterr().err

@@ -327,7 +327,7 @@ def test_error_attention_kv_heads_do_not_divide():
 
 
 def test_error_attention_num_heads():
-    with pytest.raises(ValueError, match="num_heads must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="num_heads must be an integer >= 1, got 0"):
         Attention(32, 0, rngs=nnx.Rngs(0))
 
 
@@ -342,7 +342,7 @@ def test_error_attention_rope_head_dim():
 
 
 def test_error_attention_causal_not_bool():
-    with pytest.raises(TypeError, match="causal must be a bool"):
+    with pytest.raises(TypeError, match="causal must be True or False"):
         Attention(32, 4, causal=1, rngs=nnx.Rngs(0))
 
 
@@ -374,7 +374,7 @@ def test_error_dynamic_scheme_with_traced_positions():
 
 def test_error_traced_float_positions():
     module = Attention(16, 2, rope=ropelab.RopeConfig(8), rngs=nnx.Rngs(0))
-    with pytest.raises(TypeError, match="traced positions must be integers"):
+    with pytest.raises(TypeError, match="positions must be integers, got dtype float32"):
         nnx.jit(lambda m, a, p: m(a, p))(module, np.zeros((1, 3, 16), np.float32), jnp.arange(3.0))
 
 

@@ -18,7 +18,7 @@ def _phi(x):  # elu(x) + 1 in float64 numpy
 
 
 def _rot(x, cos, sin, layout):
-    return ropelab.apply_rope(x, cos, sin, layout=layout)
+    return ropelab.apply_rope(x, cos, sin, layout=layout, rotary_dim=2 * cos.shape[-1])  # partial or not
 
 
 def _recurrence(q, k, v, cos, sin, layout, eps):
@@ -95,7 +95,7 @@ def test_non_causal_with_rope_equals_eq19_quadratic_form():
     rq, rk = _rot(_phi(q), cos, sin, "interleaved"), _rot(_phi(k), cos, sin, "interleaved")
     num = np.einsum("bhij,bhje->bhie", np.einsum("bhid,bhjd->bhij", rq, rk), v)
     den = np.einsum("bhid,bhjd->bhij", _phi(q), _phi(k)).sum(-1, keepdims=True)
-    got = linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin, causal=False)
+    got = linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin, layout="interleaved", causal=False)
     np.testing.assert_allclose(got.numpy(), num / (den + 1e-6), rtol=1e-10, atol=1e-12)
 
 
@@ -106,7 +106,7 @@ def test_numerator_depends_on_relative_positions_only():
     outs = []
     for offset in (0, 1234):
         cos, sin = ropelab.rope_tables(cfg, np.arange(20) + offset)
-        outs.append(linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin).numpy())
+        outs.append(linear_attention(_t(q), _t(k), _t(v), cos=cos, sin=sin, layout="interleaved").numpy())
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-9, atol=1e-11)
 
 
@@ -150,7 +150,7 @@ def test_gradients_match_float64_reference():
 
     def f(q, k, v):
         return linear_attention(
-            q, k, v, cos=torch.as_tensor(cos), sin=torch.as_tensor(sin), chunk_size=4
+            q, k, v, cos=torch.as_tensor(cos), sin=torch.as_tensor(sin), layout="interleaved", chunk_size=4
         )
 
     assert torch.autograd.gradcheck(f, (q, k, v))
@@ -173,8 +173,19 @@ def test_rejects_cos_without_sin():
 
 def test_rejects_bad_chunk_size():
     q, k, v = (_t(x) for x in _data())
-    with pytest.raises(ValueError, match="chunk_size"):
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1, got 0"):
         linear_attention(q, k, v, chunk_size=0)
+    with pytest.raises(TypeError, match="chunk_size must be an integer, got 4.0"):
+        linear_attention(q, k, v, chunk_size=4.0)
+
+
+def test_tables_need_a_layout():
+    q, k, v = (_t(x) for x in _data())
+    cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(q.shape[2]))
+    with pytest.raises(TypeError, match="cos and sin need layout="):
+        linear_attention(q, k, v, cos=cos, sin=sin)
+    with pytest.raises(TypeError, match="cos and sin need layout="):
+        linear_attention_step(None, q[:, :, :1], k[:, :, :1], v[:, :, :1], cos=cos[:1], sin=sin[:1])
 
 
 def test_step_rejects_more_than_one_token():
@@ -211,10 +222,11 @@ from ropelab.torch.linear_attention import LinearAttention, linear_attention_sta
 def test_prefill_state_then_continue_equals_full():
     q, k, v = (_t(x) for x in _data(T=30))
     cos, sin = ropelab.rope_tables(ropelab.RopeConfig(8), np.arange(30))
-    full, state_full = linear_attention(q, k, v, cos=cos, sin=sin, chunk_size=8, return_state=True)
-    state = linear_attention_state(k[:, :, :13], v[:, :, :13], cos=cos[:13], sin=sin[:13])
+    lay = "interleaved"
+    full, state_full = linear_attention(q, k, v, cos=cos, sin=sin, layout=lay, chunk_size=8, return_state=True)
+    state = linear_attention_state(k[:, :, :13], v[:, :, :13], cos=cos[:13], sin=sin[:13], layout=lay)
     rest = linear_attention(
-        q[:, :, 13:], k[:, :, 13:], v[:, :, 13:], cos=cos[13:], sin=sin[13:], initial_state=state
+        q[:, :, 13:], k[:, :, 13:], v[:, :, 13:], cos=cos[13:], sin=sin[13:], layout=lay, initial_state=state
     )
     torch.testing.assert_close(rest, full[:, :, 13:], rtol=1e-10, atol=1e-12)
     ref_kv = np.einsum("bhtd,bhte->bhde", _rot(_phi(k.numpy()), cos, sin, "interleaved"), v.numpy())
@@ -288,7 +300,7 @@ def test_long_inputs_go_by_segments_with_the_same_result(monkeypatch):
     monkeypatch.setattr(la, "_SEGMENT", 7)
     mask = torch.ones(2, 40, dtype=torch.bool)
     got, state = linear_attention(
-        _t(q), _t(k), _t(v), cos=cos, sin=sin, chunk_size=3, key_mask=mask, return_state=True
+        _t(q), _t(k), _t(v), cos=cos, sin=sin, layout="interleaved", chunk_size=3, key_mask=mask, return_state=True
     )
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(state.k_sum.numpy(), _phi(k).sum(2), rtol=1e-10)

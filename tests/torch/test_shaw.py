@@ -95,7 +95,7 @@ def test_shaw_rejects_rope():
 
 
 def test_shaw_rejects_zero_clip():
-    with pytest.raises(ValueError, match="clip must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="clip must be an integer >= 1, got 0"):
         ShawAttention(32, 4, clip=0)
 
 

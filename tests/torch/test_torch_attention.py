@@ -289,7 +289,7 @@ def test_errors():
         Attention(64, 4, temperature_tuning=(0.1,))
     with pytest.raises(ValueError, match="dropout"):
         Attention(64, 4, dropout=1.5)
-    with pytest.raises(TypeError, match="causal must be a bool, got 1"):
+    with pytest.raises(TypeError, match="causal must be True or False, got 1"):
         Attention(64, 4, causal=1)
     attn = Attention(64, 4, rope=RopeConfig(16))
     x = _x(t=5)
@@ -321,7 +321,7 @@ def test_options_live_in_the_spec():
         "d_model=64, heads=4, kv_heads=2, head_dim=16, causal=True, chunk_size=8, qk_norm_eps=1e-06"
     )
     assert "causal=False, NoPE" in str(Attention(64, 4, causal=False))
-    with pytest.raises(ValueError, match="window must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match="window must be an integer >= 1, got 0"):
         attn.window = 0
     with pytest.raises(AttributeError, match="head_dim is fixed by the projection weights"):
         attn.head_dim = 8

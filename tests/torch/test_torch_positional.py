@@ -119,8 +119,8 @@ def _xpos_reference(q, k, qp, kp, cfg, scale_base=512.0, gamma=0.4):
     """float64: RoPE from the tables, then q * zeta^(n/sb) and k / zeta^(n/sb) (Sun et al.)."""
     cq, sq = ropelab.rope_tables(cfg, qp)
     ck, sk = ropelab.rope_tables(cfg, kp)
-    qr = ropelab.apply_rope(q, cq, sq, layout=cfg.layout)
-    kr = ropelab.apply_rope(k, ck, sk, layout=cfg.layout)
+    qr = ropelab.apply_rope(q, cq, sq, layout=cfg.layout, rotary_dim=cfg.rotary_dim)
+    kr = ropelab.apply_rope(k, ck, sk, layout=cfg.layout, rotary_dim=cfg.rotary_dim)
     zq, zk = (
         xpos_scales(qp, cfg.rotary_dim, scale_base=scale_base, gamma=gamma),
         xpos_scales(kp, cfg.rotary_dim, scale_base=scale_base, gamma=gamma),

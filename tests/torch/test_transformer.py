@@ -118,9 +118,11 @@ def test_patterns():
     assert pattern("alternating", 3) == ("rope", "nope", "rope")
     assert pattern("rope", 3) == ("rope",) * 3
     assert PATTERNS["irope"] == ("rope", "rope", "rope", "nope")
-    with pytest.raises(ValueError, match="known patterns"):
+    with pytest.raises(ValueError, match="pattern name must be one of .*'irope'.*; got 'llama9'"):
         pattern("llama9", 2)
-    with pytest.raises(ValueError, match="num_layers"):
+    with pytest.raises(TypeError, match="num_layers must be an integer, got 2.0"):
+        pattern("rope", 2.0)
+    with pytest.raises(ValueError, match="num_layers must be an integer >= 1, got 0"):
         pattern("rope", 0)
 
 

@@ -146,7 +146,7 @@ def run(args) -> int:
 
     try:
         settings = settings_from_args(args)
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         return _error(str(err), 2)
     dist = setup()
     torch.set_num_threads(settings.threads or max(1, (os.cpu_count() or 1) // dist.world))

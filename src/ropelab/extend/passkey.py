@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..checks import check_int
 from .dist import SINGLE, Dist
 
 __all__ = ["PasskeySettings", "Prompts", "accuracy", "make_prompts"]
@@ -39,9 +40,7 @@ class PasskeySettings:
         if not self.depths or any(not 0.0 <= d <= 1.0 for d in self.depths):
             raise ValueError(f"--passkey-depths must be fractions in [0, 1], got {list(self.depths)}")
         for name in ("trials", "digits"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"--passkey-{name} must be a positive integer, got {value!r}")
+            check_int(f"--passkey-{name}", getattr(self, name), minimum=1)
         for name in ("needle", "answer"):
             if "{key}" not in getattr(self, name):
                 raise ValueError(f"--passkey-{name} must hold {{key}}, got {getattr(self, name)!r}")

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import scaling
+from ..checks import check_int
 
 __all__ = ["SearchResult", "SearchSettings", "default_keep", "initial_candidates", "search_longrope"]
 
@@ -67,9 +68,7 @@ class SearchSettings:
 
     def check(self, pairs: int) -> None:
         for name in ("budget", "population"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"--search-{name} must be a positive integer, got {value!r}")
+            check_int(f"--search-{name}", getattr(self, name), minimum=1)
         if self.population < 4:
             raise ValueError(f"--search-population must be >= 4 (parents, mutants, crossovers), got {self.population}")
         if self.keep is not None and not 0 <= self.keep < pairs:

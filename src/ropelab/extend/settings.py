@@ -12,6 +12,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 
+from ..checks import check_int
 from .passkey import PasskeySettings
 from .schemes import NAMES
 from .search import SearchSettings
@@ -130,8 +131,8 @@ class ExtendSettings:
                              f"([0, 1) otherwise), got {self.search_fraction!r}")
         for flag, value in (("--eval-tokens", self.eval_tokens), ("--batch-size", self.batch_size),
                             ("--search-tokens", self.search_tokens), ("--threads", self.threads)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{flag} must be a positive integer, got {value!r}")
+            if value is not None:
+                check_int(flag, value, minimum=1)
         self.passkey.check()
         self.search.check(2**31)  # the pair count is checked again once the checkpoint is open
         if self.longrope_factors is not None:

@@ -18,12 +18,12 @@ the folder and moved into place, config.json last.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import replace
 
 from .._optional import require
+from ..checks import MAX_POSITION, check_float, check_int
 from ..config import RopeConfig
 from ..rotary import permute_for_layout
 from .compat import dtype_key, rope_form
@@ -276,11 +276,10 @@ def save_pretrained(
         raise TypeError(f"model must be a ropelab.torch.Transformer, got {type(model).__name__}")
     if max_position_embeddings is None:
         max_position_embeddings = model.config.max_positions
-    if isinstance(max_position_embeddings, bool) or not isinstance(max_position_embeddings, int) or max_position_embeddings < 1:
-        raise ValueError(f"max_position_embeddings must be a positive integer, got {max_position_embeddings!r}")
+    check_int("max_position_embeddings", max_position_embeddings, minimum=1, maximum=MAX_POSITION)
     for name, value in (("bos_token_id", bos_token_id), ("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < model.config.vocab_size):
-            raise ValueError(f"{name} must be None or a token id in [0, {model.config.vocab_size}), got {value!r}")
+        if value is not None:
+            check_int(f"{name} (a token id below vocab_size)", value, minimum=0, maximum=model.config.vocab_size - 1)
     family = _family(model)
     opts = _check_attention(model, family)
     config = _config(model, family, opts, max_position_embeddings=max_position_embeddings,
@@ -302,13 +301,20 @@ def save_pretrained(
 # ---------------------------------------------------------------------------- loading
 
 
+def _in_file(path: str, check, *args, **kwargs):
+    """``check(*args, **kwargs)`` (a :mod:`ropelab.checks` function) with its error as a
+    CheckpointError naming the file."""
+    try:
+        return check(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+
 def _positive_int(config: dict, key: str, path: str, *, required: bool = True):
     value = config.get(key)
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CheckpointError(f"{path}: {key} must be a positive integer, got {value!r}")
-    return value
+    return _in_file(path, check_int, key, value, minimum=1)
 
 
 def read_config(folder) -> dict:
@@ -348,9 +354,7 @@ def read_config(folder) -> dict:
     heads, kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     if heads % kv:
         raise CheckpointError(f"{path}: num_attention_heads={heads} is not divisible by num_key_value_heads={kv}")
-    eps = config.get("rms_norm_eps", 1e-6)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < math.inf):
-        raise CheckpointError(f"{path}: rms_norm_eps must be a finite number > 0, got {eps!r}")
+    _in_file(path, check_float, "rms_norm_eps", config.get("rms_norm_eps", 1e-6), above=0.0)
     try:
         RopeConfig.from_hf(config)
     except (ValueError, TypeError) as err:

@@ -6,28 +6,44 @@ inference-time extension (PI, NTK, YaRN). ``ropelab lab --help`` lists the optio
 The positional schemes it compares are its *contenders* (:data:`CONTENDERS`), and its
 presets are *settings presets* (:data:`SETTINGS_PRESETS`), so as not to be confused
 with :data:`ropelab.scaling.SCHEMES` and :data:`ropelab.PRESETS`.
-Imports torch.
+
+Training and evaluation import torch; the names below are imported on first use, so the
+command line's parser (``ropelab lab --help``) and the settings' checks work without it.
 """
 
-from .contenders import CONTENDERS, EXTENSIONS, Contender, available_contenders
-from .errors import LabError, OutInUse
-from .experiment import failures, run_lab
-from .settings import SETTINGS_PRESETS, LabSettings
-from .tasks import TASKS, CopyTask, RecallTask, TextTask
+from __future__ import annotations
 
-__all__ = [
-    "CONTENDERS",
-    "EXTENSIONS",
-    "SETTINGS_PRESETS",
-    "TASKS",
-    "Contender",
-    "CopyTask",
-    "LabError",
-    "LabSettings",
-    "OutInUse",
-    "RecallTask",
-    "TextTask",
-    "available_contenders",
-    "failures",
-    "run_lab",
-]
+import importlib
+
+# public name -> the module of the lab that defines it
+_WHERE = {
+    "CONTENDERS": "contenders",
+    "EXTENSIONS": "contenders",
+    "Contender": "contenders",
+    "available_contenders": "contenders",
+    "LabError": "errors",
+    "OutInUse": "errors",
+    "failures": "experiment",
+    "run_lab": "experiment",
+    "SETTINGS_PRESETS": "settings",
+    "TASKS": "settings",
+    "LabSettings": "settings",
+    "CopyTask": "tasks",
+    "RecallTask": "tasks",
+    "TextTask": "tasks",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ropelab.lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

@@ -21,13 +21,13 @@ whose presence marks a trained run; both are checked the same way when reused.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
 
 import torch
 
+from ..checks import is_finite_number, is_int
 from . import store
 from .errors import BadFile, warn
 
@@ -116,13 +116,9 @@ def _losses(path: str, losses, count: int) -> list[float]:
         n = len(losses) if isinstance(losses, list) else type(losses).__name__
         raise BadFile(path, f"holds {n} losses, expected {count}")
     for value in losses:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise BadFile(path, f"holds a loss that is not a finite number ({value!r})")
     return [float(v) for v in losses]
-
-
-def _int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def load(folder: str, step: int, model, optimizer, steps: int) -> Restored:
@@ -131,7 +127,7 @@ def load(folder: str, step: int, model, optimizer, steps: int) -> Restored:
     meta = store.read_json(meta_path)
     if not isinstance(meta, dict) or set(meta) != {"step", "losses"}:
         raise BadFile(meta_path, "is not a checkpoint record (expected the keys step and losses)")
-    if not _int(meta["step"]) or meta["step"] != step:
+    if not is_int(meta["step"]) or meta["step"] != step:
         raise BadFile(meta_path, f"names step {meta['step']!r}, but its file name says {step}")
     if not 1 <= step < steps:
         raise BadFile(meta_path, f"step {step} is outside this run's steps 1..{steps - 1}")
@@ -221,7 +217,7 @@ def check_final(folder: str, model, steps: int) -> dict[str, torch.Tensor] | Non
     if not os.path.lexists(weights):
         return None
     record = store.read_json(train_path)
-    if not isinstance(record, dict) or record.get("steps") != steps or not _int(record.get("steps")):
+    if not isinstance(record, dict) or record.get("steps") != steps or not is_int(record.get("steps")):
         raise BadFile(train_path, f"does not record a training of {steps} steps")
     _losses(train_path, record.get("losses"), steps)
     layout = {k: (v.dtype, tuple(v.shape)) for k, v in store.model_tensors(model).items()}

@@ -39,8 +39,7 @@ def _ints(values, flag):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .contenders import CONTENDERS, EXTENSIONS
-    from .settings import DDP_TIMEOUT_MINUTES, SETTINGS_PRESETS
-    from .tasks import TASKS
+    from .settings import DDP_TIMEOUT_MINUTES, SETTINGS_PRESETS, TASKS
 
     d = SETTINGS_PRESETS["default"]
     parser.add_argument("--out", default="lab-out", help="folder for results and finished runs (default: lab-out)")
@@ -71,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args, world: int = 1):
-    """A validated LabSettings from parsed arguments; ValueError on anything wrong."""
+    """A validated LabSettings from parsed arguments; ValueError (or TypeError) on anything wrong."""
     from .settings import from_preset
 
     extensions = _names(args.extensions)
@@ -152,10 +151,9 @@ def _error(message: str, code: int) -> int:
 
 
 def _run(args) -> int:
-    from .._optional import require
+    from ..cli import need
 
-    require("torch", feature="ropelab lab")
-    import torch
+    torch = need("torch", feature="ropelab lab")  # named before any work starts
 
     from . import report
     from .errors import LabError
@@ -169,7 +167,7 @@ def _run(args) -> int:
         if settings.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available")
         plan(settings, build_tasks(settings))  # builds every model config: fails here, not mid-run
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         return _error(str(err), 2)
     ctx = setup_distributed(settings.device, settings.ddp_timeout)
     cores = os.cpu_count() or 1

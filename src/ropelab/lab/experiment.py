@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import is_finite_number, is_int
 from . import checkpoint, report, store
 from .contenders import CONTENDERS, Contender, extended_rope, layer_kinds
 from .errors import BadFile, LabError, NonFiniteLoss, warn
@@ -154,12 +155,17 @@ def _check_records(path: str, saved, run: Run, settings: LabSettings) -> list[di
         if any(r[k] != v for k, v in want.items()):
             raise BadFile(path, f"holds a record of another run ({r['task']}/{r['scheme']}, seed {r['seed']})")
         value = r["value"]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        if value is not None and not is_finite_number(value):
             raise BadFile(path, f"holds a value that is not a finite number or null ({value!r})")
-        for key, kind in (("eval_len", int), ("finetune_steps", int), ("extension", str), ("metric", str), ("note", str)):
-            if not isinstance(r[key], kind) or isinstance(r[key], bool):
+        for key, ok in (("eval_len", is_int), ("finetune_steps", is_int), ("extension", _is_str),
+                        ("metric", _is_str), ("note", _is_str)):
+            if not ok(r[key]):
                 raise BadFile(path, f"holds a record whose {key} is {r[key]!r}")
     return saved["records"]
+
+
+def _is_str(value) -> bool:
+    return isinstance(value, str)
 
 
 class _Records:

@@ -14,6 +14,7 @@ import math
 import os
 from collections import Counter
 
+from ..checks import is_finite_number
 from . import store
 from .contenders import CONTENDERS, FAMILIES
 
@@ -81,7 +82,7 @@ def line_label(record: dict) -> str:
 def _finite(row: dict) -> dict:
     """The row with a value that is not a finite number made null, the note saying so."""
     value = row["value"]
-    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+    if value is None or is_finite_number(value):
         return row
     note = f"measured {value}, not a finite number"
     return {**row, "value": None, "note": f"{row['note']}; {note}" if row["note"] else note}

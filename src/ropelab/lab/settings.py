@@ -1,7 +1,8 @@
 """Settings of a lab run: presets (data), command-line overrides, validation.
 
 Everything that can be wrong with the arguments is found here, before any model is
-trained, and raised as ``ValueError`` naming the bad value and what was expected.
+trained, and raised naming the flag, the bad value and what was expected (through
+:mod:`ropelab.checks`: ``TypeError`` for a wrong type, ``ValueError`` for a wrong value).
 """
 
 from __future__ import annotations
@@ -9,10 +10,18 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 
+from ..checks import check_float, check_int
 from .contenders import CONTENDERS, EXTENSIONS, available_contenders, check_contender
-from .tasks import TASKS, CopyTask, RecallTask, TextTask
 
-__all__ = ["DDP_TIMEOUT_MINUTES", "MAX_EVAL_LEN", "SETTINGS_PRESETS", "LabSettings", "build_tasks"]
+__all__ = ["DDP_TIMEOUT_MINUTES", "MAX_EVAL_LEN", "SETTINGS_PRESETS", "TASKS", "LabSettings", "build_tasks"]
+
+#: task name -> one line for ``--help`` (the tasks themselves, which need torch, are
+#: :mod:`ropelab.lab.tasks`; the parser and the checks here do not import it)
+TASKS = {
+    "copy": "copy a random token string after a separator; exact match over the copied part",
+    "recall": "multi-query associative recall: key-value pairs, then every key again; accuracy of the values",
+    "lm": "character-level language modelling (bytes); bits per character, lower is better",
+}
 
 #: attention over longer windows costs too much memory for a laptop-scale lab
 MAX_EVAL_LEN = 32768
@@ -104,7 +113,8 @@ class LabSettings:
         return asdict(self)
 
     def validate(self, world: int = 1) -> None:
-        """Raise ValueError for anything that would fail later (no training happens here)."""
+        """Raise for anything that would fail later (no training happens here): TypeError
+        for a value of the wrong type (settings made in Python), ValueError otherwise."""
         if os.path.exists(self.out) and not os.path.isdir(self.out):
             raise ValueError(f"--out {self.out!r} is a file; pass a directory (it is created if missing)")
         if not self.schemes:
@@ -120,20 +130,19 @@ class LabSettings:
             if name not in EXTENSIONS:
                 raise ValueError(f"unknown extension {name!r}; known extensions: {', '.join(EXTENSIONS)} (or none)")
         for name in ("train_len", "d_model", "layers", "heads", "steps", "batch_size", "eval_examples", "symbols", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not self.eval_mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.eval_mults):
-            raise ValueError(f"--eval-mults must be positive integers, got {self.eval_mults!r}")
+            check_int(_flag(name), getattr(self, name), minimum=1)
+        if not self.eval_mults:
+            raise ValueError("--eval-mults is empty; give multiples of --train-len such as 1 2 4")
+        for m in self.eval_mults:
+            check_int("an entry of --eval-mults", m, minimum=1)
         if max(self.eval_lens) > MAX_EVAL_LEN:
             raise ValueError(
                 f"evaluation length {max(self.eval_lens)} (--train-len {self.train_len} x "
                 f"{max(self.eval_mults)}) exceeds the lab's limit of {MAX_EVAL_LEN} tokens"
             )
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
+        if not 0 < check_float("--lr", self.lr) < 1:
             raise ValueError(f"--lr must be a number in (0, 1), got {self.lr!r}")
-        if isinstance(self.finetune_steps, bool) or not isinstance(self.finetune_steps, int) or self.finetune_steps < 0:
-            raise ValueError(f"--finetune-steps must be an integer >= 0, got {self.finetune_steps!r}")
+        check_int("--finetune-steps", self.finetune_steps, minimum=0)
         if self.d_model % self.heads:
             raise ValueError(f"--d-model {self.d_model} is not divisible by --heads {self.heads}")
         if (self.d_model // self.heads) % 2:
@@ -146,20 +155,24 @@ class LabSettings:
         if self.text is not None and "lm" not in self.tasks:
             raise ValueError(f"--text is given but the lm task is not among --tasks {','.join(self.tasks)}")
         for name in ("threads", "jobs"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+            if getattr(self, name) is not None:
+                check_int(_flag(name), getattr(self, name), minimum=1)
         if self.export is not None and os.path.isfile(self.export):
             raise ValueError(f"--export {self.export!r} is a file; pass a folder (created if missing)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        t = self.ddp_timeout
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1e6:
-            raise ValueError(f"--ddp-timeout must be a positive number of minutes, got {t!r}")
+        check_float("--ddp-timeout (minutes)", self.ddp_timeout, above=0.0, maximum=1e6)
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of a settings field: ``train_len`` -> ``--train-len``."""
+    return f"--{name.replace('_', '-')}"
 
 
 def build_tasks(settings: LabSettings) -> dict:
     """The task objects (reads the corpus for lm) with their lengths checked."""
+    from .tasks import CopyTask, RecallTask, TextTask
+
     tasks = {}
     for name in settings.tasks:
         if name == "copy":

@@ -21,14 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TASKS", "Batch", "CopyTask", "RecallTask", "TextTask", "generator_for", "default_corpus_files"]
+from ..checks import check_int
 
-#: task name -> one line for ``--help``
-TASKS = {
-    "copy": "copy a random token string after a separator; exact match over the copied part",
-    "recall": "multi-query associative recall: key-value pairs, then every key again; accuracy of the values",
-    "lm": "character-level language modelling (bytes); bits per character, lower is better",
-}
+__all__ = ["Batch", "CopyTask", "RecallTask", "TextTask", "generator_for", "default_corpus_files"]
 
 
 @dataclass(frozen=True)
@@ -71,9 +66,7 @@ class _StringTask:
     SHORTEST = ""  # what the shortest training string holds (for the error message)
 
     def __init__(self, num_symbols: int):
-        if isinstance(num_symbols, bool) or not isinstance(num_symbols, int) or num_symbols < 2:
-            raise ValueError(f"{self.name} task num_symbols must be an integer >= 2, got {num_symbols!r}")
-        self.num_symbols = num_symbols
+        self.num_symbols = check_int(f"{self.name} task num_symbols", num_symbols, minimum=2)
 
     def _fill_note(self) -> str:
         """Why lengths past ``max_len`` (the longest input length the task can fill, or

@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..attention_spec import AttentionSpec, SpecField, check_count
+from ..attention_spec import AttentionSpec, SpecField
+from ..checks import check_int
 from ..config import RopeConfig
 from ..rotary import apply_rope
 from ..tables import rope_tables
@@ -77,13 +78,39 @@ def _concrete(positions):
         return None
 
 
+def _mask_width(width: int, start, length: int) -> None:
+    """ValueError for a (B, S) mask whose S is not cached + new (also a host callback under jit)."""
+    start = int(start)
+    if width != start + length:
+        raise ValueError(
+            f"attention_mask of width {width} does not cover the {start} cached and {length} "
+            f"new keys: give (B, {start + length}) over every key or (B, {length}) over the new ones"
+        )
+
+
+#: positions are kept as int32 (jax's integers without x64: cache slots, masks)
+_INT32 = 2**31
+
+
 def check_positions(positions, batch: int, length: int) -> None:
-    """positions must be ``(T,)``, ``(1, T)`` or ``(B, T)``; ValueError otherwise."""
+    """positions must be integers shaped ``(T,)``, ``(1, T)`` or ``(B, T)`` (TypeError for
+    another dtype, ValueError for another shape) and, where their values can be read,
+    within int32 (ValueError), never wrapped or truncated."""
     shape = tuple(positions.shape)
     if shape not in ((length,), (1, length), (batch, length)):
         raise ValueError(
             f"positions must be shaped (T,) = ({length},) or (B, T) = ({batch}, {length}), got {shape}"
         )
+    if not jnp.issubdtype(positions.dtype, jnp.integer):
+        raise TypeError(f"positions must be integers, got dtype {positions.dtype}")
+    host = _concrete(positions)
+    if host is not None and host.size:
+        low, high = int(host.min()), int(host.max())
+        if low < -_INT32 or high >= _INT32:
+            raise ValueError(
+                f"positions must lie in [-2**31, 2**31), the int32 range the cache and masks keep; "
+                f"got values from {low} to {high}"
+            )
 
 
 def rope_for(config: RopeConfig, positions, batch: int, length: int, *, max_positions: int):
@@ -107,8 +134,6 @@ def rope_for(config: RopeConfig, positions, batch: int, length: int, *, max_posi
             f"the rope scheme {config.scaling!r} depends on the sequence length, which traced "
             "positions do not give; under jit pass positions=None or concrete positions"
         )
-    if not jnp.issubdtype(positions.dtype, jnp.integer):
-        raise TypeError(f"traced positions must be integers, got dtype {positions.dtype}")
     table_cos, table_sin = position_tables(config, max_positions)
     cos = jnp.take(jnp.asarray(table_cos, jnp.float32), positions, axis=0, mode="fill", fill_value=jnp.nan)
     sin = jnp.take(jnp.asarray(table_sin, jnp.float32), positions, axis=0, mode="fill", fill_value=jnp.nan)
@@ -178,9 +203,10 @@ class Attention(nnx.Module):
     :meth:`__call__`.
 
     Under ``jax.jit`` the cache length and so the positions are traced: RoPE reads them
-    from a table of ``max_positions`` rows, and a step that overflows the cache (or a
-    ``(B, S)`` mask whose S is not cached + new) gives NaN rather than a wrong answer;
-    outside jit both raise ValueError.
+    from a table of ``max_positions`` rows. A step that overflows the cache (or a
+    ``(B, S)`` mask whose S is not cached + new) raises ValueError outside jit; under
+    jit it raises when the step runs, jax's ``JaxRuntimeError`` (a RuntimeError)
+    carrying the same message, and its output is NaN, never a silently wrong answer.
 
     Rows of padding (a left pad under a causal mask sees no token) attend to every
     filled slot instead, as in the torch module; their outputs are a pad's, never used.
@@ -235,7 +261,7 @@ class Attention(nnx.Module):
                 raise TypeError(f"rope must be a ropelab.RopeConfig or None (NoPE), got {rope!r}")
             spec.check_rope(rope)
         self.rope = rope
-        self.max_positions = check_count("max_positions", max_positions)
+        self.max_positions = check_int("max_positions", max_positions, minimum=1)
         width, kv_width = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
         self.q_proj = nnx.Linear(spec.d_model, width, use_bias=bias, rngs=rngs)
         self.k_proj = nnx.Linear(spec.d_model, kv_width, use_bias=bias, rngs=rngs)
@@ -272,7 +298,7 @@ class Attention(nnx.Module):
             ok = False
         elif past is not None:
             ok = shape[1] in (length, past + length)
-        else:  # traced length: any width from T to the capacity; S != cached + new gives NaN
+        else:  # traced length: any width from T to the capacity; S != cached + new raises when the step runs
             ok = length <= shape[1] <= cache.capacity
         if not ok:
             cached = "cached" if past is None else past
@@ -364,8 +390,8 @@ class Attention(nnx.Module):
         if self.rope is not None:
             # (..., T, 1, R/2): one row per token, broadcast over heads
             cos, sin = rope_for(self.rope, positions, B, T, max_positions=self.max_positions)
-            q = apply_rope(q, cos, sin, layout=self.rope.layout)
-            k = apply_rope(k, cos, sin, layout=self.rope.layout)
+            rope = self.rope
+            q, k = apply_rope((q, k), cos, sin, layout=rope.layout, rotary_dim=rope.rotary_dim)
         if spec.qk_norm:
             q, k = rms_norm(q, spec.qk_norm_eps), rms_norm(k, spec.qk_norm_eps)
 
@@ -391,10 +417,13 @@ class Attention(nnx.Module):
             filled = slots < start + T
             keep = spec.keep(q_slot, slots, pos, cache.positions, key_valid=cache.valid, filled=filled)
             out = attend(q, cache.keys.astype(q.dtype), cache.values.astype(q.dtype), causal=False, mask=keep)
-            if past is None:  # traced: what outside jit would be a ValueError is NaN here
-                bad = start + T > C
+            if past is None:  # traced: what outside jit is a ValueError raises when the step runs
+                bad = start + T > C  # (check_room's callback reports it)
                 if full is not None:
-                    bad = bad | (full.shape[1] != start + T)
+                    width = full.shape[1]
+                    wrong = width != start + T
+                    jax.lax.cond(wrong, lambda: jax.debug.callback(_mask_width, width, start, T), lambda: None)
+                    bad = bad | wrong
         out = self.o_proj(out.reshape(B, T, H * D))  # (B, T, d_model)
         if bad is not None:
             out = jnp.where(bad, jnp.nan, out)
@@ -429,7 +458,7 @@ class Attention(nnx.Module):
                 f"{sorted(state_dict)}"
             )
         q_rows, d_model = tuple(state_dict["q_proj.weight"].shape)
-        num_heads = check_count("num_heads", num_heads)
+        num_heads = check_int("num_heads", num_heads, minimum=1)
         if q_rows % num_heads:
             raise ValueError(
                 f"q_proj.weight has {q_rows} rows, not a multiple of num_heads={num_heads}"

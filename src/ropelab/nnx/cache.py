@@ -45,9 +45,16 @@ def positions_from_mask(mask):
     return jnp.maximum(counts - 1, 0)
 
 
-def check_count(name: str, value, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (:func:`ropelab.checks.check_int`)."""
-    return check_int(name, value, minimum=minimum)
+def _overflow(length, new: int, capacity: int) -> None:
+    """ValueError when ``length`` cached and ``new`` tokens overflow ``capacity`` (also run
+    as a host callback under jit)."""
+    length = int(length)
+    wanted = length + new
+    if wanted > capacity:
+        raise ValueError(
+            f"KV cache of capacity {capacity} cannot hold {wanted} tokens "
+            f"({length} cached + {new} new); make a cache with capacity >= {wanted}"
+        )
 
 
 @jax.tree_util.register_dataclass
@@ -69,10 +76,10 @@ class KVCache:
     @classmethod
     def create(cls, batch: int, num_kv_heads: int, capacity: int, head_dim: int, *, dtype=jnp.float32) -> KVCache:
         """An empty cache of ``capacity`` slots for ``batch`` sequences."""
-        batch = check_count("batch", batch)
-        num_kv_heads = check_count("num_kv_heads", num_kv_heads)
-        capacity = check_count("capacity", capacity)
-        head_dim = check_count("head_dim", head_dim)
+        batch = check_int("batch", batch, minimum=1)
+        num_kv_heads = check_int("num_kv_heads", num_kv_heads, minimum=1)
+        capacity = check_int("capacity", capacity, minimum=1)
+        head_dim = check_int("head_dim", head_dim, minimum=1)
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
@@ -102,21 +109,29 @@ class KVCache:
         return int(self.keys.shape[3])
 
     def check_room(self, new: int) -> None:
-        """Raise ValueError if ``new`` more tokens do not fit (when ``length`` is concrete).
+        """Raise ValueError if ``new`` more tokens do not fit.
 
-        Under ``jax.jit`` the length is traced and cannot be checked here; an overflow
-        there makes :class:`~ropelab.nnx.Attention` return NaN instead.
+        Outside ``jax.jit`` (a concrete ``length``) at once. Under jit, ``new`` beyond the
+        capacity at trace time; an overflow that depends on the traced length raises when
+        the step runs: the ValueError's message arrives inside jax's runtime error
+        (``jax.errors.JaxRuntimeError``, a RuntimeError), and the step's output is NaN,
+        never a silently wrong answer.
         """
+        if new > self.capacity:
+            raise ValueError(
+                f"KV cache of capacity {self.capacity} cannot hold {new} new tokens; "
+                f"make a cache with capacity >= {new}"
+            )
         try:
             length = int(self.length)
         except (jax.errors.TracerIntegerConversionError, jax.errors.ConcretizationTypeError):
-            return
-        wanted = length + new
-        if wanted > self.capacity:
-            raise ValueError(
-                f"KV cache of capacity {self.capacity} cannot hold {wanted} tokens "
-                f"({length} cached + {new} new); make a cache with capacity >= {wanted}"
+            jax.lax.cond(
+                self.length + new > self.capacity,
+                lambda: jax.debug.callback(_overflow, self.length, new, self.capacity),
+                lambda: None,
             )
+            return
+        _overflow(length, new, self.capacity)
 
     def update(self, k, v, positions, valid=None) -> KVCache:
         """A new cache with k, v ``(B, T, K, D)`` written at slots ``length..length+T-1``.

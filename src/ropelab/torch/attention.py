@@ -27,6 +27,7 @@ import math
 
 from .._optional import require
 from ..attention_spec import AttentionSpec, SpecField
+from ..checks import check_float
 from ..config import RopeConfig
 
 torch = require("torch", feature="ropelab.torch")
@@ -153,8 +154,9 @@ class Attention(nn.Module):
             temperature_tuning=temperature_tuning,
         )
         spec = self.spec
-        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        dropout = check_float("dropout", dropout, minimum=0.0)
+        if dropout >= 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         if isinstance(rope, RopeConfig):
             self.spec.check_rope(rope)
             rope = RotaryEmbedding(rope)
@@ -242,6 +244,18 @@ class Attention(nn.Module):
 
     # -- forward --------------------------------------------------------------------
 
+    def _check_dtype(self, x) -> None:
+        """x in the weights' dtype, as ``nn.Linear`` needs (outside autocast, which casts)."""
+        weight = self.q_proj.weight
+        if x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
+            return
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        raise TypeError(
+            f"x has dtype {x.dtype} but the layer's weights are {weight.dtype}; cast one to "
+            f"the other (x.to({weight.dtype}) or module.to({x.dtype})) or run under torch.autocast"
+        )
+
     def _begin(self, x, positions, cache, attention_mask):
         """Check forward's inputs; return ``(batch, length, layer_cache, past, positions)``.
 
@@ -252,6 +266,7 @@ class Attention(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be shaped (B, T, d_model={self.d_model}), got {shape}")
+        self._check_dtype(x)
         batch, length, _ = x.shape
         layer_cache = self._layer_cache(cache)
         past = 0 if layer_cache is None else layer_cache.length

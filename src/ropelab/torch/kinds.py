@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..checks import check_str, show
 from ..positional import PRoPE
 from .linear_attention import LinearAttention
 from .positional import ALiBiBias, AxialRoPE, MRoPE, T5Bias, XPos
@@ -142,10 +143,11 @@ def register_layer_kind(name: str):
     A name already taken by another function raises ValueError; registering the same
     function again (a module imported twice) is allowed.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a layer kind name must be a non-empty string, got {name!r}")
+    check_str("a layer kind name", name)
 
     def decorate(fn):
+        if not callable(fn):
+            raise TypeError(f"a layer kind must be a function (config, layer_index) -> dict, got {show(fn)}")
         old = LAYER_KINDS.get(name)
         # a module imported twice re-registers the same function; anything else is a clash
         if old is not None and (old.__module__, old.__qualname__) != (

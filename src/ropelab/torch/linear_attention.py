@@ -25,7 +25,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .._optional import require
+from ..checks import check_bool, check_float, check_int
 from ..config import RopeConfig, check_layout
+from ..rotary import LAYOUT_FAMILIES
 
 torch = require("torch", feature="ropelab.torch.linear_attention")
 F = torch.nn.functional
@@ -57,7 +59,6 @@ def feature_map(x: torch.Tensor) -> torch.Tensor:
 
 
 def _check(q, k, v, cos, sin, layout, eps):
-    check_layout(layout)
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
@@ -75,8 +76,11 @@ def _check(q, k, v, cos, sin, layout, eps):
         )
     if (cos is None) != (sin is None):
         raise ValueError("give both cos and sin, or neither (no rotation)")
-    if not (eps >= 0):
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    if layout is not None:
+        check_layout(layout)
+    elif cos is not None:
+        raise TypeError(f"cos and sin need layout=, the pairing they rotate by: {LAYOUT_FAMILIES}")
+    check_float("eps", eps, minimum=0.0)
 
 
 def _features(q, k, cos, sin, layout):
@@ -95,7 +99,7 @@ def linear_attention(
     *,
     cos=None,
     sin=None,
-    layout: str = "interleaved",
+    layout: str | None = None,
     causal: bool = True,
     eps: float = 1e-6,
     chunk_size: int = 64,
@@ -109,7 +113,7 @@ def linear_attention(
         q, k: ``(B, H, T, D)``; v: ``(B, H, T, E)``.
         cos, sin: RoPE tables broadcastable to ``(B, H, T, R/2)`` (e.g. ``(T, R/2)`` from
             :func:`ropelab.rope_tables`), or None for Katharopoulos's plain form.
-        layout: the RoPE pairing, ``"interleaved"`` or ``"half"``.
+        layout: the RoPE pairing, ``"interleaved"`` or ``"half"``; required with cos/sin.
         causal: token i sees keys j <= i (chunked, linear in T) or all keys.
         eps: added to the denominator.
         chunk_size: C, the causal form's chunk length.
@@ -121,8 +125,8 @@ def linear_attention(
     :class:`LinearAttentionState` if ``return_state``.
     """
     _check(q, k, v, cos, sin, layout, eps)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    causal = check_bool("causal", causal)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     length = q.shape[2]
     if causal and length > _SEGMENT:
         # long inputs go segment by segment, carrying the state: the temporaries stay
@@ -177,7 +181,7 @@ def linear_attention(
     return out, LinearAttentionState(kv, k_sum)
 
 
-def linear_attention_state(k, v, *, cos=None, sin=None, layout: str = "interleaved", key_mask=None):
+def linear_attention_state(k, v, *, cos=None, sin=None, layout: str | None = None, key_mask=None):
     """The state after keys ``k`` (B, H, T, D) and values ``v`` (B, H, T, E): a prefill.
 
     Equals the state :func:`linear_attention` returns for the same tokens, without
@@ -244,7 +248,7 @@ def linear_attention_step(
     *,
     cos=None,
     sin=None,
-    layout: str = "interleaved",
+    layout: str | None = None,
     eps: float = 1e-6,
 ):
     """One decoding step of causal :func:`linear_attention` (the RNN form, eq. 18-20).
@@ -303,11 +307,8 @@ class LinearAttention(Attention):
                 f"map), got {type(rope).__name__}"
             )
         super().__init__(d_model, num_heads, **kwargs)
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-        if not (eps >= 0):
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
-        self.block_size, self.eps = block_size, float(eps)
+        self.block_size = check_int("block_size", block_size, minimum=1)
+        self.eps = check_float("eps", eps, minimum=0.0)
 
     def _tables(self, positions):
         if self.rope is None:
@@ -364,8 +365,8 @@ class LinearAttention(Attention):
         )  # (B, H, T, D)
         return self.o_proj(y.transpose(1, 2).reshape(batch, length, heads * dim))
 
-    def _layout(self) -> str:
-        return "interleaved" if self.rope is None else self.rope.config.layout
+    def _layout(self) -> str | None:
+        return None if self.rope is None else self.rope.config.layout
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", linear (elu+1), block_size={self.block_size}"

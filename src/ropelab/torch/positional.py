@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._optional import require
+from ..checks import check_int
 from ..config import RopeConfig
 from ..positional import (
     alibi_slopes,
@@ -55,18 +56,23 @@ __all__ = [
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(name, value, minimum=minimum)
 
 
 def _compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+def _integer_tensor(p) -> bool:
+    """A tensor of integers: not float, complex or bool (no position silently truncated)."""
+    return isinstance(p, torch.Tensor) and not (
+        p.dtype.is_floating_point or p.is_complex() or p.dtype == torch.bool
+    )
+
+
 def _check_positions(q_pos, k_pos):
     for name, p in (("q_positions", q_pos), ("k_positions", k_pos)):
-        if not isinstance(p, torch.Tensor) or p.dtype.is_floating_point or p.dtype == torch.bool:
+        if not _integer_tensor(p):
             raise TypeError(f"{name} must be an integer tensor shaped (B, T), got {p!r:.80}")
         if p.dim() != 2:
             raise ValueError(f"{name} must be shaped (B, T), got shape {tuple(p.shape)}")
@@ -92,7 +98,7 @@ class LearnedAbsolute(nn.Module):
 
     def forward(self, positions):
         """Integer positions of any shape -> their rows, ``positions.shape + (d_model,)``."""
-        if not isinstance(positions, torch.Tensor) or positions.dtype.is_floating_point:
+        if not _integer_tensor(positions):
             raise TypeError(f"positions must be an integer tensor, got {positions!r:.80}")
         if not _compiling() and positions.numel():
             low, high = int(positions.min()), int(positions.max())
@@ -222,7 +228,8 @@ class XPos(nn.Module):
             raise TypeError(f"config must be a ropelab.RopeConfig, got {type(config).__name__}")
         xpos_scales(np.zeros(1), config.rotary_dim, scale_base=scale_base, gamma=gamma)  # validates
         self.config = config
-        self.scale_base, self.gamma, self.center = float(scale_base), float(gamma), int(center)
+        self.scale_base, self.gamma = float(scale_base), float(gamma)
+        self.center = check_int("center", center)
         self.rotary = RotaryEmbedding(config, max_positions)
         self.register_buffer("scale", torch.empty(0), persistent=False)
         self.register_buffer("inv_scale", torch.empty(0), persistent=False)

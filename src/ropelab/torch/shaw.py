@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from .._optional import require
-from ..attention_spec import check_count
+from ..checks import check_int
 from ..positional import shaw_relative_index
 
 torch = require("torch", feature="ropelab.torch.shaw")
@@ -51,7 +51,7 @@ class ShawAttention(Attention):
                     f"ShawAttention takes no {name}: its relative vectors are the positions"
                 )
         super().__init__(d_model, num_heads, **kwargs)
-        self.clip = check_count("clip", clip)
+        self.clip = check_int("clip", clip, minimum=1)
         self.rel_k = nn.Embedding(2 * self.clip + 1, self.head_dim)
         self.rel_v = nn.Embedding(2 * self.clip + 1, self.head_dim)
         nn.init.normal_(self.rel_k.weight, std=0.02)

@@ -50,10 +50,8 @@ def pattern(name: str, num_layers: int) -> tuple[str, ...]:
     reach the unit's first NoPE layer, the last layer is NoPE (``pattern("irope", 2)`` is
     ``("rope", "nope")``; a model without a NoPE layer would not be iRoPE at all).
     """
-    if name not in PATTERNS:
-        raise ValueError(f"unknown pattern {name!r}; known patterns: {sorted(PATTERNS)}")
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    check_choice("pattern name", name, sorted(PATTERNS))
+    num_layers = check_int("num_layers", num_layers, minimum=1)
     unit = PATTERNS[name]
     kinds = [unit[i % len(unit)] for i in range(num_layers)]
     if "nope" in unit and len(set(unit)) > 1 and "nope" not in kinds:
@@ -368,8 +366,17 @@ class Transformer(nn.Module):
                 tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             )
             raise ValueError(f"tokens must be shaped (B, T), got {shape}")
-        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
             raise TypeError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
+        if tokens.numel() and not torch.compiler.is_compiling():
+            # the embedding would index out of its table: an IndexError on the CPU, a
+            # device-side assert on a GPU
+            low, high = (int(v) for v in torch.aminmax(tokens))
+            if low < 0 or high >= self.config.vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"tokens must be ids in [0, {self.config.vocab_size}) (vocab_size), got {bad}"
+                )
         batch, length = tokens.shape
         if cache is not None:
             if not isinstance(cache, Cache):
