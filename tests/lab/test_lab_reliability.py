@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+import ropelab.files
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 pytest.importorskip("matplotlib")
@@ -435,7 +437,8 @@ def test_results_never_hold_nan_or_infinity(tmp_path):
 
 
 class _FaultyOs:
-    """``os`` for ropelab.lab.store with one call failing like a full or read-only disk."""
+    """``os`` for ropelab.files (which writes every lab file) with one call failing like a
+    full or read-only disk."""
 
     def __init__(self, call, err):
         self._call, self._err = call, err
@@ -455,7 +458,7 @@ class _FaultyOs:
     ("replace", errno.EIO, "Input/output error"),
 ])
 def test_a_failed_write_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, call, err, text):
-    monkeypatch.setattr(store, "os", _FaultyOs(call, err))
+    monkeypatch.setattr(ropelab.files, "os", _FaultyOs(call, err))
     out = tmp_path / "out"
     assert _lab(out) == 1
     lines = capsys.readouterr().err.strip().splitlines()

@@ -16,35 +16,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
+
+from .. import files
 
 __all__ = ["digest", "point_path", "read_json", "write_json", "write_text"]
 
 
 def write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; results are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` to ``path`` atomically (:func:`ropelab.files.write_atomic`)."""
+    files.write_atomic(path, text)
 
 
 def write_json(path: str, obj: Any) -> None:
     """Strict JSON (no NaN or infinity: ValueError), atomically."""
-    write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+    files.write_json(path, obj)
 
 
 def read_json(path: str, default: Any = None) -> Any:

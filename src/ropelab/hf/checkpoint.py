@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import replace
 
 from .._optional import require
 from ..checks import MAX_POSITION, check_float, check_int
 from ..config import RopeConfig
+from ..files import write_atomic, write_json
 from ..rotary import permute_for_layout
 from .compat import dtype_key, rope_form
 
@@ -203,32 +203,9 @@ def _tensors(model, family: str) -> dict:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in out.items()}
 
 
-def _write_atomic(path: str, write) -> None:
-    """``write(tmp_path)``, then move it to ``path`` (no half-written file is ever seen)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; checkpoints are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_config(folder: str, config: dict) -> None:
     """Write ``config`` as ``folder/config.json`` (atomically; strict JSON, no NaN)."""
-    text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n"
-
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    _write_atomic(os.path.join(folder, "config.json"), write)
+    write_json(os.path.join(folder, "config.json"), config, indent=2, sort_keys=True)
 
 
 def save_pretrained(
@@ -288,10 +265,7 @@ def save_pretrained(
         tensors = _tensors(model, family)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
-    _write_atomic(
-        os.path.join(folder, "model.safetensors"),
-        lambda tmp: safetensors.save_file(tensors, tmp, metadata={"format": "pt"}),
-    )
+    write_atomic(os.path.join(folder, "model.safetensors"), safetensors.save(tensors, metadata={"format": "pt"}))
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     write_config(folder, config)  # last: a folder with config.json is complete

@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import stat
 from typing import Any
 
 import torch
 
+from .. import files
+from ..files import TMP_PREFIX
 from .errors import BadFile, LabError, write_error
 
 __all__ = [
@@ -44,8 +45,6 @@ __all__ = [
     "write_json",
 ]
 
-TMP_PREFIX = ".tmp-"
-
 #: largest JSON file read back (losses of a long run are well below)
 JSON_LIMIT = 64 << 20
 
@@ -60,52 +59,19 @@ _DTYPES = {
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
     torch.uint8: "U8", torch.bool: "BOOL",
 }
-_FLAGS_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _FLAGS_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 # -- writing -----------------------------------------------------------------------
 
 
-def _fsync_folder(folder: str) -> None:
-    """Make the rename itself durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: str, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a fresh temporary file and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{os.path.basename(path)}")
-    payload = data.encode() if isinstance(data, str) else data
+    """Write ``data`` to ``path`` atomically (:func:`ropelab.files.write_atomic`); an
+    OSError becomes a LabError naming the file."""
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, _FLAGS_NEW, 0o666)
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(err, OSError):
-            raise write_error(path, err) from None
-        raise
-    _fsync_folder(folder)
+        files.write_atomic(path, data)
+    except OSError as err:
+        raise write_error(path, err) from None
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -136,8 +102,8 @@ def clean_temporaries(root: str) -> int:
     Call it only while holding ``root``'s lock: then no other run is writing there.
     """
     removed = 0
-    for folder, _dirs, files in os.walk(root):  # does not follow links to folders
-        for name in files:
+    for folder, _dirs, names in os.walk(root):  # does not follow links to folders
+        for name in names:
             if name.startswith(TMP_PREFIX):
                 remove(os.path.join(folder, name))
                 removed += 1
