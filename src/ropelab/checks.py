@@ -22,6 +22,7 @@ __all__ = [
     "MAX_POSITION",
     "check_bool",
     "check_choice",
+    "check_device_positions",
     "check_float",
     "check_int",
     "check_positions",
@@ -196,6 +197,25 @@ def check_positions(name: str, positions: Any) -> np.ndarray:
                 f"(at most {_EXACT_FLOAT_INT})"
             )
     return arr
+
+
+def check_device_positions(name: str, positions: Any, kind: str, *, concrete: bool, limit: int) -> None:
+    """Integer torch/jax positions; when ``concrete`` (values readable without a device
+    sync or a trace), also within ``+-limit``. TypeError for other dtypes, ValueError
+    for a position out of range."""
+    dtype = positions.dtype
+    if kind == "torch":
+        integer = not (dtype.is_floating_point or dtype.is_complex) and str(dtype) != "torch.bool"
+        size = positions.numel()
+    else:
+        integer = np.issubdtype(np.dtype(dtype), np.integer)
+        size = positions.size
+    if not integer:
+        raise TypeError(f"{name} must be an integer {kind} array, got dtype {dtype}")
+    if concrete and size:
+        worst = max(abs(int(positions.min())), abs(int(positions.max())))
+        if worst > limit:
+            raise ValueError(f"{name} must lie within +-{limit}, got {worst}")
 
 
 # -- fields computed from other fields ---------------------------------------------------

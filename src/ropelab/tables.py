@@ -1,5 +1,9 @@
 """Exact cos/sin tables at any position.
 
+NumPy positions get float64 rows, formed as below; torch and jax positions get float32
+rows computed on their own device with exact integer-turn arithmetic
+(:mod:`ropelab.rows`), traceable by ``torch.compile`` and ``jax.jit``.
+
 A float32 angle ``p * inv_freq`` at p = 1,000,000 is off by up to ~0.03 rad (one
 float32 ulp of 1e6 is 0.0625), so float32 tables, as most libraries build them, are
 wrong in the second decimal at long context. Here the angle is formed in float64 as an
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._optional import array_kind
 from .checks import check_positions
 from .config import RopeConfig
 from .tables_type import RopeTables
@@ -45,24 +50,38 @@ def exact_angles(positions: np.ndarray, inv_freq: np.ndarray) -> tuple[np.ndarra
 def rope_tables(
     config: RopeConfig, positions, *, seq_len: int | None = None
 ) -> RopeTables:
-    """cos and sin of ``positions * inv_freq``, float64, shape ``positions.shape + (R/2,)``,
-    as a :class:`~ropelab.RopeTables` carrying ``config.layout`` and ``config.head_dim``
-    (it unpacks as ``cos, sin``; ``apply_rope(x, tables)`` needs no layout).
+    """cos and sin of ``positions * inv_freq``, shape ``positions.shape + (R/2,)``, as a
+    :class:`~ropelab.RopeTables` carrying ``config.layout`` and ``config.head_dim`` (it
+    unpacks as ``cos, sin``; ``apply_rope(x, tables)`` needs no layout).
 
     Args:
         config: the rotary schedule.
-        positions: integer (or real) token positions, any shape, e.g. ``(T,)`` for one
-            sequence, ``(B, T)`` for per-row offsets, a KV-cache step or packed sequences.
+        positions: token positions, any shape, e.g. ``(T,)`` for one sequence, ``(B, T)``
+            for per-row offsets, a KV-cache step or packed sequences. NumPy (or a list):
+            integers or reals, rows in float64. A torch tensor or jax array of integers:
+            float32 rows on the positions' device, computed there (no host round trip;
+            traceable by ``torch.compile(fullgraph=True, dynamic=True)`` and ``jax.jit``).
         seq_len: the current length for length-dependent schemes (dynamic NTK,
-            LongRoPE). Defaults to ``max(positions) + 1``, as transformers does.
+            LongRoPE). Defaults to ``max(positions) + 1``, as transformers does; traced
+            or accelerator positions need it given.
 
     Both tables are multiplied by ``config.attention_factor`` (YaRN's and LongRoPE's
-    temperature), the way Hugging Face applies it. Accurate to 1e-6 absolute (times the
-    attention factor) at every position below 2**31. Integer positions beyond 2**53 in
-    magnitude, which float64 cannot hold exactly, are refused (ValueError).
+    temperature), the way Hugging Face applies it. Accuracy against the true cos and sin
+    of ``p * inv_freq`` (inv_freq the float64 value the scheme defines): 1e-15 in NumPy,
+    3e-7 for torch and jax, at every integer ``|p| < 2**31`` (times the attention
+    factor); negative positions are rotations by negative angles. NumPy integers beyond
+    2**53 in magnitude (float64 cannot hold them) and torch/jax ones beyond 2**33 are
+    refused (ValueError; on an accelerator or under a trace they are not read back).
     """
     if not isinstance(config, RopeConfig):
         raise TypeError(f"config must be a RopeConfig, got {type(config).__name__}")
+    if not isinstance(positions, (np.ndarray, list, tuple, int, float, np.generic)):
+        kind = array_kind(positions)
+        if kind != "numpy":
+            from .rows import rope_rows
+
+            cos, sin = rope_rows(config, positions, kind, seq_len=seq_len)
+            return RopeTables(cos, sin, config.layout, head_dim=config.head_dim)
     pos = check_positions("positions", positions)
     if seq_len is None and config.dynamic and pos.size:
         seq_len = int(np.max(pos)) + 1

@@ -197,7 +197,8 @@ BAD: list[Bad] = [
     Bad("float8 x", lambda: _float8(), TypeError, "x has dtype torch.float8_e4m3fn, which torch cannot compute with"),
     Bad("tables on the meta device", lambda: _meta_tables(), ValueError, "cos is on the meta device (a shape without values) while x is on cpu"),
     Bad("x of width 96, tables for head_dim 64", lambda: apply_rope(np.zeros((4, 96)), *rope_tables(RopeConfig(64), np.arange(4)), layout="interleaved"), ValueError, "x has 96 features per head but cos/sin rotate 64 (32 columns)"),
-    Bad("torch positions above 2**53", lambda: _torch_tables(2**53 + 1), ValueError, "2**53"),
+    Bad("torch positions beyond the exact range", lambda: _torch_tables(2**33), ValueError, "positions must lie within +-8589934591, got 8589934592"),
+    Bad("torch positions float", lambda: rope_tables(RopeConfig(8), _torch().tensor([1.0])), TypeError, "positions must be an integer torch array, got dtype torch.float32"),
     Bad("apply_rope_ under autograd", lambda: _inplace_under_autograd(), _Recorded, "apply_rope_ recorded the inverse rotation"),
     Bad("permute_for_layout num_heads string", lambda: permute_for_layout(np.zeros((8, 2)), "2", src="half", dst="interleaved"), TypeError, "num_heads must be an integer, got '2' (str)"),
     # --- the tables types and transformers' full-width tables
@@ -291,7 +292,7 @@ class _Exact(ValueError):
 
 
 def _torch_tables(p):
-    """Refused (ValueError naming 2**53) or exact: either closes the gap; rounding does not."""
+    """Refused (ValueError naming the range) or exact: either closes the gap; rounding does not."""
     torch = _torch()
     import mpmath
 
@@ -299,7 +300,7 @@ def _torch_tables(p):
     cos, _ = rope_tables(config, torch.tensor([p]))  # may raise: refused
     exact = [float(mpmath.cos(mpmath.mpf(p) * mpmath.mpf(f))) for f in config.inv_freq()]
     if np.allclose(cos.double().numpy()[0], exact, atol=1e-6):
-        raise _Exact("torch positions beyond 2**53 are exact")
+        raise _Exact(f"torch position {p} is exact")
     return cos
 
 

@@ -1,0 +1,219 @@
+"""Exact cos/sin rows in float32, computed on the positions' own device (torch, jax).
+
+A float32 angle ``p * inv_freq`` is off by up to ~0.03 rad at p = 1,000,000 (one float32
+ulp of 1e6 is 0.0625), which is how most libraries lose accuracy at long context; float64
+cannot be asked of every accelerator. Here the angle is reduced in *turns* with integer
+arithmetic that float32 carries out exactly, so no table indexed by position is needed
+and nothing leaves the device:
+
+- Host, once per frequency vector: each frequency's turns ``inv_freq / (2 pi)`` (the
+  float64 ``inv_freq`` the scheme defines, divided by a 256-bit ``2 pi`` in exact integer
+  arithmetic), its fractional part as a 66-bit fixed-point number, stored as six 11-bit
+  limbs in float32 (:func:`turn_limbs`; integers below 2048 are exact in float32).
+- Device, per call: ``|p|`` split into three 11-bit limbs by integer shifts. Every limb
+  product is below 2**22 and every sum of three below 2**24, so the fraction of a turn
+  ``frac(|p| * turns)`` is formed exactly to 22 bits, plus a small float32 remainder. A
+  quarter-turn reduction leaves an angle within pi/4 (+ a hair) for float32 ``sin``/``cos``,
+  whose results are then rotated by the quarter (exact swaps and signs), and by the sign of
+  ``p`` (negative positions are rotations by negative angles).
+
+Error against the true cos and sin of ``p * inv_freq``: below 3e-7 absolute for every
+integer ``|p| < 2**31`` (float32 sin/cos of the small angle dominates). Positions up to
+2**33 in magnitude keep the bound; beyond that the top limb's products stop being exact.
+
+Every step is elementwise (shifts, masks, multiply-adds, floor, round, sin, cos), so the
+rows trace under ``torch.compile(fullgraph=True, dynamic=True)`` and ``jax.jit`` with no
+graph break, no host round trip and no recompile per position value.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from .checks import check_device_positions
+
+__all__ = ["LIMBS", "MAX_EXACT_POSITION", "jax_rows", "rope_rows", "torch_rows", "turn_limbs"]
+
+# floor(2**256 / (2 pi)): the turns of a radian to 256 bits
+_INV_TWO_PI_256 = 0x28BE60DB9391054A7F09D5F47D4D377036D8A5664F10E4107F9458EAF7AEF158
+_BITS = 11  # limb width: limb products < 2**22, sums of three < 2**24 (exact in float32)
+LIMBS = 6  # fraction limbs: 66 bits of a turn
+_FRACTION_BITS = _BITS * LIMBS
+_MASK = (1 << _BITS) - 1
+_TWO_PI_F32 = float(np.float32(2 * math.pi))
+
+
+def _turns_fixed(inv_freq: float) -> int:
+    """frac(inv_freq / (2 pi)) * 2**66, rounded to the nearest integer (exact arithmetic)."""
+    num, den = float(inv_freq).as_integer_ratio()  # den is a power of two
+    scaled = num * _INV_TWO_PI_256  # inv_freq / (2 pi) * 2**256 * den
+    shift = 256 + den.bit_length() - 1 - _FRACTION_BITS
+    fixed = (scaled + (1 << (shift - 1))) >> shift
+    return fixed & ((1 << _FRACTION_BITS) - 1)
+
+
+@lru_cache(maxsize=64)
+def _limbs_cached(freq_bytes: bytes) -> np.ndarray:
+    inv_freq = np.frombuffer(freq_bytes, dtype=np.float64)
+    out = np.empty((LIMBS, inv_freq.size), dtype=np.float32)
+    for col, f in enumerate(inv_freq):
+        fixed = _turns_fixed(f)
+        for j in range(LIMBS):  # limb j weighs 2**(-11 (j + 1))
+            out[j, col] = (fixed >> (_BITS * (LIMBS - 1 - j))) & _MASK
+    out.setflags(write=False)
+    return out
+
+
+def turn_limbs(inv_freq) -> np.ndarray:
+    """The fractional turns of each frequency as ``(6, R/2)`` float32 11-bit limbs.
+
+    Row ``j`` holds the integers ``T_j`` (0..2047) with
+    ``frac(inv_freq / (2 pi)) ~= sum_j T_j * 2**(-11 (j + 1))`` to 2**-67.
+    ``inv_freq`` must be finite and non-negative (what every scheme gives).
+    """
+    freq = np.ascontiguousarray(inv_freq, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(freq)) or np.any(freq < 0):
+        raise ValueError("inv_freq must be finite and >= 0 to form exact rows")
+    return _limbs_cached(freq.tobytes())
+
+
+def _fraction(a_limbs, limbs, floor, round_):
+    """Quarter-reduced turns: (quadrant q in 0..3 as float, turn u within +-1/8 + 2**-8).
+
+    ``a_limbs``: the three float32 limbs of |p| (each shaped like the positions + (1,));
+    ``limbs``: the six frequency limbs, each shaped (R/2,).
+    """
+    p0, p1, p2 = a_limbs
+    t1, t2, t3, t4, t5, t6 = limbs
+    # S_k: the products of weight 2**(-11 k); k <= 0 are whole turns and drop out
+    s1 = p0 * t1 + p1 * t2 + p2 * t3
+    s2 = p0 * t2 + p1 * t3 + p2 * t4
+    s3 = p0 * t3 + p1 * t4 + p2 * t5
+    s4 = p0 * t4 + p1 * t5 + p2 * t6
+    s5 = p0 * t5 + p1 * t6
+    # 22 exact bits of the turn: (s1 mod 2**11) * 2**11 + s2 < 2**24, then mod 2**22
+    whole = (s1 - floor(s1 * 2.0**-11) * 2.0**11) * 2.0**11 + s2
+    whole = whole - floor(whole * 2.0**-22) * 2.0**22
+    g = whole * 2.0**-22  # in [0, 1), exact
+    q = round_(g * 4.0)  # nearest quarter, 0..4
+    g = g - q * 0.25  # within +-1/8, exact
+    rest = s3 * 2.0**-33 + (s4 * 2.0**-44 + s5 * 2.0**-55)
+    q = q - floor(q * 0.25) * 4.0  # 4 -> 0
+    return q, g + rest
+
+
+def _finish(q, u, negative, sin, cos, where, factor):
+    angle = u * _TWO_PI_F32
+    c, s = cos(angle), sin(angle)
+    # rotate by q quarter turns: (cos, sin) of (q pi/2) are exact 0/+-1
+    cq = abs(q - 2.0) - 1.0
+    sq = 1.0 - abs(q - 1.0)
+    cos_out = c * cq - s * sq
+    sin_out = s * cq + c * sq
+    sin_out = where(negative, -sin_out, sin_out)
+    if factor != 1.0:
+        cos_out = cos_out * factor
+        sin_out = sin_out * factor
+    return cos_out, sin_out
+
+
+def torch_rows(positions, limbs, *, attention_factor: float = 1.0):
+    """cos, sin float32 of ``positions[..., None] * inv_freq`` on the positions' device.
+
+    Args:
+        positions: an integer torch tensor, any shape.
+        limbs: ``turn_limbs(inv_freq)`` as a float32 tensor ``(6, R/2)`` on the
+            positions' device (modules keep it as a buffer; :func:`rope_rows` makes it).
+        attention_factor: multiplies both rows (YaRN's and LongRoPE's temperature).
+
+    Returns ``(cos, sin)``, each ``positions.shape + (R/2,)``, float32.
+    """
+    import torch
+
+    a = positions.abs()
+    # (..., 1) float32 limbs of |p|: 11, 11 and the rest (exact below 2**33)
+    parts = [(((a >> (_BITS * i)) & _MASK) if i < 2 else (a >> (_BITS * i))).to(torch.float32)[..., None]
+             for i in range(3)]
+    q, u = _fraction(parts, limbs.unbind(0), torch.floor, torch.round)
+    negative = (positions < 0)[..., None]
+    return _finish(q, u, negative, torch.sin, torch.cos, torch.where, float(attention_factor))
+
+
+def jax_rows(positions, limbs, *, attention_factor: float = 1.0):
+    """:func:`torch_rows` for jax arrays: float32 rows of integer ``positions``."""
+    import jax.numpy as jnp
+
+    a = jnp.abs(positions)
+    parts = [(((a >> (_BITS * i)) & _MASK) if i < 2 else (a >> (_BITS * i))).astype(jnp.float32)[..., None]
+             for i in range(3)]
+    q, u = _fraction(parts, tuple(limbs[j] for j in range(LIMBS)), jnp.floor, jnp.round)
+    negative = (positions < 0)[..., None]
+    return _finish(q, u, negative, jnp.sin, jnp.cos, jnp.where, float(attention_factor))
+
+
+# -- rope_tables for torch and jax positions ------------------------------------------
+
+#: positions of larger magnitude lose the exactness bound (the top limb's products)
+MAX_EXACT_POSITION = 2**33 - 1
+
+
+def _concrete(positions, kind: str) -> bool:
+    """Values readable without a device sync or a trace: CPU tensors outside compile."""
+    if kind == "torch":
+        import torch
+
+        return positions.device.type == "cpu" and not torch.compiler.is_compiling()
+    import jax
+
+    return not isinstance(positions, jax.core.Tracer) and all(
+        d.platform == "cpu" for d in positions.devices()
+    )
+
+
+def _size(positions) -> int:
+    return int(positions.numel()) if hasattr(positions, "numel") else int(positions.size)
+
+
+def _length(positions, kind: str, concrete: bool) -> int:
+    """max(positions) + 1, for length-dependent schemes when no seq_len is given."""
+    if not concrete:
+        raise ValueError(
+            "a length-dependent scheme (dynamic NTK, LongRoPE) needs seq_len= for positions "
+            f"that are traced or on an accelerator ({kind}): max(positions) + 1 would be a "
+            "host round trip"
+        )
+    return int(positions.max()) + 1 if _size(positions) else 1
+
+
+def _torch_limbs(config, seq_len):
+    import torch
+
+    return torch.from_numpy(turn_limbs(config.inv_freq(seq_len)).copy())
+
+
+_torch_limbs_constant = None
+
+
+def rope_rows(config, positions, kind: str, *, seq_len: int | None = None):
+    """cos, sin float32 rows for torch or jax ``positions`` (see :func:`ropelab.rope_tables`)."""
+    concrete = _concrete(positions, kind)
+    check_device_positions("positions", positions, kind, concrete=concrete, limit=MAX_EXACT_POSITION)
+    if seq_len is None and config.dynamic:
+        seq_len = _length(positions, kind, concrete)
+    factor = config.attention_factor
+    if kind == "torch":
+        global _torch_limbs_constant
+        if _torch_limbs_constant is None:
+            import torch
+
+            # the limbs are constants of (config, seq_len): torch.compile calls this once
+            # while tracing instead of tracing its host arithmetic
+            _torch_limbs_constant = torch.compiler.assume_constant_result(_torch_limbs)
+        limbs = _torch_limbs_constant(config, seq_len).to(positions.device)
+        return torch_rows(positions, limbs, attention_factor=factor)
+    import jax.numpy as jnp
+
+    return jax_rows(positions, jnp.asarray(turn_limbs(config.inv_freq(seq_len))), attention_factor=factor)
