@@ -62,3 +62,22 @@ def array_kind(x) -> str:
         f"expected a numpy array, torch tensor or jax array, got {type(x).__module__}."
         f"{type(x).__qualname__}"
     )
+
+
+def lazy_exports(package: str, where: dict[str, str]):
+    """``(__getattr__, __dir__)`` for a package whose public names are imported on first
+    use: ``where`` maps each name to the submodule that defines it, so importing the
+    package (or one light submodule of it) does not import the heavy ones."""
+
+    def __getattr__(name: str):
+        module = where.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__():
+        return sorted(set(vars(sys.modules[package])) | set(where))
+
+    return __getattr__, __dir__

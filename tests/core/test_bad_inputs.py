@@ -233,6 +233,7 @@ BAD: list[Bad] = [
     Bad("linear_attention tables without a layout", lambda: _linear_attention_without_layout(), TypeError, "cos and sin need layout=, the pairing they rotate by"),
     Bad("lab settings --steps 0", lambda: _lab_settings(steps=0), ValueError, "--steps must be an integer >= 1, got 0"),
     Bad("lab settings --steps a float", lambda: _lab_settings(steps=10.0), TypeError, "--steps must be an integer, got 10.0"),
+    Bad("lab settings --retrieval-mix above 1", lambda: _lab_settings(retrieval_mix=1.5), ValueError, "--retrieval-mix must be a finite number >= 0 and <= 1, got 1.5"),
     Bad("nnx float positions", lambda: _nnx_positions(np.array([0.0, 1.0])), TypeError, "positions must be integers, got dtype float64"),
     Bad("nnx positions beyond int32", lambda: _nnx_positions(np.array([0, 2**31])), ValueError, "positions must lie in [-2**31, 2**31), the int32 range the cache and masks keep; got values from 0 to 2147483648"),
     # --- torch front end: inputs of a forward

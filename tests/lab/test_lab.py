@@ -166,6 +166,40 @@ def test_text_windows_are_slices_of_the_file(text_file):
             assert int(row_in[0]) == TextTask.BOS and torch.equal(row_t[:-1], row_in[1:])
 
 
+def test_retrieval_mix_makes_passkey_windows(text_file):
+    """A share of the training windows are passkey sequences in extend's short format:
+    filler from the training text, the needle, filler, the question and the same key."""
+    import re
+
+    from ropelab.extend.passkey import SHORT
+
+    plain = TextTask([text_file])
+    task = TextTask([text_file], retrieval_mix=0.5)
+    data = open(text_file, "rb").read()[: len(task.train_data)]
+    batch = task.train_batch(8, 40, generator_for(0, "train", 0))
+    assert batch.targets.shape == (8, 40) and not batch.mask[:, 0].any() and batch.mask[:, 1:].all()
+    keys = []
+    for row_in, row_t in zip(batch.inputs[:4], batch.targets[:4], strict=True):
+        text = bytes(row_t.tolist()).decode()
+        found = re.fullmatch(r"(.*)key (\d{4})\. (.*)key (\d{4})", text, flags=re.S)
+        assert found, text
+        assert found.group(2) == found.group(4)  # the question's answer is the needle's key
+        filler = (found.group(1) + found.group(3)).encode()
+        assert len(filler) == 40 - 18 and filler in data  # one stretch of the training text
+        assert int(row_in[0]) == TextTask.BOS and torch.equal(row_t[:-1], row_in[1:])
+        keys.append(found.group(2))
+    assert len(set(keys)) > 1
+    for row_t in batch.targets[4:]:
+        assert bytes(row_t.tolist()) in data
+    assert SHORT.needle == "key {key}. " and SHORT.digits == 4
+    # runs with the mix are other runs; runs without keep their keys
+    assert task.fingerprint() == {**plain.fingerprint(), "retrieval_mix": 0.5}
+    assert "retrieval_mix" not in plain.fingerprint()
+    with pytest.raises(ValueError, match="too short for --retrieval-mix"):
+        task.check_lengths(17, [17])
+    task.check_lengths(18, [18])
+
+
 class _Uniform(torch.nn.Module):
     """Equal logits for every token: cross-entropy log(V) nats exactly."""
 

@@ -207,6 +207,7 @@ def test_finetune_records(tmp_path):
         (["--lr", "-1"], "--lr must be a number in (0, 1)"),
         (["--finetune-steps", "-2"], "--finetune-steps must be an integer >= 0"),
         (["--tasks", "copy", "--text", "x.txt"], "--text is given but the lm task is not among --tasks copy"),
+        (["--tasks", "copy", "--retrieval-mix", "0.2"], "--retrieval-mix is given but the lm task is not among --tasks copy"),
     ],
 )
 def test_bad_arguments_stop_before_training(tmp_path, capsys, extra, message):

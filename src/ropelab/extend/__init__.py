@@ -6,13 +6,24 @@ factors searched here) is measured at multiples of the checkpoint's original len
 bits per token over sliding windows and passkey retrieval by depth. The chosen scheme
 can be written back as a checkpoint transformers loads extended. ``ropelab extend
 --help`` lists the options; :func:`run_extend` is the same from Python. Imports torch
-and transformers.
+and transformers; the names below are imported on first use, so that the lab can use
+:mod:`ropelab.extend.passkey` without transformers.
 """
 
-from .experiment import run_extend
-from .passkey import PasskeySettings
-from .schemes import NAMES
-from .search import SearchSettings, search_longrope
-from .settings import ExtendSettings
+from __future__ import annotations
 
-__all__ = ["NAMES", "ExtendSettings", "PasskeySettings", "SearchSettings", "run_extend", "search_longrope"]
+from .._optional import lazy_exports
+
+# public name -> the module that defines it
+_WHERE = {
+    "NAMES": "schemes",
+    "ExtendSettings": "settings",
+    "PasskeySettings": "passkey",
+    "SearchSettings": "search",
+    "run_extend": "experiment",
+    "search_longrope": "search",
+}
+
+__all__ = sorted(_WHERE)
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -24,7 +24,7 @@ import torch
 from ..checks import check_int
 from .dist import SINGLE, Dist
 
-__all__ = ["PasskeySettings", "Prompts", "accuracy", "make_prompts"]
+__all__ = ["SHORT", "PasskeySettings", "Prompts", "accuracy", "assemble", "make_prompts"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,21 @@ class PasskeySettings:
                 getattr(self, name).format(key="0")
         except (KeyError, IndexError, ValueError) as err:
             raise ValueError(f"--passkey-{name}: a template with {{key}} as its only field, got {getattr(self, name)!r} ({err})") from None
+
+
+#: a format short enough for models trained on a few dozen tokens (18 bytes with its
+#: key): ``ropelab lab --retrieval-mix`` trains on it, and ``ropelab extend --passkey-digits 4
+#: --passkey-needle 'key {key}. ' --passkey-question key`` asks for it
+SHORT = PasskeySettings(digits=4, needle="key {key}. ", question="key")
+
+
+def assemble(filler: list[int], depth: float, needle: list[int], question: list[int], answer: list[int],
+             bos: int | None = None) -> list[int]:
+    """One passkey sequence: ``[bos] filler[:k] needle filler[k:] question answer``, the
+    needle after ``k = round(depth * len(filler))`` tokens of filler."""
+    before = int(round(depth * len(filler)))
+    head = [bos] if bos is not None else []
+    return head + filler[:before] + needle + filler[before:] + question + answer
 
 
 @dataclass(frozen=True)
@@ -96,9 +111,7 @@ def make_prompts(tokenizer, filler: torch.Tensor, length: int, settings: Passkey
                     f"{room} at length {length}; pass more text"
                 )
             at = int(rng.integers(0, len(filler) - room + 1))
-            text = filler[at : at + room].tolist()
-            before = int(round(depth * room))
-            seq = ([bos] if bos is not None else []) + text[:before] + needle + text[before:] + question + answer
+            seq = assemble(filler[at : at + room].tolist(), depth, needle, question, answer, bos)
             rows.append(seq[:-1])
             answers.append(answer)
             depths.append(d)

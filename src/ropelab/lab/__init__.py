@@ -13,7 +13,7 @@ command line's parser (``ropelab lab --help``) and the settings' checks work wit
 
 from __future__ import annotations
 
-import importlib
+from .._optional import lazy_exports
 
 # public name -> the module of the lab that defines it
 _WHERE = {
@@ -36,14 +36,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ropelab.lab' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -104,6 +104,7 @@ class LabSettings:
     progress: bool = True
     ddp_timeout: float = DDP_TIMEOUT_MINUTES  # minutes
     export: str | None = None  # folder for transformers checkpoints of the trained models
+    retrieval_mix: float = 0.0  # share of lm training windows that are passkey sequences
 
     @property
     def eval_lens(self) -> tuple[int, ...]:
@@ -152,6 +153,9 @@ class LabSettings:
             )
         if self.batch_size % world:
             raise ValueError(f"--batch-size {self.batch_size} is not divisible by the {world} processes")
+        check_float("--retrieval-mix", self.retrieval_mix, minimum=0.0, maximum=1.0)
+        if self.retrieval_mix and "lm" not in self.tasks:
+            raise ValueError(f"--retrieval-mix is given but the lm task is not among --tasks {','.join(self.tasks)}")
         if self.text is not None and "lm" not in self.tasks:
             raise ValueError(f"--text is given but the lm task is not among --tasks {','.join(self.tasks)}")
         for name in ("threads", "jobs"):
@@ -180,7 +184,7 @@ def build_tasks(settings: LabSettings) -> dict:
         elif name == "recall":
             task = RecallTask(settings.symbols)
         else:
-            task = TextTask(None if settings.text is None else list(settings.text))
+            task = TextTask(None if settings.text is None else list(settings.text), retrieval_mix=settings.retrieval_mix)
         task.check_lengths(settings.train_len, settings.eval_lens)
         tasks[name] = task
     return tasks

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..checks import check_int
+from ..extend.passkey import SHORT, assemble
 
 __all__ = ["Batch", "CopyTask", "RecallTask", "TextTask", "generator_for", "default_corpus_files"]
 
@@ -258,7 +259,9 @@ class TextTask:
     BOS = 256
     vocab_size = 257
 
-    def __init__(self, paths: list[str] | None = None, *, max_bytes: int = 4_000_000):
+    def __init__(self, paths: list[str] | None = None, *, max_bytes: int = 4_000_000, retrieval_mix: float = 0.0):
+        #: the share of training windows that are passkey sequences (see train_batch)
+        self.retrieval_mix = retrieval_mix
         explicit = paths is not None
         paths = list(paths) if explicit else default_corpus_files()
         if not paths:
@@ -288,11 +291,19 @@ class TextTask:
         self.train_data, self.eval_data = data[:split], data[split:]
 
     def fingerprint(self) -> dict:
-        return {"task": self.name, "corpus_sha256": self.digest, "bytes": len(self.train_data) + len(self.eval_data)}
+        found = {"task": self.name, "corpus_sha256": self.digest, "bytes": len(self.train_data) + len(self.eval_data)}
+        if self.retrieval_mix:  # runs without it keep the keys they always had
+            found["retrieval_mix"] = self.retrieval_mix
+        return found
 
     def check_lengths(self, train_len: int, eval_lens) -> None:
         if train_len < self.min_train_len:
             raise ValueError(f"--train-len {train_len} is too short for the lm task; it needs >= {self.min_train_len}")
+        if self.retrieval_mix and train_len < self._passkey_parts("0" * SHORT.digits)[3]:
+            raise ValueError(
+                f"--train-len {train_len} is too short for --retrieval-mix: a passkey sequence "
+                f"({SHORT.needle!r}, {SHORT.question!r}, the answer) needs more"
+            )
         longest = max([train_len, *eval_lens])
         for label, part in (("training", self.train_data), ("held-out", self.eval_data)):
             if len(part) < longest:
@@ -314,7 +325,30 @@ class TextTask:
     def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
         starts = torch.randint(0, len(self.train_data) - length, (batch_size,), generator=g)
         windows = torch.stack([self.train_data[s : s + length] for s in starts.tolist()])  # (B, T)
+        for row in range(round(self.retrieval_mix * batch_size)):
+            windows[row] = self._passkey_window(length, g)
         return self._batch(windows)
+
+    @staticmethod
+    def _passkey_parts(key: str) -> tuple[list[int], list[int], list[int], int]:
+        """Needle, question and answer bytes of :data:`ropelab.extend.passkey.SHORT`, and their length."""
+        needle = list(SHORT.needle.format(key=key).encode())
+        question = list(SHORT.question.encode())
+        answer = list(SHORT.answer.format(key=key).encode())
+        return needle, question, answer, len(needle) + len(question) + len(answer)
+
+    def _passkey_window(self, length: int, g: torch.Generator) -> torch.Tensor:
+        """A training window that is a passkey sequence in ``ropelab extend``'s format
+        (:func:`ropelab.extend.passkey.assemble`): filler from the training text, the
+        needle at a random depth, the question and the key at the end. Copying the key is
+        then something the model can learn; plain text at a few dozen bytes never asks it."""
+        key = "".join(str(d) for d in torch.randint(0, 10, (SHORT.digits,), generator=g).tolist())
+        needle, question, answer, fixed = self._passkey_parts(key)
+        room = length - fixed
+        start = int(torch.randint(0, len(self.train_data) - room, (1,), generator=g))
+        depth = float(torch.rand(1, generator=g))
+        filler = self.train_data[start : start + room].tolist()
+        return torch.tensor(assemble(filler, depth, needle, question, answer))
 
     def eval_batches(self, length: int, num_examples: int, batch_size: int, g: torch.Generator):
         # num_examples windows spread evenly over the held-out text (deterministic, no g)
