@@ -1,12 +1,15 @@
-"""The seed exercises, with their exact signatures, as thin calls into ropelab.
+"""Classic RoPE exercises, with their usual signatures, as thin calls into ropelab.
 
-Seed 000 (NoPE / iRoPE attention, numpy): ``apply_rope``, ``irope_attention``,
-``iRoPETransformer``. Seed 001 (a bidirectional RoPE transformer block, numpy):
-``rope_transformer_block``. Seed 002 (NNX RoPE multi-head attention): ``mha_rope``.
-Seed 004 (interleaved RoPE of one sequence): ``rope_apply``.
+- NoPE / iRoPE attention in NumPy: ``apply_rope(x, positions)``, ``irope_attention``,
+  ``iRoPETransformer``. This ``apply_rope`` is not :func:`ropelab.apply_rope`: it takes
+  positions (half layout, default frequencies), where the library's takes cos/sin tables.
+- A bidirectional RoPE transformer block in NumPy: ``rope_transformer_block``.
+- Flax NNX RoPE multi-head attention: ``mha_rope``.
+- Interleaved RoPE of one ``(T, d)`` sequence: ``rope_apply``.
 
-Shapes: B batch (the seeds' N), T time, H heads, D head dim. The numpy exercises compute
-in float64. Seed 002 needs the ``jax`` extra and imports it only when called.
+Shapes: B batch (N in the block's signature), T time, H heads, D head dim. The numpy
+exercises compute in float64. ``mha_rope`` needs the ``jax`` extra and imports it only
+when called.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ __all__ = [
 
 
 def _integer(name: str, value, *, minimum: int = 1) -> int:
-    """``value`` as an int; floats are accepted when whole (the seeds pass 4.0 for 4)."""
+    """``value`` as an int; floats are accepted when whole (callers of these signatures
+    pass 4.0 for 4)."""
     return check_int(name, value, minimum=minimum, whole_floats=True)
 
 
@@ -45,12 +49,13 @@ def _array(name: str, value, ndim: int | None = None) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-# --- seed 000: NoPE with iRoPE attention -------------------------------------------------
+# --- NoPE / iRoPE attention (numpy) -------------------------------------------------------
 
 
 def apply_rope(x: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Seed 000: RoPE in the half layout, ``(x[i], x[i + D/2])`` pairs, float64.
+    """RoPE by positions in the half layout, ``(x[i], x[i + D/2])`` pairs, float64.
 
+    Not :func:`ropelab.apply_rope` (which takes cos/sin tables): the exercise's form.
     Frequencies ``10000 ** (-i / (D/2))``, i.e. ``RopeConfig(D)``'s default schedule.
 
     Args:
@@ -84,7 +89,7 @@ def irope_attention(
     use_rope: bool = True,
     causal: bool = True,
 ) -> np.ndarray:
-    """Seed 000: attention with RoPE on Q and K (a RoPE layer) or none (a NoPE layer).
+    """Attention with RoPE on Q and K (a RoPE layer) or none (a NoPE layer).
 
     Args:
         Q, K: ``(B, H, T, D)``; V: ``(B, H, T, Dv)``.
@@ -110,7 +115,7 @@ def irope_attention(
 
 
 class iRoPETransformer:
-    """Seed 000: a stack whose layers in ``rope_layers`` use RoPE and the rest NoPE.
+    """A stack whose layers in ``rope_layers`` use RoPE and the rest NoPE.
 
     Llama 4's iRoPE (interleaved RoPE) is such a pattern; :attr:`pattern` gives it as
     data, ``("rope" | "nope", ...)``, one entry per layer.
@@ -138,11 +143,11 @@ class iRoPETransformer:
         return irope_attention(Q, K, V, positions, use_rope=use_rope, causal=True)
 
 
-# --- seed 001: transformer block with RoPE -------------------------------------------------
+# --- a RoPE transformer block (numpy) ------------------------------------------------------
 
 
 def rope_transformer_block(x, w_q, w_k, w_v, w_o, num_heads, freqs_cos, freqs_sin):
-    """Seed 001: one bidirectional attention block with interleaved RoPE, residual, layer norm.
+    """One bidirectional attention block with interleaved RoPE, residual, layer norm.
 
     ``LayerNorm(x + concat_h(softmax(rot(x W_q) rot(x W_k)^T / sqrt(D)) x W_v) W_o)``,
     with ``rot`` pairing ``(q[2k], q[2k+1])`` (RoFormer, Su et al. 2021) by the given
@@ -191,11 +196,12 @@ def rope_transformer_block(x, w_q, w_k, w_v, w_o, num_heads, freqs_cos, freqs_si
     return (y - mean) / np.sqrt(var + 1e-5)
 
 
-# --- seed 002: NNX RoPE multi-head attention -----------------------------------------------
+# --- Flax NNX RoPE multi-head attention ------------------------------------------------------
 
 
 def mha_rope(seed, x, num_heads, d_model, base):
-    """Seed 002: :class:`ropelab.nnx.RopeMHA` built with ``nnx.Rngs(int(seed))``, applied to x.
+    """RoPE multi-head attention in Flax NNX: :class:`ropelab.nnx.RopeMHA` built with
+    ``nnx.Rngs(int(seed))``, applied to x.
 
     Args:
         seed: integer (floats with a whole value accepted) seeding the projections.
@@ -224,12 +230,12 @@ def mha_rope(seed, x, num_heads, d_model, base):
 
 
 def rope_apply(seed, x, base):
-    """Seed 004: interleaved RoPE of a ``(T, d)`` array at positions ``0..T-1``, flattened.
+    """Interleaved RoPE of a ``(T, d)`` array at positions ``0..T-1``, flattened.
 
-    ``seed`` is unused (the seed's interface passes it). Frequencies follow the seed's
-    formula ``theta_i = base ** (-2i / d)``. Note: the seed's worked example writes the
-    second pair's angle at position 1 as 1e-4 rad, but its own formula with d=4, i=1
-    gives ``10000 ** (-2/4) = 1e-2`` rad; this follows the formula, so
+    ``seed`` is unused (the signature has it, like :func:`mha_rope`'s). Frequencies
+    follow ``theta_i = base ** (-2i / d)``: with d=4 the second pair turns by
+    ``10000 ** (-2/4) = 1e-2`` rad per position (a worked example often quoted with this
+    exercise says 1e-4; the formula is followed), so
     ``rope_apply(0, [[0,0,0,0],[1,0,0,1]], 1e4)`` ends ``-sin(0.01), cos(0.01)``.
     """
     x = _array("x", x, 2)

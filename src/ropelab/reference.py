@@ -12,8 +12,8 @@ Causal masking is aligned to the end: with ``Tq <= Tk`` the queries are the last
 positions of the keys' sequence, so query ``i`` sees keys ``j <= i + Tk - Tq`` (the
 convention of a KV cache, where new tokens follow the cached ones).
 
-Everything is computed in float64 and written for clarity, not speed; the seed
-exercises and the tests of every front end compare against it.
+Everything is computed in float64 and written for clarity, not speed; the
+exercises (:mod:`ropelab.exercises`) and the tests of every front end compare against it.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from ._optional import array_kind
 from .checks import check_int, show
 from .config import check_layout
 from .kernels import reference
-from .kernels.checks import check_positions, check_tables
+from .kernels.checks import check_out, check_positions, check_tables
 from .tables_type import RopeTables
 
 __all__ = ["LAYOUT_FAMILIES", "apply_rope", "apply_rope_", "permute_for_layout", "rotary_dim_of"]
@@ -171,7 +171,8 @@ def _validate_x(x, cos, sin, positions, head_dim=None, rotary_dim=None, *, first
     return kind
 
 
-def apply_rope(x, cos, sin=None, *, layout: str | None = None, rotary_dim: int | None = None, positions=None):
+def apply_rope(x, cos, sin=None, *, layout: str | None = None, rotary_dim: int | None = None, positions=None,
+               out=None):
     """Rotate the first R features of ``x`` by the angles whose cos/sin are given.
 
     RoFormer (Su et al. 2021, arXiv:2104.09864), eq. 34, in either pairing.
@@ -199,10 +200,19 @@ def apply_rope(x, cos, sin=None, *, layout: str | None = None, rotary_dim: int |
         positions: optional integers broadcastable to ``(..., T)``; then cos and sin
             are ``(P, R/2)`` tables and token ``t`` uses row ``positions[..., t]``
             (decode steps and packed sequences need no gathered copy of the tables).
+        out: a buffer to write the result into (numpy arrays and torch tensors), as
+            numpy's and torch's ``out=``: x's kind, device, shape and dtype, writeable,
+            memory of its own; a tuple of buffers for a tuple ``x``. Features past R are
+            copied into it. ``out`` may be ``x`` itself (the same view: then the rotation
+            is in place, as :func:`apply_rope_`) but may not share memory with x
+            otherwise (ValueError). Refused for jax arrays (immutable: use the returned
+            array) and while autograd would record the call (as torch refuses ``out=``
+            for arguments that require grad).
 
     Returns:
-        An array of x's kind, shape and dtype (a tuple for a tuple ``x``). The math runs
-        in float32 at least (bfloat16/float16 inputs are upcast once and rounded once).
+        An array of x's kind, shape and dtype (a tuple for a tuple ``x``); ``out`` when
+        given. The math runs in float32 at least (bfloat16/float16 inputs are upcast once
+        and rounded once).
 
     numpy arrays and torch CPU tensors go through the fused out-of-place kernel of
     :mod:`ropelab.kernels` when it applies (never while autograd records or
@@ -211,6 +221,11 @@ def apply_rope(x, cos, sin=None, *, layout: str | None = None, rotary_dim: int |
     cos, sin, layout, head_dim = _tables("apply_rope", cos, sin, layout)
     xs = x if isinstance(x, tuple) else (x,)
     kinds = {_validate_x(xi, cos, sin, positions, head_dim, rotary_dim, first=i == 0) for i, xi in enumerate(xs)}
+    if out is not None:
+        outs, in_place = check_out(x, out)
+        _refuse_out_under_autograd(xs, outs, cos, sin)
+        kernels.rope_into(xs, outs, cos, sin, layout=layout, positions=positions, in_place=in_place)
+        return out
     if kinds == {"jax"}:  # no backend takes jax arrays: jit fuses the reference path
         out = tuple(reference.rotate(xi, cos, sin, layout=layout, positions=positions) for xi in xs)
         return out if isinstance(x, tuple) else out[0]
@@ -247,6 +262,23 @@ def apply_rope_(x, cos, sin=None, *, layout: str | None = None, rotary_dim: int 
             xi.copy_(kernels.rope(source, cos, sin, layout=layout, positions=positions))
         return x
     return kernels.rope_inplace(x, cos, sin, layout=layout, positions=positions)
+
+
+def _refuse_out_under_autograd(xs: tuple, outs: tuple, cos, sin) -> None:
+    """RuntimeError when autograd would have to record a call with ``out=`` (torch's
+    functions refuse ``out=`` then too)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.is_grad_enabled():
+        return
+    grads = [name for name, a in (("x", xs), ("out", outs), ("cos/sin", (cos, sin)))
+             if any(isinstance(t, torch.Tensor) and t.requires_grad for t in a)]
+    if grads:
+        verb = "requires" if grads in (["x"], ["out"]) else "require"
+        raise RuntimeError(
+            f"apply_rope(..., out=) does not support automatic differentiation, but {' and '.join(grads)} "
+            f"{verb} grad (as torch's functions with out= refuse); use the returned array of "
+            "apply_rope without out=, or call it under torch.no_grad()"
+        )
 
 
 def _tables_need_grad(torch, cos, sin) -> bool:

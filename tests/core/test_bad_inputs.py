@@ -200,6 +200,22 @@ BAD: list[Bad] = [
     Bad("torch positions beyond the exact range", lambda: _torch_tables(2**33), ValueError, "positions must lie within +-8589934591, got 8589934592"),
     Bad("torch positions float", lambda: rope_tables(RopeConfig(8), _torch().tensor([1.0])), TypeError, "positions must be an integer torch array, got dtype torch.float32"),
     Bad("apply_rope_ under autograd", lambda: _inplace_under_autograd(), _Recorded, "apply_rope_ recorded the inverse rotation"),
+    # --- apply_rope(..., out=): numpy's and torch's out= rules
+    Bad("out of another dtype", lambda: _into(np.empty((1, 2, 4, 128), np.float32)), TypeError, "out has dtype float32 but x has dtype float64; out must have x's dtype"),
+    Bad("out of another shape", lambda: _into(np.empty((1, 2, 4, 64))), ValueError, "out has shape (1, 2, 4, 64) but x has shape (1, 2, 4, 128); out must have x's shape"),
+    Bad("out of another kind", lambda: _into("torch"), TypeError, "out must be a numpy array like x, got torch.Tensor"),
+    Bad("out a list", lambda: _into([np.empty((1, 2, 4, 128))]), TypeError, "x is one array, so out must be one buffer, got a list of 1"),
+    Bad("out one buffer for (q, k)", lambda: _into(np.empty((1, 2, 4, 128)), pair=True), TypeError, "x is a tuple of 2 arrays, so out must be a tuple of 2 buffers, got ndarray"),
+    Bad("out three buffers for (q, k)", lambda: _into((np.empty((1, 2, 4, 128)),) * 3, pair=True), ValueError, "out has 3 buffers but x has 2 arrays"),
+    Bad("out partly overlapping x", lambda: _into("overlap"), ValueError, "out shares memory with x (partly); out must be either the input itself (an in-place rotation) or memory of its own"),
+    Bad("out of q is k", lambda: _into("swap", pair=True), ValueError, "out[0] shares memory with x[1] (it is that array)"),
+    Bad("out buffers that share memory", lambda: _into("shared", pair=True), ValueError, "out[1] shares memory with out[0]; give each array its own buffer"),
+    Bad("out read-only", lambda: _into("readonly"), ValueError, "out is read-only; give a writeable array"),
+    Bad("out a broadcast view", lambda: _into("broadcast"), ValueError, "several of its elements are one place in memory (a broadcast view)"),
+    Bad("out on another device", lambda: _into_torch("meta"), ValueError, "out is on meta but x is on cpu; give a buffer on x's device"),
+    Bad("out with x that requires grad", lambda: _into_torch("grad"), RuntimeError, "apply_rope(..., out=) does not support automatic differentiation, but x requires grad"),
+    Bad("out with tables that require grad", lambda: _into_torch("grad tables"), RuntimeError, "but cos/sin require grad (as torch's functions with out= refuse)"),
+    Bad("out for a jax array", lambda: _into_jax(), TypeError, "jax arrays are immutable, so apply_rope cannot write into out=; use the array it returns"),
     Bad("permute_for_layout num_heads string", lambda: permute_for_layout(np.zeros((8, 2)), "2", src="half", dst="interleaved"), TypeError, "num_heads must be an integer, got '2' (str)"),
     # --- the tables types and transformers' full-width tables
     Bad("RopeTables without layout", lambda: RopeTables(np.zeros((4, 4)), np.zeros((4, 4))), TypeError, "RopeTables needs a layout: 'interleaved' or 'half'"),
@@ -249,6 +265,52 @@ BAD: list[Bad] = [
     Bad("nnx more new tokens than the capacity under jit", lambda: _nnx_overflow_under_jit(first=3), ValueError, "KV cache of capacity 2 cannot hold 3 new tokens"),
     Bad("nnx cache overflow eagerly", lambda: _nnx_overflow_under_jit(jit=False), ValueError, "KV cache of capacity 2 cannot hold 3 tokens (2 cached + 1 new)"),
 ]
+
+
+def _into(out, pair=False):
+    """apply_rope of llama-3.1-8b's q (float64, (1, 2, 4, 128)) into ``out``: a buffer, or
+    the name of a bad one made here."""
+    q, cos, sin = _llama_q()
+    x = (q, q.copy()) if pair else q
+    if not isinstance(out, str):
+        pass
+    elif out == "torch":
+        out = _torch().empty(q.shape, dtype=_torch().float64)
+    elif out == "overlap":
+        out = np.empty((1, 2, 5, 128))
+        q = out[:, :, :4]
+        q[...] = 0.0
+        x, out = q, out[:, :, 1:]
+    elif out == "swap":
+        out = (x[1], x[0])
+    elif out == "shared":
+        buf = np.empty(q.shape)
+        out = (buf, buf)
+    elif out == "readonly":
+        out = np.empty(q.shape)
+        out.flags.writeable = False
+    elif out == "broadcast":
+        out = np.lib.stride_tricks.as_strided(np.empty(128), shape=q.shape, strides=(0, 0, 0, 8))
+    return apply_rope(x, cos, sin, layout="half", out=out)
+
+
+def _into_torch(how):
+    torch = _torch()
+    q, cos, sin = _llama_q("torch")
+    out = torch.empty_like(q)
+    if how == "meta":
+        out = torch.empty_like(q, device="meta")
+    elif how == "grad":
+        q.requires_grad_(True)
+    elif how == "grad tables":
+        cos.requires_grad_(True)
+    return apply_rope(q, cos, sin, layout="half", out=out)
+
+
+def _into_jax():
+    jnp = pytest.importorskip("jax.numpy")
+    q, cos, sin = _llama_q()
+    return apply_rope(jnp.asarray(q, jnp.float32), cos, sin, layout="half", out=np.empty(q.shape, np.float32))
 
 
 def _kv_cache(batch):

@@ -220,6 +220,122 @@ def test_jax_grad_matches_finite_difference(rng):
     assert float((grad * d).sum()) == pytest.approx(fd, rel=1e-4, abs=1e-4)
 
 
+# ---------------------------------------------------------------- into a buffer (out=)
+
+OUT_CASES = [("numpy", "float64"), ("numpy", "float32"), ("torch", "float32"), ("torch", "bfloat16"),
+             ("torch", "float16")]
+
+
+def _of(kind, dtype, a):
+    if kind == "numpy":
+        return np.asarray(a, dtype=dtype)
+    return torch.from_numpy(np.asarray(a)).to(getattr(torch, dtype))
+
+
+def _nan_like(x):
+    """A buffer of x's kind, shape and dtype full of NaN: every element must be written."""
+    if isinstance(x, np.ndarray):
+        return np.full_like(x, np.nan)
+    return torch.full_like(x, float("nan"))
+
+
+def _equal(a, b):
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and np.array_equal(a, b)
+    return a.dtype == b.dtype and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind,dtype", OUT_CASES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("rotary_dim", [None, 10])
+@pytest.mark.parametrize("form", ["bare", "tables", "positions"])
+def test_out_equals_apply_rope_exactly(rng, kind, dtype, layout, rotary_dim, form):
+    """Written into the buffer (the features past R copied), bit for bit what apply_rope
+    returns without it; the buffer itself is returned."""
+    cfg = RopeConfig(16, rotary_dim=rotary_dim, layout=layout)
+    x = _of(kind, dtype, rng.standard_normal((2, 3, 5, 16)))
+    if form == "positions":
+        cos, sin = rope_tables(cfg, np.arange(40))
+        args, kwargs = (cos, sin), dict(layout=layout, rotary_dim=rotary_dim, positions=np.array([3, 39, 0, 7, 7]))
+    elif form == "tables":
+        args, kwargs = (rope_tables(cfg, np.arange(5) * 1000),), {}
+    else:
+        args, kwargs = rope_tables(cfg, np.arange(5) * 1000), dict(layout=layout, rotary_dim=rotary_dim)
+    want = apply_rope(x, *args, **kwargs)
+    out = _nan_like(x)
+    assert apply_rope(x, *args, **kwargs, out=out) is out
+    assert _equal(out, want)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_out_for_q_and_k(rng, kind):
+    """A tuple (q, k) of different head counts into a tuple of buffers, returned as given."""
+    cfg = RopeConfig(16, layout="half")
+    cos, sin = rope_tables(cfg, np.arange(5))
+    q = _of(kind, "float32", rng.standard_normal((2, 4, 5, 16)))
+    k = _of(kind, "float32", rng.standard_normal((2, 2, 5, 16)))
+    want = apply_rope((q, k), cos, sin, layout="half")
+    out = (_nan_like(q), _nan_like(k))
+    assert apply_rope((q, k), cos, sin, layout="half", out=out) is out
+    assert _equal(out[0], want[0]) and _equal(out[1], want[1])
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_out_is_x_rotates_in_place(rng, kind):
+    """out=x (the same view of the same memory) is the in-place rotation; in a tuple, one
+    buffer may be its input while the other is fresh."""
+    cfg = RopeConfig(16, rotary_dim=10, layout="interleaved")
+    tables = rope_tables(cfg, np.arange(5) * 77)
+    q = _of(kind, "float32", rng.standard_normal((2, 4, 5, 16)))
+    k = _of(kind, "float32", rng.standard_normal((2, 2, 5, 16)))
+    want_q, want_k = apply_rope((q, k), tables)
+    q1 = q.copy() if kind == "numpy" else q.clone()
+    assert apply_rope(q1, tables, out=q1) is q1
+    assert _equal(q1, want_q)
+    k_view = k[:]  # another view of the same memory, with the same strides: in place too
+    fresh = _nan_like(q)
+    out = apply_rope((q, k), tables, out=(fresh, k_view))
+    assert out[0] is fresh and out[1] is k_view
+    assert _equal(fresh, want_q) and _equal(k, want_k)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_out_strided_buffers(rng, kind):
+    """Buffers that are views: heads of a (B, T, H, D) array seen as (B, H, T, D), a slice
+    of a wider one, and x and out interleaved in one array (disjoint elements). Only the
+    buffer's elements are written."""
+    cfg = RopeConfig(16, layout="half")
+    cos, sin = rope_tables(cfg, np.arange(5))
+    x = _of(kind, "float32", rng.standard_normal((2, 3, 5, 16)))
+    want = apply_rope(x, cos, sin, layout="half")
+    bthd = _nan_like(_of(kind, "float32", np.zeros((2, 5, 3, 16))))
+    out = bthd.swapaxes(1, 2)  # (B, H, T, D) view of (B, T, H, D) memory
+    apply_rope(x, cos, sin, layout="half", out=out)
+    assert _equal(out, want)
+    wide = _of(kind, "float32", np.zeros((2, 3, 5, 32)))
+    apply_rope(x, cos, sin, layout="half", out=wide[..., :16])
+    assert _equal(wide[..., :16], want) and not wide[..., 16:].any()
+    both = _of(kind, "float32", np.zeros((2, 3, 5, 2, 16)))  # x at [..., 0, :], out at [..., 1, :]
+    both[..., 0, :] = x
+    apply_rope(both[..., 0, :], cos, sin, layout="half", out=both[..., 1, :])
+    assert _equal(both[..., 1, :], want) and _equal(both[..., 0, :], x)
+
+
+def test_out_torch_bumps_the_version_and_runs_under_no_grad(rng):
+    """A written buffer's version counter moves (a graph that saved it raises); x that
+    requires grad is fine where nothing is recorded."""
+    cfg = RopeConfig(16, layout="half")
+    cos, sin = rope_tables(cfg, np.arange(5))
+    x = torch.from_numpy(rng.standard_normal((2, 3, 5, 16))).float().requires_grad_(True)
+    out = torch.empty_like(x, requires_grad=False)
+    before = out._version
+    with torch.no_grad():
+        apply_rope(x, cos, sin, layout="half", out=out)
+        want = apply_rope(x, cos, sin, layout="half")
+    assert out._version > before
+    assert torch.equal(out, want)
+
+
 # ---------------------------------------------------------------- in place
 
 

@@ -539,3 +539,64 @@ def test_rope_rows_reads_sliced_and_expanded_positions_right(fused_calls):
         got = kernels.rope_rows((q,), kernels.plan_tables(cos, sin), positions, layout="half")[0]
         want = kernels.rope(q, cos, sin, layout="half", positions=positions.contiguous())
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# -- into a given buffer (apply_rope(..., out=)) ---------------------------------------
+
+
+@numba_only
+@pytest.mark.parametrize("kind,dtype", [("numpy", "float32"), ("numpy", "float16"), ("torch", "bfloat16"),
+                                        ("torch", "float32")])
+@pytest.mark.parametrize("rotary_dim", [16, 10])
+def test_out_goes_through_the_loops(fused_calls, kind, dtype, rotary_dim):
+    """q and k into buffers, one a (B, T, H, D) array seen as (B, H, T, D): the out-of-place
+    loops write them directly, bit for bit what apply_rope returns."""
+    cfg = RopeConfig(16, rotary_dim=rotary_dim, layout="half")
+    tables = rope_tables(cfg, np.arange(5) * 1000)
+    q, k = _x(kind, (2, 4, 5, 16), dtype, 1), _x(kind, (2, 2, 5, 16), dtype, 2)
+    want = apply_rope((q, k), tables)
+    fused_calls.clear()
+    bq = _x(kind, (2, 5, 4, 16), dtype, 3).swapaxes(1, 2)
+    bk = _x(kind, (2, 2, 5, 16), dtype, 4)
+    apply_rope((q, k), tables, out=(bq, bk))
+    assert fused_calls == ["rope_rows_out_serial"] * 2
+    for got, w in zip((bq, bk), want, strict=True):
+        assert np.array_equal(_np64(got), _np64(w))
+
+
+@numba_only
+def test_out_parallel_loops_and_positions(fused_calls):
+    """Above the parallel threshold, with per-token positions: the same numbers."""
+    cfg = RopeConfig(64, layout="interleaved")
+    cos, sin = rope_tables(cfg, np.arange(300))
+    pos = torch.randint(0, 300, (2, 1, 128), generator=torch.Generator().manual_seed(0))
+    x = _x("torch", (2, 8, 128, 64), "float32")
+    want = apply_rope(x, cos, sin, layout="interleaved", positions=pos)
+    fused_calls.clear()
+    out = torch.empty_like(x)
+    apply_rope(x, cos, sin, layout="interleaved", positions=pos, out=out)
+    assert fused_calls == ["rope_rows_out"]
+    assert torch.equal(out, want)
+
+
+def test_out_buffers_the_loops_cannot_write_get_a_copy():
+    """A buffer with negative strides (declined by the loops) gets the rotated values
+    copied in; so does every buffer without numba."""
+    cfg = RopeConfig(16, layout="half")
+    cos, sin = rope_tables(cfg, np.arange(5))
+    x = _x("numpy", (2, 3, 5, 16), "float32")
+    want = apply_rope(x, cos, sin, layout="half")
+    out = np.full((2, 3, 5, 16), np.nan, np.float32)[:, ::-1]
+    apply_rope(x, cos, sin, layout="half", out=out)
+    assert np.array_equal(out, want)
+
+
+def test_out_without_numba(no_numba):
+    cfg = RopeConfig(16, rotary_dim=10, layout="interleaved")
+    tables = rope_tables(cfg, np.arange(5))
+    for kind, dtype in (("numpy", "float32"), ("torch", "bfloat16")):
+        x = _x(kind, (2, 3, 5, 16), dtype)
+        want = apply_rope(x, tables)
+        out = np.empty_like(x) if kind == "numpy" else torch.empty_like(x)
+        assert apply_rope(x, tables, out=out) is out
+        assert np.array_equal(_np64(out), _np64(want))

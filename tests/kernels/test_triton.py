@@ -159,6 +159,24 @@ def test_apply_rope_and_apply_rope_in_place_dispatch_to_triton(triton_on_this_de
     torch.testing.assert_close(y, got, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("rotary_dim", [16, 10])
+def test_out_writes_the_buffers_in_one_launch(triton_on_this_device, rotary_dim):
+    """apply_rope((q, k), ..., out=(bq, bk)) is one launch into the buffers (one a
+    (B, T, H, D) array seen as (B, H, T, D)), bit for bit the kernel's fresh outputs."""
+    cfg = RopeConfig(16, rotary_dim=rotary_dim, layout="half")
+    cos, sin = _tables(cfg, 30)
+    pos = torch.tensor([[3, 29, 0, 7, 7]]).to(DEVICE)
+    q = torch.randn(2, 4, 5, 16).to(DEVICE, torch.bfloat16)
+    k = torch.randn(2, 2, 5, 16).to(DEVICE, torch.bfloat16)
+    want = apply_rope((q, k), cos, sin, layout="half", rotary_dim=rotary_dim, positions=pos)
+    bq = torch.full((2, 5, 4, 16), float("nan"), dtype=torch.bfloat16, device=DEVICE).transpose(1, 2)
+    bk = torch.full_like(k, float("nan"))
+    out = apply_rope((q, k), cos, sin, layout="half", rotary_dim=rotary_dim, positions=pos, out=(bq, bk))
+    assert out[0] is bq and out[1] is bk
+    assert triton_on_this_device == [True, True]
+    assert torch.equal(bq, want[0]) and torch.equal(bk, want[1])
+
+
 def test_training_through_the_op_uses_the_kernel_both_ways(triton_on_this_device):
     """Forward and backward (the inverse rotation) of rope_op.rotate go to Triton; the
     gradient equals the reference path's."""

@@ -44,6 +44,7 @@ __all__ = [
     "reset_backend",
     "rope",
     "rope_inplace",
+    "rope_into",
     "rope_rows",
     "unregister",
 ]
@@ -220,6 +221,53 @@ def rope(x, cos, sin, *, layout: str, positions=None, inverse: bool = False, tab
     outs = tuple(reference.rotate(xi, cos, sin, layout=layout, positions=positions, inverse=inverse)
                  if out is None else out for xi, out in zip(xs, outs, strict=True))
     return outs if isinstance(x, tuple) else outs[0]
+
+
+def rope_into(x, out, cos, sin, *, layout: str, positions=None, in_place=None, tables=None):
+    """Rotate ``x`` (or each array of a tuple) into the given buffer ``out`` (a tuple for
+    a tuple); returns ``out``.
+
+    Arguments are checked by the caller (:func:`ropelab.kernels.checks.check_out`, which
+    also says which buffers are their own input: ``in_place``, rotated by
+    :func:`rope_inplace`). The others go to the first backend with a ``rope_out`` that
+    takes them (one read of x and one write of out), else they are rotated by
+    :func:`rope` and copied in. Nothing is recorded for autograd: the caller refuses
+    ``out=`` where a gradient is wanted.
+    """
+    xs = x if isinstance(x, tuple) else (x,)
+    outs = out if isinstance(out, tuple) else (out,)
+    in_place = in_place or (False,) * len(xs)
+    same = tuple(xi for xi, alias in zip(xs, in_place, strict=True) if alias)
+    if same:
+        rope_inplace(same, cos, sin, layout=layout, positions=positions, tables=tables)
+    pairs = [(xi, oi) for xi, oi, alias in zip(xs, outs, in_place, strict=True) if not alias]
+    if not pairs:
+        return out
+    written = None if _compiling() else _dispatch_out(
+        tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), Rows(cos, sin, positions, tables), layout=layout)
+    torch = sys.modules.get("torch")
+    for (xi, oi), done in zip(pairs, written or (False,) * len(pairs), strict=True):
+        if not done:
+            rotated = rope(xi, cos, sin, layout=layout, positions=positions, tables=tables)
+            if torch is not None and isinstance(oi, torch.Tensor):
+                oi.copy_(rotated)
+            else:
+                oi[...] = rotated
+        elif torch is not None and isinstance(oi, torch.Tensor):
+            torch.autograd.graph.increment_version(oi)  # written through raw memory
+    return out
+
+
+def _dispatch_out(xs: tuple, outs: tuple, angles, *, layout: str) -> tuple | None:
+    """For each array, whether a backend's ``rope_out`` wrote it into its buffer: all of
+    them by the first backend that takes them together, else each alone."""
+    for b in _usable():
+        write = getattr(b, "rope_out", None)
+        if write is not None and write(xs, angles, outs, layout=layout, inverse=False) is not None:
+            return (True,) * len(xs)
+    if len(xs) == 1:
+        return None
+    return tuple(bool(_dispatch_out((xi,), (oi,), angles, layout=layout)) for xi, oi in zip(xs, outs, strict=True))
 
 
 def rope_rows(xs: tuple, tables, positions, *, layout: str):

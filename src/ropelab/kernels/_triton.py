@@ -4,8 +4,8 @@ Imported only through :mod:`ropelab.kernels.triton_gpu`, which decides when it a
 (CUDA tensors, triton installed). One program per token ``(b, t)``: it loads that token's
 cos/sin row once (by position, or from tables broadcast over batch and time) and rotates
 every head of q, then every head of k, a block of heads at a time; in place, or into
-fresh outputs with the features past the rotary dim copied. Math in float32, stored in
-the input's dtype (float32, bfloat16, float16).
+fresh outputs or given buffers with the features past the rotary dim copied. Math in
+float32, stored in the input's dtype (float32, bfloat16, float16).
 
 Triton's interpreter (``TRITON_INTERPRET=1``) runs the same kernel on CPU tensors: that
 is how the tests hold it to the reference path on machines without a GPU.
@@ -104,9 +104,11 @@ def _token_strides(t, shape):
     return t.stride(0), t.stride(2)
 
 
-def rope(xs: tuple, cos, sin, *, layout: str, positions=None, inverse: bool = False, inplace: bool = False):
+def rope(xs: tuple, cos, sin, *, layout: str, positions=None, inverse: bool = False, inplace: bool = False,
+         outs: tuple | None = None):
     """Rotate each tensor of ``xs`` (q, or q and k) in one launch; the outputs (``xs``
-    themselves when ``inplace``), or None when the kernel does not apply.
+    themselves when ``inplace``, ``outs`` when given: buffers of each x's shape and dtype
+    with memory of their own), or None when the kernel does not apply.
 
     It applies to tensors of :data:`DTYPES` on one device, shaped ``(..., T, D)`` with at
     most four dims and a unit stride over D, sharing B and T; float32 tables whose rows
@@ -144,7 +146,15 @@ def rope(xs: tuple, cos, sin, *, layout: str, positions=None, inverse: bool = Fa
         if pstr is None:
             return None
         c_b, c_t, c_p, (p_b, p_t), pos = 0, 0, cos.stride(0), pstr, positions
-    outs = views if inplace else [torch.empty(v.shape, dtype=v.dtype, device=device) for v in views]
+    given = outs
+    if given is not None:
+        outs = [_as4(o) for o in given]
+        if any(o is None or o.stride(-1) != 1 or o.device != device for o in outs):
+            return None
+    elif inplace:
+        outs = views
+    else:
+        outs = [torch.empty(v.shape, dtype=v.dtype, device=device) for v in views]
     q, k = views[0], views[-1]
     qo, ko = outs[0], outs[-1]
     hq, hk = q.shape[1], (k.shape[1] if len(views) == 2 else 0)
@@ -162,4 +172,6 @@ def rope(xs: tuple, cos, sin, *, layout: str, positions=None, inverse: bool = Fa
     )
     if inplace:
         return tuple(xs)
+    if given is not None:
+        return tuple(given)
     return tuple(out.view(x.shape) for out, x in zip(outs, xs, strict=True))

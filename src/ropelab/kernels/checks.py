@@ -8,6 +8,10 @@ against the tables.
 Shapes: x ``(..., T, D)``; cos/sin broadcastable to ``(..., T, R/2)``, or with
 ``positions`` (integers broadcastable to ``(..., T)``) ``(P, R/2)`` tables indexed by
 position. R = 2 * cos.shape[-1] <= D.
+
+``out=`` buffers (:func:`check_out`) follow numpy's and torch's rules: x's kind, device,
+shape and dtype, writeable, no two of their elements in one place, and no memory shared
+with an input unless it is that very input (then the rotation is in place).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 
 from .._optional import array_kind
 
-__all__ = ["check_positions", "check_tables"]
+__all__ = ["check_out", "check_positions", "check_tables", "overlap"]
 
 
 def _check_pair(x, cos, sin) -> int:
@@ -111,3 +115,157 @@ def check_positions(x, cos, sin, positions, *, values: bool = True) -> None:
             f"positions must lie in [0, {rows}) to index the (P={rows}, R/2) tables, "
             f"got values from {lo} to {hi}"
         )
+
+
+# -- out= buffers -----------------------------------------------------------------------
+
+
+# numpy >= 1.25 keeps it in np.exceptions
+_TOO_HARD = getattr(np, "exceptions", np).TooHardError
+
+
+def _span(a) -> tuple[int, int]:
+    """[first byte, last byte + 1) that tensor ``a`` may touch."""
+    size = a.element_size()
+    start = a.data_ptr()
+    if a.numel() == 0:
+        return start, start
+    low = sum((n - 1) * st for n, st in zip(a.shape, a.stride(), strict=True) if st < 0)
+    high = sum((n - 1) * st for n, st in zip(a.shape, a.stride(), strict=True) if st > 0)
+    return start + low * size, start + (high + 1) * size
+
+
+def _same_view(a, b) -> bool:
+    if isinstance(a, np.ndarray):
+        return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+                and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+    return (a.data_ptr() == b.data_ptr() and tuple(a.shape) == tuple(b.shape)
+            and a.stride() == b.stride() and a.dtype == b.dtype)
+
+
+def _as_numpy(t):
+    """A CPU tensor's memory as a numpy view (bfloat16 as int16), for an exact overlap test."""
+    t = t.detach()
+    if str(t.dtype) == "torch.bfloat16":
+        import torch
+
+        t = t.view(torch.int16)
+    try:
+        return t.numpy()
+    except (RuntimeError, TypeError):  # conjugate/negative views and the like
+        return None
+
+
+def overlap(a, b) -> str:
+    """How two arrays of one kind share memory: ``"none"``, ``"full"`` (the same elements
+    in the same places: one view of the other) or ``"partial"``.
+
+    Exact for numpy arrays and CPU tensors; on other devices two tensors whose byte ranges
+    meet count as sharing memory (as torch's own ``out=`` check does for dense tensors).
+    """
+    if isinstance(a, np.ndarray):
+        if not np.may_share_memory(a, b):
+            return "none"
+        if _same_view(a, b):
+            return "full"
+        try:
+            return "partial" if np.shares_memory(a, b, max_work=10**6) else "none"
+        except _TOO_HARD:
+            return "partial"
+    if a.device != b.device or a.device.type == "meta" or a.numel() == 0 or b.numel() == 0:
+        return "none"
+    (alo, ahi), (blo, bhi) = _span(a), _span(b)
+    if ahi <= blo or bhi <= alo:
+        return "none"
+    if _same_view(a, b):
+        return "full"
+    if a.device.type == "cpu":
+        na, nb = _as_numpy(a), _as_numpy(b)
+        if na is not None and nb is not None:
+            return overlap(na, nb)
+    return "partial"
+
+
+def _self_overlapping(o) -> bool:
+    """Whether two elements of ``o`` are one place in memory (a broadcast view)."""
+    strides = o.strides if isinstance(o, np.ndarray) else o.stride()
+    return any(st == 0 and n > 1 for n, st in zip(o.shape, strides, strict=True))
+
+
+def _check_one_out(name: str, x, o) -> None:
+    kind = array_kind(x)
+    try:
+        okind = array_kind(o)
+    except TypeError:
+        okind = None
+    if okind != kind:
+        raise TypeError(
+            f"{name} must be a {_KIND_NAMES[kind]} like x, got {type(o).__module__}.{type(o).__qualname__}"
+        )
+    if kind == "torch" and o.device != x.device:
+        raise ValueError(f"{name} is on {o.device} but x is on {x.device}; give a buffer on x's device")
+    if tuple(o.shape) != tuple(x.shape):
+        raise ValueError(f"{name} has shape {tuple(o.shape)} but x has shape {tuple(x.shape)}; "
+                         "out must have x's shape")
+    if o.dtype != x.dtype:
+        raise TypeError(f"{name} has dtype {o.dtype} but x has dtype {x.dtype}; out must have x's dtype")
+    if kind == "numpy" and not o.flags.writeable:
+        raise ValueError(f"{name} is read-only; give a writeable array")
+    if _self_overlapping(o):
+        raise ValueError(
+            f"{name} has a zero stride (strides {o.strides if kind == 'numpy' else o.stride()} for shape "
+            f"{tuple(o.shape)}): several of its elements are one place in memory (a broadcast view); "
+            "give a buffer with its own memory per element"
+        )
+
+
+_KIND_NAMES = {"numpy": "numpy array", "torch": "torch tensor", "jax": "jax array"}
+
+
+def check_out(x, out) -> tuple[tuple, tuple]:
+    """Check an ``out=`` buffer (or a tuple of them for a tuple ``x``) against ``x``.
+
+    Returns ``(outs, in_place)``: the buffers as a tuple, and for each whether it is its
+    own input (the same view of the same memory: the rotation is done in place). Raises
+    TypeError for jax arrays (immutable), a wrong kind or dtype, or a tuple against a
+    single array; ValueError for a wrong shape, device or length, a read-only or
+    broadcast buffer, and memory shared other than whole (a buffer that partly overlaps
+    an input or another buffer).
+    """
+    xs = x if isinstance(x, tuple) else (x,)
+    if any(array_kind(xi) == "jax" for xi in xs):
+        raise TypeError(
+            "jax arrays are immutable, so apply_rope cannot write into out=; use the array it "
+            "returns (under jax.jit, XLA reuses buffers itself: see donate_argnums)"
+        )
+    if isinstance(x, tuple):
+        if not isinstance(out, tuple):
+            raise TypeError(f"x is a tuple of {len(xs)} arrays, so out must be a tuple of {len(xs)} "
+                            f"buffers, got {type(out).__name__}")
+        if len(out) != len(xs):
+            raise ValueError(f"out has {len(out)} buffers but x has {len(xs)} arrays; give one buffer per array")
+        outs = out
+    else:
+        if isinstance(out, (tuple, list)):
+            raise TypeError(f"x is one array, so out must be one buffer, got a {type(out).__name__} of {len(out)}")
+        outs = (out,)
+    many = len(xs) > 1
+    for i, (xi, oi) in enumerate(zip(xs, outs, strict=True)):
+        _check_one_out(f"out[{i}]" if many else "out", xi, oi)
+    in_place = []
+    for i, oi in enumerate(outs):
+        name = f"out[{i}]" if many else "out"
+        for j, xj in enumerate(xs):
+            how = overlap(oi, xj)
+            if how == "none" or (how == "full" and i == j):
+                continue
+            what = f"x[{j}]" if many else "x"
+            raise ValueError(
+                f"{name} shares memory with {what} ({'partly' if how == 'partial' else 'it is that array'}); "
+                "out must be either the input itself (an in-place rotation) or memory of its own"
+            )
+        for j in range(i):
+            if overlap(oi, outs[j]) != "none":
+                raise ValueError(f"{name} shares memory with out[{j}]; give each array its own buffer")
+        in_place.append(overlap(oi, xs[i]) == "full")
+    return tuple(outs), tuple(in_place)

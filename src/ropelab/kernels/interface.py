@@ -17,7 +17,15 @@ A backend is a module (or any object) with
     Arguments arrive checked (:mod:`ropelab.kernels.checks`); nothing is recorded for
     autograd and nothing is being traced. ``inverse`` rotates by the negative angle.
 
-and, optionally, the decode-step pair ``plan(cos, sin)`` (a reusable view of the tables,
+and, optionally,
+
+``rope_out(xs, angles, outs, *, layout, inverse) -> tuple | None``
+    rotate each array of ``xs`` into the buffer of ``outs`` at the same index (checked:
+    x's kind, device, shape and dtype, memory of its own) and return ``outs``, or None,
+    having written nothing. Backends without it still serve ``apply_rope(..., out=)``:
+    their ``rope`` result is copied into the buffer.
+
+and the decode-step pair ``plan(cos, sin)`` (a reusable view of the tables,
 or None; handed back as ``Rows.plan``) and ``rope_rows(xs, plan, positions, *, layout)``
 (a shortcut for ``rope`` under conditions the caller has checked; None when it does not
 apply).

@@ -3,7 +3,7 @@
 The loops (:mod:`ropelab.kernels._numba`, parallel over rows) rotate in one pass, in
 place or into a fresh output, for float32, float64, bfloat16 and float16 storage (math
 in float32, float64 for float64), both layouts, partial rotary, broadcast tables and
-per-token positions. This module turns arrays into what the loops read: flat numpy
+per-token positions, into a fresh output or a caller's ``out=`` buffer. This module turns arrays into what the loops read: flat numpy
 views of their memory and element strides over three leading dims (B, H, T). It
 declines (None) what the loops cannot take: other array kinds or devices, negative or
 self-overlapping strides, more than three leading dims that do not merge.
@@ -29,8 +29,8 @@ import numpy as np
 from .._optional import array_kind
 from .interface import Rows, Status
 
-__all__ = ["DISABLE_ENV", "PARALLEL_MIN_ELEMENTS", "TablePlan", "devices", "name", "plan", "rope", "rope_rows",
-           "status"]
+__all__ = ["DISABLE_ENV", "PARALLEL_MIN_ELEMENTS", "TablePlan", "devices", "name", "plan", "rope", "rope_out",
+           "rope_rows", "status"]
 
 name = "numba"
 devices = ("cpu",)
@@ -272,9 +272,10 @@ def _out_call(n, x3, o3, reads: _Reads, ts3, ps3, shape3, head_dim, direction):
 
 
 def _call(xs, reads: _Reads, out, direction):
-    """The loop and arguments that rotate the storage ``xs`` into ``out`` (a fresh
-    contiguous array of x's kind) or, when ``out`` is None, in place; None when the loops
-    cannot take it. ``direction``: (interleaved, sign of sin)."""
+    """The loop and arguments that rotate the storage ``xs`` into ``out`` (an array of x's
+    kind, shape and dtype with memory of its own: a fresh one, or a caller's ``out=``
+    buffer) or, when ``out`` is None, in place; None when the loops cannot take it.
+    ``direction``: (interleaved, sign of sin)."""
     inplace = out is None
     if xs.size == 0 or (inplace and not xs.flags.writeable):
         return None
@@ -287,11 +288,15 @@ def _call(xs, reads: _Reads, out, direction):
         if any(st == 0 for n, st in zip(lead, lead_strides, strict=True) if n > 1):
             return None  # several elements share memory (an expanded tensor): not in place
         oflat, ostr = xflat, lead_strides
-    elif xs.flags.c_contiguous:  # out is contiguous too, of the same shape: same strides
-        oflat, ostr = _storage(out).reshape(-1), lead_strides
     else:
-        oflat, ostr = _flat(_storage(out))
-        ostr = ostr[:-1]
+        ostorage = _storage(out)
+        if xs.flags.c_contiguous and ostorage.flags.c_contiguous:  # the same shape: same strides
+            oflat, ostr = ostorage.reshape(-1), lead_strides
+        else:
+            flat = _flat(ostorage)
+            if flat is None:
+                return None
+            oflat, ostr = flat[0], flat[1][:-1]
     tstr = _broadcast_strides(reads.tshape, reads.tstr, lead)
     pstr = _broadcast_strides(reads.pshape, reads.pstr, lead)
     merged = _merge3(lead, [lead_strides, ostr, tstr, pstr])
@@ -315,6 +320,22 @@ def _empty_like(x):
 def rope(xs: tuple, angles, *, layout: str, inverse: bool, inplace: bool):
     """The backend's rotation (see :mod:`ropelab.kernels.interface`): every array of
     ``xs`` through the loops, or None (nothing written) when one of them cannot go."""
+    return _rotate(xs, angles, None, layout=layout, inverse=inverse, inplace=inplace)
+
+
+def rope_out(xs: tuple, angles, outs: tuple, *, layout: str, inverse: bool):
+    """Every array of ``xs`` rotated into the buffer of ``outs`` at its index (x's kind,
+    shape and dtype, memory of its own, checked by the caller), or None (nothing
+    written) when one of them cannot go: a buffer with negative strides or strided last
+    dim, say."""
+    if not all(_storage(o) is not None and (not isinstance(o, np.ndarray) or o.flags.writeable) for o in outs):
+        return None
+    return _rotate(xs, angles, outs, layout=layout, inverse=inverse, inplace=False)
+
+
+def _rotate(xs: tuple, angles, outs, *, layout: str, inverse: bool, inplace: bool):
+    """Rotate ``xs`` in place, into ``outs``, or (``outs`` None) into fresh arrays; all or
+    nothing: the outputs, or None."""
     if type(angles) is not Rows:
         return None
     cos, sin, positions, tables = angles
@@ -324,20 +345,20 @@ def rope(xs: tuple, angles, *, layout: str, inverse: bool, inplace: bool):
             return None
     reads = _bind(tables, positions)
     direction = (layout == "interleaved", -1.0 if inverse else 1.0)
-    calls, outs = [], []
-    for x in xs:  # every array planned before any is written: all or nothing
+    calls, written = [], []
+    for i, x in enumerate(xs):  # every array planned before any is written: all or nothing
         storage = _storage(x)
         if storage is None:
             return None
-        out = None if inplace else _empty_like(x)
+        out = None if inplace else _empty_like(x) if outs is None else outs[i]
         call = _call(storage, reads, out, direction)
         if call is None:
             return None
         calls.append(call)
-        outs.append(x if inplace else out)
+        written.append(x if inplace else out)
     for loop, args in calls:
         _launch(loop, args)
-    return tuple(outs)
+    return tuple(written)
 
 
 def rope_rows(xs: tuple, tables, positions, *, layout: str):

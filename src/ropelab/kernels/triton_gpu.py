@@ -20,7 +20,7 @@ import sys
 
 from .interface import Rows, Status
 
-__all__ = ["DISABLE_ENV", "devices", "name", "rope", "status"]
+__all__ = ["DISABLE_ENV", "devices", "name", "rope", "rope_out", "status"]
 
 name = "triton"
 
@@ -49,6 +49,16 @@ def status() -> Status:
 def rope(xs: tuple, angles, *, layout: str, inverse: bool, inplace: bool):
     """The backend's rotation (see :mod:`ropelab.kernels.interface`): one launch for all
     of ``xs`` (one or two tensors), or None."""
+    return _launch(xs, angles, None, layout=layout, inverse=inverse, inplace=inplace)
+
+
+def rope_out(xs: tuple, angles, outs: tuple, *, layout: str, inverse: bool):
+    """One launch rotating ``xs`` into the caller's buffers ``outs`` (see
+    :mod:`ropelab.kernels.interface`), or None."""
+    return _launch(xs, angles, outs, layout=layout, inverse=inverse, inplace=False)
+
+
+def _launch(xs: tuple, angles, outs, *, layout: str, inverse: bool, inplace: bool):
     if type(angles) is not Rows:
         return None
     torch = sys.modules.get("torch")
@@ -62,4 +72,5 @@ def rope(xs: tuple, angles, *, layout: str, inverse: bool, inplace: bool):
     positions = angles.positions
     if positions is not None:
         positions = torch.as_tensor(positions, device=device)
-    return _kernel.rope(tuple(xs), cos, sin, layout=layout, positions=positions, inverse=inverse, inplace=inplace)
+    return _kernel.rope(tuple(xs), cos, sin, layout=layout, positions=positions, inverse=inverse, inplace=inplace,
+                        outs=outs)

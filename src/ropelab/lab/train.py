@@ -91,7 +91,7 @@ def leave_worker(status: int = 0) -> None:
     referenced from C++ past ``destroy_process_group``, so gloo's threads still run while
     the interpreter finalizes; now and then that exit aborts in ``std::terminate``
     (SIGABRT, "terminate called without an active exception"; 1 run in 10 on a loaded
-    2-core machine here, and once in CI; pytorch/pytorch#190489). Call it only when every
+    2-core CPU, and once in CI; pytorch/pytorch#190489). Call it only when every
     result is saved, the ranks have met at a barrier and the group is destroyed.
     """
     sys.stdout.flush()
