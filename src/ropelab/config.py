@@ -13,6 +13,7 @@ import numpy as np
 
 from . import families
 from .checks import check_bool, check_choice, check_float, check_int, derived, is_derived, show
+from .rows import limbs_for
 from .scaling import HF_EXTRA_KEY, Scheme, default_inv_freq, scheme_from_hf
 
 __all__ = ["HF_FORMS", "LAYOUTS", "MAX_HEAD_DIM", "RopeConfig", "check_layout", "read_config_json"]
@@ -79,6 +80,10 @@ class RopeConfig:
         object.__setattr__(self, "head_dim", head_dim)
         object.__setattr__(self, "rotary_dim", rotary_dim if given else derived(rotary_dim))
         object.__setattr__(self, "theta", theta)
+        # exact turn limbs of the frequencies, made now so that traced code reads them as
+        # a constant (ropelab.rows.limbs_for); not a field: equality and hashing ignore it
+        object.__setattr__(self, "_turn_limbs", {})
+        limbs_for(self)
 
     @property
     def num_pairs(self) -> int:

@@ -29,13 +29,14 @@ graph break, no host round trip and no recompile per position value.
 from __future__ import annotations
 
 import math
+import sys
 from functools import lru_cache
 
 import numpy as np
 
 from .checks import check_device_positions
 
-__all__ = ["LIMBS", "MAX_EXACT_POSITION", "jax_rows", "rope_rows", "torch_rows", "turn_limbs"]
+__all__ = ["LIMBS", "MAX_EXACT_POSITION", "jax_rows", "limbs_for", "rope_rows", "torch_rows", "turn_limbs"]
 
 # floor(2**256 / (2 pi)): the turns of a radian to 256 bits
 _INV_TWO_PI_256 = 0x28BE60DB9391054A7F09D5F47D4D377036D8A5664F10E4107F9458EAF7AEF158
@@ -133,7 +134,8 @@ def torch_rows(positions, limbs, *, attention_factor: float = 1.0):
     """
     import torch
 
-    a = positions.abs()
+    # int64 first: |int32 -2**31| would wrap
+    a = (positions if positions.dtype == torch.int64 else positions.long()).abs()
     # (..., 1) float32 limbs of |p|: 11, 11 and the rest (exact below 2**33)
     parts = [(((a >> (_BITS * i)) & _MASK) if i < 2 else (a >> (_BITS * i))).to(torch.float32)[..., None]
              for i in range(3)]
@@ -147,6 +149,8 @@ def jax_rows(positions, limbs, *, attention_factor: float = 1.0):
     import jax.numpy as jnp
 
     a = jnp.abs(positions)
+    if a.dtype == jnp.int32:  # |-2**31| wraps to -2**31, whose bits as uint32 are 2**31
+        a = a.astype(jnp.uint32)
     parts = [(((a >> (_BITS * i)) & _MASK) if i < 2 else (a >> (_BITS * i))).astype(jnp.float32)[..., None]
              for i in range(3)]
     q, u = _fraction(parts, tuple(limbs[j] for j in range(LIMBS)), jnp.floor, jnp.round)
@@ -188,13 +192,37 @@ def _length(positions, kind: str, concrete: bool) -> int:
     return int(positions.max()) + 1 if _size(positions) else 1
 
 
-def _torch_limbs(config, seq_len):
-    import torch
-
-    return torch.from_numpy(turn_limbs(config.inv_freq(seq_len)).copy())
+#: turn limbs kept per config besides its base ones (length-dependent schemes' regimes)
+_REGIMES_KEPT = 8
 
 
-_torch_limbs_constant = None
+def _compiling() -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
+def limbs_for(config, seq_len: int | None = None) -> np.ndarray:
+    """:func:`turn_limbs` of ``config.inv_freq(seq_len)``, kept on the config.
+
+    A config makes its base frequencies' limbs when it is built, so that
+    ``torch.compile`` reads them as a constant instead of tracing host arithmetic; a
+    length-dependent scheme's other regimes (dynamic NTK past its original length,
+    LongRoPE's long factors) are made on first use, outside compiled code, a few kept.
+    """
+    key = config.scaling.regime(seq_len) if config.dynamic else None
+    cache = config._turn_limbs
+    found = cache.get(key)
+    if found is None:
+        if _compiling():
+            raise RuntimeError(
+                f"the {config.scaling.name} frequencies for seq_len={seq_len} are not made yet; "
+                "call rope_tables once outside torch.compile at this length first"
+            )
+        found = turn_limbs(config.inv_freq(seq_len))
+        if len(cache) > _REGIMES_KEPT:
+            cache.pop(next(k for k in cache if k != config.scaling.regime(None)), None)
+        cache[key] = found
+    return found
 
 
 def rope_rows(config, positions, kind: str, *, seq_len: int | None = None):
@@ -204,16 +232,11 @@ def rope_rows(config, positions, kind: str, *, seq_len: int | None = None):
     if seq_len is None and config.dynamic:
         seq_len = _length(positions, kind, concrete)
     factor = config.attention_factor
+    limbs = limbs_for(config, seq_len)
     if kind == "torch":
-        global _torch_limbs_constant
-        if _torch_limbs_constant is None:
-            import torch
+        import torch
 
-            # the limbs are constants of (config, seq_len): torch.compile calls this once
-            # while tracing instead of tracing its host arithmetic
-            _torch_limbs_constant = torch.compiler.assume_constant_result(_torch_limbs)
-        limbs = _torch_limbs_constant(config, seq_len).to(positions.device)
-        return torch_rows(positions, limbs, attention_factor=factor)
+        return torch_rows(positions, torch.from_numpy(limbs).to(positions.device), attention_factor=factor)
     import jax.numpy as jnp
 
-    return jax_rows(positions, jnp.asarray(turn_limbs(config.inv_freq(seq_len))), attention_factor=factor)
+    return jax_rows(positions, jnp.asarray(limbs), attention_factor=factor)
