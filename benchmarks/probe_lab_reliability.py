@@ -136,7 +136,8 @@ def _crashed(rc, err):
 
 
 class _OsWithHook:
-    """``os`` for ropelab.lab.store: calls ``hook(event, path)`` around replace and unlink."""
+    """``os`` for the lab's writers (``ropelab.files``, ``ropelab.lab.store``): calls
+    ``hook(event, path)`` around replace and unlink."""
 
     def __init__(self, hook):
         self._hook = hook
@@ -156,8 +157,13 @@ class _OsWithHook:
 
 def _child(hook: str, lab_args: list[str]) -> int:
     kind, _, arg = hook.partition(":")
+    import ropelab.files as files
     import ropelab.lab.store as store
     import ropelab.lab.train as train
+
+    def hook_writes(on_event):
+        # every file the lab moves into place goes through ropelab.files; the store removes
+        files.os = store.os = _OsWithHook(on_event)
 
     if kind in ("count", "kill"):
         events = []
@@ -170,13 +176,13 @@ def _child(hook: str, lab_args: list[str]) -> int:
             elif len(events) == int(arg):
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        store.os = _OsWithHook(on_event)
+        hook_writes(on_event)
     elif kind == "kill-after":  # kill once a file whose path holds every |-separated part is in place
         def on_event(event, path):
             if event == "after replace" and all(part in path for part in arg.split("|")):
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        store.os = _OsWithHook(on_event)
+        hook_writes(on_event)
     elif kind == "nan-at":  # the loss of the arg-th training step of the whole run is NaN
         real, calls = train.masked_loss_sum, []
 

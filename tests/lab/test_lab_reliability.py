@@ -609,3 +609,25 @@ def test_ddp_timeout_flag(tmp_path, capsys):
     assert cli.settings_from_args(parser.parse_args(["--ddp-timeout", "0.5"])).ddp_timeout == 0.5
     assert _lab(tmp_path / "o", "--ddp-timeout", "0") == 2
     assert "--ddp-timeout (minutes) must be a finite number > 0 and <= 1e+06, got 0.0" in capsys.readouterr().err
+
+
+def test_the_reliability_probe_sees_every_write_point(tmp_path):
+    """benchmarks/probe_lab_reliability.py kills the lab at each file it moves into place:
+    its hook must see the writes of every writer (checkpoints, records, results)."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    probe = os.path.join(repo, "benchmarks", "probe_lab_reliability.py")
+    events = tmp_path / "events.txt"
+    args = list(TINY)
+    args[args.index("--schemes") + 1 : args.index("--extensions")] = ["rope"]
+    env = {**os.environ, "PYTHONPATH": os.path.join(repo, "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, probe, "--child", f"count:{events}", "--", "--out", str(tmp_path / "out"), *args],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = events.read_text().splitlines()
+    replaced = [e for e in seen if e.startswith("after replace")]
+    for name in ("results.json", "train.json", "model.safetensors", "ckpt-"):
+        assert any(name in e for e in replaced), (name, seen)
+    assert any(e.startswith("after remove") for e in seen), seen  # old checkpoints dropped
+    assert len(seen) >= 20, seen
