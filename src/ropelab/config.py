@@ -84,6 +84,9 @@ class RopeConfig:
         # a constant (ropelab.rows.limbs_for); not a field: equality and hashing ignore it
         object.__setattr__(self, "_turn_limbs", {})
         limbs_for(self)
+        from .tables_type import tables_kind  # (tables_type imports this module)
+
+        tables_kind(self.layout, head_dim)  # made now for the same reason
 
     @property
     def num_pairs(self) -> int:
