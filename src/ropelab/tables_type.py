@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .checks import check_int
-from .config import MAX_HEAD_DIM, check_layout
+from .checks import MAX_HEAD_DIM, check_int, check_layout
 
 __all__ = ["RopeTables"]
 
