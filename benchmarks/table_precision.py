@@ -8,7 +8,11 @@ absolute error of cos and sin.
 transformers' table is built as its ``LlamaRotaryEmbedding.forward`` builds it: float32
 inv_freq, ``position_ids.float() @ inv_freq.float()`` in float32, then cos/sin in float32.
 
-Run: python benchmarks/table_precision.py [--head-dim 128] [--theta 500000]
+``benchmarks/table_accuracy.py`` is the companion measurement of every front end's
+rows (NumPy, torch, jax, eager and compiled) against the float64 frequencies the scheme
+defines, which is what ropelab's exactness claims are about.
+
+Run: python benchmarks/table_precision.py [--head-dim 128] [--theta 500000] [--smoke]
 """
 
 from __future__ import annotations
@@ -59,7 +63,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--theta", type=float, nargs="+", default=[10000.0, 500000.0])
+    parser.add_argument("--smoke", action="store_true", help="head_dim 16, one theta: seconds")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.head_dim, args.theta = 16, [500000.0]
+    rows = []
     try:
         import transformers  # noqa: F401
 
@@ -82,6 +90,8 @@ def main(argv=None):
                 hcos, hsin = transformers_tables(positions, theta, args.head_dim)
                 hf = max(np.abs(hcos - ref_cos).max(), np.abs(hsin - ref_sin).max())
             print(f"{theta:>9g} {target:>12d} {ours:>18.2e} {hf:>23.2e}")
+            rows.append({"theta": theta, "N": target, "ropelab": float(ours), "transformers": float(hf)})
+    return rows
 
 
 if __name__ == "__main__":

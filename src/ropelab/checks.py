@@ -19,12 +19,15 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "LAYOUTS",
+    "MAX_HEAD_DIM",
     "MAX_POSITION",
     "check_bool",
     "check_choice",
     "check_device_positions",
     "check_float",
     "check_int",
+    "check_layout",
     "check_positions",
     "check_str",
     "derived",
@@ -38,6 +41,15 @@ __all__ = [
 #: float64 numbers; the numpy tables refuse them rather than round them)
 MAX_POSITION = 2**62
 _EXACT_FLOAT_INT = 2**53
+
+
+#: "interleaved": pairs (x[2i], x[2i+1]) (RoFormer, GPT-J, Meta's Llama code);
+#: "half": pairs (x[i], x[i + R/2]) (GPT-NeoX, Hugging Face Llama).
+LAYOUTS = ("interleaved", "half")
+
+#: the widest head ropelab accepts; real heads are 32 to 512 wide, and a bound here keeps a
+#: mistyped config.json (head_dim 1e9) from allocating gigabytes of frequencies
+MAX_HEAD_DIM = 2**16
 
 
 def show(value: Any, limit: int = 80) -> str:
@@ -169,6 +181,11 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     if not known:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {show(value)}")
     return value
+
+
+def check_layout(layout: Any) -> str:
+    """``layout`` must be one of :data:`LAYOUTS` (ValueError naming it otherwise)."""
+    return check_choice("layout", layout, LAYOUTS)
 
 
 def check_positions(name: str, positions: Any) -> np.ndarray:

@@ -12,28 +12,28 @@ from typing import Any
 import numpy as np
 
 from . import families
-from .checks import check_bool, check_choice, check_float, check_int, derived, is_derived, show
+from .checks import (
+    LAYOUTS,
+    MAX_HEAD_DIM,
+    check_bool,
+    check_float,
+    check_int,
+    check_layout,
+    derived,
+    is_derived,
+    show,
+)
 from .rows import limbs_for
 from .scaling import HF_EXTRA_KEY, Scheme, default_inv_freq, scheme_from_hf
+from .tables_type import tables_kind
 
 __all__ = ["HF_FORMS", "LAYOUTS", "MAX_HEAD_DIM", "RopeConfig", "check_layout", "read_config_json"]
 
-#: "interleaved": pairs (x[2i], x[2i+1]) (RoFormer, GPT-J, Meta's Llama code);
-#: "half": pairs (x[i], x[i + R/2]) (GPT-NeoX, Hugging Face Llama).
-LAYOUTS = ("interleaved", "half")
-
-#: the widest head ropelab accepts; real heads are 32 to 512 wide, and a bound here keeps a
-#: mistyped config.json (head_dim 1e9) from allocating gigabytes of frequencies
-MAX_HEAD_DIM = 2**16
 
 
 #: the two shapes of a config's RoPE settings: transformers 5.x's ``rope_parameters`` (with
 #: ``rope_theta`` inside) and 4.x's ``rope_scaling`` (``rope_theta`` at the top level)
 HF_FORMS = ("rope_parameters", "rope_scaling")
-
-
-def check_layout(layout: Any) -> str:
-    return check_choice("layout", layout, LAYOUTS)
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class RopeConfig:
         # a constant (ropelab.rows.limbs_for); not a field: equality and hashing ignore it
         object.__setattr__(self, "_turn_limbs", {})
         limbs_for(self)
+        tables_kind(self.layout, head_dim)  # made now for the same reason
 
     @property
     def num_pairs(self) -> int:

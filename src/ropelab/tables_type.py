@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .checks import check_int
-from .config import MAX_HEAD_DIM, check_layout
+from .checks import MAX_HEAD_DIM, check_int, check_layout
 
 __all__ = ["RopeTables"]
 
@@ -66,12 +65,7 @@ class RopeTables(_Pair):
                     f"tables of {int(shape[-1])} columns rotate {2 * int(shape[-1])} features, "
                     f"more than head_dim={head_dim}"
                 )
-        kind = _KINDS.get((layout, head_dim))
-        if kind is None:
-            kind = type("RopeTables", (RopeTables,), {"__slots__": (), "layout": layout, "head_dim": head_dim,
-                                                     "__module__": __name__})
-            _KINDS[(layout, head_dim)] = kind
-        return _Pair.__new__(kind, cos, sin)
+        return _Pair.__new__(tables_kind(layout, head_dim), cos, sin)
 
     @property
     def rotary_dim(self) -> int:
@@ -84,3 +78,18 @@ class RopeTables(_Pair):
     def __repr__(self) -> str:
         tail = "" if self.head_dim is None else f", head_dim={self.head_dim}"
         return f"RopeTables(cos={self.cos!r}, sin={self.sin!r}, layout={self.layout!r}{tail})"
+
+
+def tables_kind(layout: str, head_dim: int | None) -> type:
+    """The :class:`RopeTables` subclass carrying ``(layout, head_dim)``, made on first use.
+
+    A :class:`~ropelab.RopeConfig` makes its own when it is built, so code compiled
+    before any eager call finds it made: ``torch.compile`` would otherwise guard on its
+    absence and compile the same function again on the next call.
+    """
+    kind = _KINDS.get((layout, head_dim))
+    if kind is None:
+        kind = type("RopeTables", (RopeTables,), {"__slots__": (), "layout": layout, "head_dim": head_dim,
+                                                 "__module__": __name__})
+        _KINDS[(layout, head_dim)] = kind
+    return kind

@@ -199,3 +199,38 @@ def test_gpu_bench_script_runs_small(capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):  # without --smoke it refuses a machine with no GPU
             module.main([])
+
+
+def test_table_accuracy_script_runs_small(tmp_path, capsys):
+    """benchmarks/table_accuracy.py --smoke: every front end's rows within its claimed bound of
+    the 120-bit truth, the float32 recipe far from it, the table printed and written."""
+    module = _script("table_accuracy")
+    out = tmp_path / "accuracy.json"
+    results = module.main(["--smoke", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert json.loads(out.read_text())["errors"] == results["errors"]
+    (table,) = results["errors"].values()
+    assert set(table[module.FLOAT32_RECIPE]) == set(module.RANGES)
+    for name, errors in table.items():
+        worst = max(errors.values())
+        if name == module.FLOAT32_RECIPE:
+            assert errors["0..2^31-1"] > 1e-2 and errors["-2^31..-1"] > 1e-2
+        elif "float64" in name:
+            assert worst <= 1e-15, name
+        else:
+            assert worst <= 3e-7, name
+    assert any(name.startswith("torch.compile") for name in table)  # torch is installed here
+    assert "| front end | 0..4096 |" in printed and "-core CPU" in printed and "issue" not in printed
+
+
+def test_table_precision_script_runs_small(capsys):
+    """benchmarks/table_precision.py --smoke: ropelab's float64 tables stay near the
+    mathematical frequencies' cos/sin at every N; transformers' float32 ones do not."""
+    module = _script("table_precision")
+    rows = module.main(["--smoke"])
+    printed = capsys.readouterr().out
+    assert [r["N"] for r in rows] == module.TARGETS
+    assert all(r["ropelab"] < 1e-6 for r in rows)
+    if importlib.util.find_spec("transformers") is not None:
+        assert rows[-1]["transformers"] > 1e-2
+    assert "ropelab (float64)" in printed

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 
 pytest.importorskip("flax")
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
@@ -59,7 +60,8 @@ def random_state_dict(rng, d_model, H, K, D, bias):
 
 
 def ref_forward(sd, x, H, K, D, *, causal, positions=None, rope=None):
-    """Attention from a torch-layout state dict, in float64. rope: (inv_freq, layout, factor)."""
+    """Attention from a torch-layout state dict, in float64. rope: (inv_freq, layout, factor),
+    or a RopeConfig for ropelab's float64 tables (positions too large for ``p * inv_freq``)."""
     x = np.asarray(x, np.float64)
     B, T, _ = x.shape
 
@@ -71,11 +73,14 @@ def ref_forward(sd, x, H, K, D, *, causal, positions=None, rope=None):
     k = lin("k_proj", x).reshape(B, T, K, D).transpose(0, 2, 1, 3)  # (B, K, T, D)
     v = lin("v_proj", x).reshape(B, T, K, D).transpose(0, 2, 1, 3)
     if rope is not None:
-        inv_freq, layout, factor = rope
         pos = np.arange(T) if positions is None else np.asarray(positions)
         pos = np.broadcast_to(pos, (B, T))
-        q = ref_rotate(q, pos, inv_freq, layout, factor)
-        k = ref_rotate(k, pos, inv_freq, layout, factor)
+        if isinstance(rope, ropelab.RopeConfig):  # ropelab's float64 tables (exact at any position)
+            q, k = exact_rotate(q, pos, rope), exact_rotate(k, pos, rope)
+        else:
+            inv_freq, layout, factor = rope
+            q = ref_rotate(q, pos, inv_freq, layout, factor)
+            k = ref_rotate(k, pos, inv_freq, layout, factor)
     out = ref_attention(q, k, v, causal=causal)  # (B, H, T, D)
     return lin("o_proj", out.transpose(0, 2, 1, 3).reshape(B, T, H * D))
 
@@ -186,7 +191,7 @@ def test_nope_attention_ignores_positions():
 
 
 def test_jit_matches_eager_with_and_without_traced_positions():
-    module = Attention(32, 4, num_kv_heads=2, rope=ropelab.RopeConfig(8), rngs=nnx.Rngs(6), max_positions=512)
+    module = Attention(32, 4, num_kv_heads=2, rope=ropelab.RopeConfig(8), rngs=nnx.Rngs(6))
     x = np.random.default_rng(5).normal(size=(2, 5, 32)).astype(np.float32)
     positions = np.array([[0, 1, 2, 3, 4], [100, 101, 102, 300, 511]])
     eager = np.asarray(module(x, positions))
@@ -196,12 +201,51 @@ def test_jit_matches_eager_with_and_without_traced_positions():
     np.testing.assert_allclose(default, np.asarray(module(x)), rtol=1e-5, atol=1e-6)
 
 
-def test_traced_positions_past_the_table_give_nan_not_wrong_angles():
-    module = Attention(16, 2, rope=ropelab.RopeConfig(8), rngs=nnx.Rngs(7), max_positions=16)
-    x = np.ones((1, 3, 16), np.float32)
-    step = nnx.jit(lambda m, a, p: m(a, p))
-    assert np.all(np.isfinite(np.asarray(step(module, x, jnp.asarray([13, 14, 15])))))
-    assert np.all(np.isnan(np.asarray(step(module, x, jnp.asarray([14, 15, 16])))[0, 2]))
+# negative, past any table, and the int32 ends: under jit each must get its own angle
+FAR_POSITIONS = np.array(
+    [[-5, -1, 0, 2**31 - 1, 10**9, 8192], [-(2**31), 2**31 - 2, 123_456_789, -1_000_000, 7, 2**20]]
+)
+
+
+def exact_rotate(x, positions, config):
+    """Rotate x ``(B, H, T, D)`` with float64 NumPy tables at ``positions (B, T)``."""
+    tables = ropelab.rope_tables(config, np.asarray(positions))  # (B, T, R/2) float64
+    cos, sin = tables.cos[:, None], tables.sin[:, None]  # (B, 1, T, R/2)
+    return ropelab.apply_rope(x, cos, sin, layout=config.layout, rotary_dim=config.rotary_dim)
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_traced_rows_at_negative_and_huge_positions_match_rope_tables(layout):
+    """The rows computed in the trace equal the float64 NumPy tables to float32 accuracy."""
+    from ropelab.nnx.attention import rope_for
+
+    config = ropelab.RopeConfig(16, theta=500000.0, layout=layout)
+    B, T = FAR_POSITIONS.shape
+    traced = jax.jit(lambda p: rope_for(config, p, B, T))(jnp.asarray(FAR_POSITIONS, jnp.int32))
+    ref = ropelab.rope_tables(config, FAR_POSITIONS)
+    for got, want in zip(traced, ref, strict=True):
+        assert got.shape == (B, T, 1, 8) and got.dtype == jnp.float32
+        assert np.max(np.abs(np.asarray(got, np.float64)[:, :, 0] - want)) <= 3e-7
+
+
+def test_jit_attention_at_negative_and_huge_positions_equals_eager_and_reference():
+    rng = np.random.default_rng(12)
+    config = ropelab.RopeConfig(16, theta=500000.0, layout="half")
+    module = Attention(32, 2, rope=config, rngs=nnx.Rngs(0))
+    sd = random_state_dict(rng, 32, 2, 2, 16, False)
+    load_torch_state_dict(module, sd)
+    B, T = FAR_POSITIONS.shape
+    x = rng.normal(size=(B, T, 32)).astype(np.float32)
+    eager = np.asarray(module(x, FAR_POSITIONS))  # concrete: float64 host tables
+    traced = np.asarray(call_at(module, x, jnp.asarray(FAR_POSITIONS, jnp.int32)))
+    ref = ref_forward(sd, x, 2, 2, 16, causal=True, positions=FAR_POSITIONS, rope=config)
+    assert np.all(np.isfinite(traced))
+    assert_close(traced, eager)
+    assert_close(traced, ref)
+    # the test can fail: the angle of 2**31 - 1 mistaken for another's changes the output
+    moved = FAR_POSITIONS.copy()
+    moved[0, 3] = 2**31 - 3
+    assert np.max(np.abs(np.asarray(call_at(module, x, jnp.asarray(moved, jnp.int32))) - traced)) > 1e-3
 
 
 def test_dynamic_scheme_under_jit_with_default_positions():

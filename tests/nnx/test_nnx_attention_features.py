@@ -209,7 +209,6 @@ def test_cached_decode_without_mask_counts_positions_on():
 def test_jit_decode_one_token_at_a_time_equals_full_forward(padded):
     """Prefill, then one jitted step per token with a traced cache length: one compile."""
     module = nnx_module("llama4-rope-layer")
-    module.max_positions = 64  # traced positions read a table of this many rows
     x, _ = inputs(4)
     mask = padding_mask() if padded else np.ones((B, T), np.int64)
     full = np.asarray(module(x, attention_mask=mask))
@@ -229,6 +228,25 @@ def test_jit_decode_one_token_at_a_time_equals_full_forward(padded):
     assert len(traces) == 1
     rows = mask.astype(bool)
     assert_close(np.concatenate(outs, 1)[rows], full[rows])
+
+
+@pytest.mark.parametrize("first", [2**31 - T, -(2**31), -4])
+def test_jit_decode_at_far_positions_equals_full_forward(first):
+    """Explicit positions near the int32 ends (and negative ones), traced in each decode
+    step: the cached decode still equals the full forward at the same positions."""
+    module = nnx_module("chunk-rope-gqa")
+    x, _ = inputs(6)
+    positions = np.broadcast_to(first + np.arange(T), (B, T))
+    full = np.asarray(module(x, positions))  # concrete: float64 host tables
+    step = nnx.jit(lambda m, token, p, c: m(token, p, cache=c))
+    cache = KVCache.create(B, 2, T, HEAD_DIM)
+    y, cache = module(x[:, :3], positions[:, :3], cache=cache)
+    outs = [np.asarray(y)]
+    for i in range(3, T):
+        y, cache = step(module, x[:, i:i + 1], jnp.asarray(positions[:, i:i + 1], jnp.int32), cache)
+        outs.append(np.asarray(y))
+    assert_close(np.concatenate(outs, 1), full)
+    np.testing.assert_array_equal(np.asarray(cache.positions), positions)
 
 
 def test_jit_cache_overflow_raises():

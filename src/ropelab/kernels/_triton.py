@@ -1,9 +1,14 @@
 """Triton kernel for RoPE on GPUs: q and k in one launch, cos/sin loaded once per token.
 
 Imported only through :mod:`ropelab.kernels.triton_gpu`, which decides when it applies
-(CUDA tensors, triton installed). One program per token ``(b, t)``: it loads that token's
-cos/sin row once (by position, or from tables broadcast over batch and time) and rotates
-every head of q, then every head of k, a block of heads at a time; in place, or into
+(CUDA tensors, triton installed). One program per token ``(b, t)``: it forms that token's
+cos/sin row once and rotates every head of q, then every head of k, a block of heads at
+a time. The row is either loaded (from tables broadcast over batch and time, or the
+table row a position names, NaN for a position outside the table, never a read past
+it), or computed in the program from the token's integer position and the turn limbs of
+the frequencies (:mod:`ropelab.rows`' exact integer-turn arithmetic, the same steps in
+float32: within 3e-7 of the true cos and sin at every ``|p| < 2**31``; NaN beyond
+:data:`ropelab.rows.MAX_EXACT_POSITION`), so no table indexed by position is needed; in place, or into
 fresh outputs or given buffers with the features past the rotary dim copied. Math in
 float32, stored in the input's dtype (float32, bfloat16, float16).
 
@@ -12,13 +17,16 @@ is how the tests hold it to the reference path on machines without a GPU.
 
 Shapes (canonicalised by :func:`rope`): x ``(B, H, T, D)`` with unit stride over D;
 cos/sin ``(P, R/2)`` rows picked by ``positions`` broadcast to ``(B, 1, T)``, or tables
-broadcast to ``(B, 1, T, R/2)`` (one row per token, the same for every head).
+broadcast to ``(B, 1, T, R/2)`` (one row per token, the same for every head), or turn
+limbs ``(6, R/2)`` with ``positions``.
 """
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+from ..rows import LIMBS, MAX_EXACT_POSITION
 
 __all__ = ["DTYPES", "rope"]
 
@@ -51,23 +59,94 @@ def _rotate_heads(x, out, H, sx_b, sx_h, sx_t, so_b, so_h, so_t, b, t, c, s, ia,
 
 
 @triton.jit
+def _sin_cos(x):
+    """sin and cos of a float32 angle within +-0.82 rad: Taylor polynomials to x**13 and
+    x**14 (truncation below 2e-11), the same float32 steps under the interpreter and on
+    a GPU, whatever its sin/cos instructions."""
+    x2 = x * x
+    sp = -1.0 / 39916800.0
+    sp = sp * x2 + 1.0 / 362880.0
+    sp = sp * x2 - 1.0 / 5040.0
+    sp = sp * x2 + 1.0 / 120.0
+    sp = sp * x2 - 1.0 / 6.0
+    sn = x + x * (x2 * sp)
+    cp = 1.0 / 479001600.0
+    cp = cp * x2 - 1.0 / 3628800.0
+    cp = cp * x2 + 1.0 / 40320.0
+    cp = cp * x2 - 1.0 / 720.0
+    cp = cp * x2 + 1.0 / 24.0
+    cp = cp * x2 - 0.5
+    cs = 1.0 + x2 * cp
+    return sn, cs
+
+
+@triton.jit
+def _exact_row(p, limbs, i, mi, HALF: tl.constexpr):
+    """cos, sin float32 ``(BLOCK_HALF,)`` of ``p * inv_freq`` for one integer position
+    ``p`` (int64) from the frequencies' turn limbs ``(6, HALF)`` (ropelab.rows: every
+    product and sum of three below 2**24, so the fraction of a turn is exact to 22 bits)."""
+    a = tl.abs(p)
+    p0 = (a & 2047).to(tl.float32)  # |p| in 11-bit limbs, weights 1, 2**11, 2**22
+    p1 = ((a >> 11) & 2047).to(tl.float32)
+    p2 = (a >> 22).to(tl.float32)
+    t1 = tl.load(limbs + i, mask=mi, other=0.0)  # limb j weighs 2**(-11 j)
+    t2 = tl.load(limbs + HALF + i, mask=mi, other=0.0)
+    t3 = tl.load(limbs + 2 * HALF + i, mask=mi, other=0.0)
+    t4 = tl.load(limbs + 3 * HALF + i, mask=mi, other=0.0)
+    t5 = tl.load(limbs + 4 * HALF + i, mask=mi, other=0.0)
+    t6 = tl.load(limbs + 5 * HALF + i, mask=mi, other=0.0)
+    s1 = p0 * t1 + p1 * t2 + p2 * t3
+    s2 = p0 * t2 + p1 * t3 + p2 * t4
+    s3 = p0 * t3 + p1 * t4 + p2 * t5
+    s4 = p0 * t4 + p1 * t5 + p2 * t6
+    s5 = p0 * t5 + p1 * t6
+    whole = (s1 - tl.floor(s1 * (1.0 / 2048.0)) * 2048.0) * 2048.0 + s2
+    whole = whole - tl.floor(whole * (1.0 / 4194304.0)) * 4194304.0
+    g = whole * (1.0 / 4194304.0)  # the turn's first 22 bits, in [0, 1), exact
+    q = tl.floor(g * 4.0 + 0.5)  # nearest quarter turn, 0..4
+    g = g - q * 0.25  # within +-1/8, exact
+    rest = s3 * (1.0 / 8589934592.0) + (s4 * (1.0 / 17592186044416.0) + s5 * (1.0 / 36028797018963968.0))
+    q = q - tl.floor(q * 0.25) * 4.0  # 4 -> 0
+    sn, cs = _sin_cos((g + rest) * 6.2831854820251465)  # float32(2 pi)
+    cq = tl.abs(q - 2.0) - 1.0  # cos and sin of q quarter turns: exact 0, +-1
+    sq = 1.0 - tl.abs(q - 1.0)
+    c = cs * cq - sn * sq
+    s = sn * cq + cs * sq
+    s = tl.where(p < 0, -s, s)  # a negative position turns the other way
+    return c, s
+
+
+@triton.jit
 def _rope_kernel(q, k, q_out, k_out, cos, sin, pos, T, HQ, HK,
                  sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, oq_b, oq_h, oq_t, ok_b, ok_h, ok_t,
-                 c_b, c_t, c_p, p_b, p_t, sign,
+                 c_b, c_t, c_p, p_b, p_t, n_rows, sign, factor,
                  HALF: tl.constexpr, REST: tl.constexpr, BLOCK_HALF: tl.constexpr,
                  BLOCK_REST: tl.constexpr, BLOCK_H: tl.constexpr, INTERLEAVED: tl.constexpr,
-                 HAS_POS: tl.constexpr, COPY_REST: tl.constexpr):
+                 HAS_POS: tl.constexpr, EXACT: tl.constexpr, COPY_REST: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     b = pid // T
     t = pid % T
     i = tl.arange(0, BLOCK_HALF)
     mi = i < HALF
-    if HAS_POS:
-        row = tl.load(pos + b * p_b + t * p_t).to(tl.int64) * c_p
+    if EXACT:  # computed from the position (cos holds the turn limbs)
+        p = tl.load(pos + b * p_b + t * p_t).to(tl.int64)
+        c, s = _exact_row(p, cos, i, mi, HALF)
+        inside = (p >= -n_rows) & (p <= n_rows)  # n_rows: the largest exact |p|
+        c = tl.where(inside, c * factor, float("nan"))
+        s = tl.where(inside, s * (factor * sign), float("nan"))
     else:
-        row = b * c_b + t * c_t
-    c = tl.load(cos + row + i, mask=mi, other=0.0).to(tl.float32)
-    s = tl.load(sin + row + i, mask=mi, other=0.0).to(tl.float32) * sign
+        if HAS_POS:  # the table's row named by the position; outside the table: NaN
+            p = tl.load(pos + b * p_b + t * p_t).to(tl.int64)
+            inside = (p >= 0) & (p < n_rows)
+            row = tl.where(inside, p, 0) * c_p
+            c = tl.load(cos + row + i, mask=mi, other=0.0).to(tl.float32)
+            s = tl.load(sin + row + i, mask=mi, other=0.0).to(tl.float32) * sign
+            c = tl.where(inside, c, float("nan"))
+            s = tl.where(inside, s, float("nan"))
+        else:
+            row = b * c_b + t * c_t
+            c = tl.load(cos + row + i, mask=mi, other=0.0).to(tl.float32)
+            s = tl.load(sin + row + i, mask=mi, other=0.0).to(tl.float32) * sign
     if INTERLEAVED:
         ia = 2 * i
         ib = 2 * i + 1
@@ -105,17 +184,29 @@ def _token_strides(t, shape):
 
 
 def rope(xs: tuple, cos, sin, *, layout: str, positions=None, inverse: bool = False, inplace: bool = False,
-         outs: tuple | None = None):
+         outs: tuple | None = None, limbs=None, attention_factor: float = 1.0):
     """Rotate each tensor of ``xs`` (q, or q and k) in one launch; the outputs (``xs``
     themselves when ``inplace``, ``outs`` when given: buffers of each x's shape and dtype
     with memory of their own), or None when the kernel does not apply.
 
     It applies to tensors of :data:`DTYPES` on one device, shaped ``(..., T, D)`` with at
     most four dims and a unit stride over D, sharing B and T; float32 tables whose rows
-    are the same for every head; integer positions. Shapes and values are the caller's
-    to check (:func:`ropelab.apply_rope` does).
+    are the same for every head; integer positions. With ``positions``, cos/sin are
+    ``(P, R/2)`` tables and a position outside ``0..P-1`` rotates its token to NaN.
+    Shapes and values are the caller's to check (:func:`ropelab.apply_rope` does).
+
+    ``limbs``: instead of tables (cos and sin None), the float32 turn limbs ``(6, R/2)``
+    of the frequencies (:func:`ropelab.rows.limbs_for`) on x's device, with integer
+    ``positions``: each token's cos/sin (times ``attention_factor``) are computed from
+    its position in the kernel, exact at any ``|p| <=``
+    :data:`~ropelab.rows.MAX_EXACT_POSITION` (NaN beyond).
     """
     import torch
+
+    if limbs is not None:
+        if positions is None or limbs.dtype != torch.float32 or limbs.dim() != 2 or limbs.shape[0] != LIMBS:
+            return None
+        cos = sin = limbs.contiguous()
 
     if not 1 <= len(xs) <= 2:
         return None
@@ -146,6 +237,7 @@ def rope(xs: tuple, cos, sin, *, layout: str, positions=None, inverse: bool = Fa
         if pstr is None:
             return None
         c_b, c_t, c_p, (p_b, p_t), pos = 0, 0, cos.stride(0), pstr, positions
+    n_rows = MAX_EXACT_POSITION if limbs is not None else (cos.shape[0] if positions is not None else 0)
     given = outs
     if given is not None:
         outs = [_as4(o) for o in given]
@@ -163,11 +255,11 @@ def rope(xs: tuple, cos, sin, *, layout: str, positions=None, inverse: bool = Fa
         q, k, qo, ko, cos, sin, pos, T, hq, hk,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         qo.stride(0), qo.stride(1), qo.stride(2), ko.stride(0), ko.stride(1), ko.stride(2),
-        c_b, c_t, c_p, p_b, p_t, -1.0 if inverse else 1.0,
+        c_b, c_t, c_p, p_b, p_t, n_rows, -1.0 if inverse else 1.0, float(attention_factor),
         HALF=half, REST=rest, BLOCK_HALF=triton.next_power_of_2(half),
         BLOCK_REST=triton.next_power_of_2(max(rest, 1)),
         BLOCK_H=min(_MAX_BLOCK_H, triton.next_power_of_2(max(hq, hk, 1))),
-        INTERLEAVED=layout == "interleaved", HAS_POS=positions is not None,
+        INTERLEAVED=layout == "interleaved", HAS_POS=positions is not None, EXACT=limbs is not None,
         COPY_REST=not inplace and rest > 0,
     )
     if inplace:

@@ -20,7 +20,7 @@ import sys
 
 from .interface import Rows, Status
 
-__all__ = ["DISABLE_ENV", "devices", "name", "rope", "rope_out", "status"]
+__all__ = ["DISABLE_ENV", "devices", "name", "rope", "rope_at", "rope_out", "status"]
 
 name = "triton"
 
@@ -74,3 +74,31 @@ def _launch(xs: tuple, angles, outs, *, layout: str, inverse: bool, inplace: boo
         positions = torch.as_tensor(positions, device=device)
     return _kernel.rope(tuple(xs), cos, sin, layout=layout, positions=positions, inverse=inverse, inplace=inplace,
                         outs=outs)
+
+
+def rope_at(xs: tuple, config, positions, *, inverse: bool = False, inplace: bool = False, outs=None,
+            seq_len: int | None = None):
+    """Rotate ``xs`` (q, or q and k, ``(..., T, D)`` torch tensors) by ``config``'s angles
+    at integer ``positions`` (broadcastable to ``(..., T)``) in one launch, each token's
+    cos/sin computed in the kernel from its position (:mod:`ropelab.rows`' exact
+    arithmetic): no table, no length limit, exact at every ``|p| < 2**31``. The outputs
+    as :func:`rope` gives them, or None when the kernel does not apply (then rotate by
+    ``ropelab.rope_tables(config, positions)`` instead). ``seq_len`` as for
+    :func:`ropelab.rope_tables` (length-dependent schemes need it).
+    """
+    if not status().usable:
+        return None
+    torch = sys.modules.get("torch")
+    if torch is None or not all(isinstance(x, torch.Tensor) for x in xs) or xs[0].device.type not in devices:
+        return None
+    if not isinstance(positions, torch.Tensor) or positions.dtype.is_floating_point:
+        return None
+    if config.dynamic and seq_len is None:
+        return None  # max(positions) + 1 would be a host round trip
+    from ..rows import limbs_for
+
+    device = xs[0].device
+    limbs = torch.from_numpy(limbs_for(config, seq_len).copy()).to(device)  # (6, R/2) float32
+    return _kernel.rope(tuple(xs), None, None, layout=config.layout, positions=positions.to(device),
+                        inverse=inverse, inplace=inplace, outs=outs, limbs=limbs,
+                        attention_factor=config.attention_factor)

@@ -14,8 +14,9 @@ K kv heads, D head dim, R rotary dim.
     0 for padding, Hugging Face style.
 
 The positional part is the core's: cos/sin come from :func:`ropelab.rope_tables` (float64
-on the host, exact at any position) and the rotation from :func:`ropelab.apply_rope`.
-Nothing here re-derives frequencies. ``rope=None`` is NoPE: no rotation at all.
+on the host for concrete positions; float32 rows computed in the trace from traced
+positions under ``jax.jit``, :mod:`ropelab.rows`; both exact at any int32 position) and
+the rotation from :func:`ropelab.apply_rope`. Nothing here re-derives frequencies. ``rope=None`` is NoPE: no rotation at all.
 
 What the options mean (which keys a query sees, the temperature) is written once, in
 :class:`ropelab.attention_spec.AttentionSpec` (``module.spec``), which
@@ -43,6 +44,7 @@ from ..attention_spec import AttentionSpec, SpecField
 from ..checks import check_int
 from ..config import RopeConfig
 from ..rotary import apply_rope
+from ..rows import rope_rows
 from ..tables import rope_tables
 from .cache import KVCache, positions_from_mask
 from .torch_weights import load_torch_state_dict
@@ -113,13 +115,15 @@ def check_positions(positions, batch: int, length: int) -> None:
             )
 
 
-def rope_for(config: RopeConfig, positions, batch: int, length: int, *, max_positions: int):
+def rope_for(config: RopeConfig, positions, batch: int, length: int):
     """cos/sin for ``positions`` shaped to rotate ``(B, T, H, D)`` arrays: ``(..., T, 1, R/2)``.
 
-    ``positions`` is None (``0..T-1``), ``(T,)``, ``(1, T)`` or ``(B, T)``. Concrete positions get
-    exact host tables. Traced positions (under ``jax.jit``) are looked up in a cached
-    table of ``max_positions`` rows; a position outside it gives NaN, never a silently
-    wrong angle.
+    ``positions`` is None (``0..T-1``), ``(T,)``, ``(1, T)`` or ``(B, T)``. Concrete positions
+    (and the default ``0..T-1``) get float64 host rows (:func:`ropelab.rope_tables`).
+    Traced positions (under ``jax.jit``) get float32 rows computed in the trace from the
+    positions themselves (:func:`ropelab.rows.jax_rows`): within 3e-7 of the true cos and
+    sin at every int32 position, negative ones included, with no table and so no length
+    limit.
     """
     if positions is None:
         cos, sin = position_tables(config, length)
@@ -134,9 +138,7 @@ def rope_for(config: RopeConfig, positions, batch: int, length: int, *, max_posi
             f"the rope scheme {config.scaling!r} depends on the sequence length, which traced "
             "positions do not give; under jit pass positions=None or concrete positions"
         )
-    table_cos, table_sin = position_tables(config, max_positions)
-    cos = jnp.take(jnp.asarray(table_cos, jnp.float32), positions, axis=0, mode="fill", fill_value=jnp.nan)
-    sin = jnp.take(jnp.asarray(table_sin, jnp.float32), positions, axis=0, mode="fill", fill_value=jnp.nan)
+    cos, sin = rope_rows(config, positions, "jax")  # (..., T, R/2) float32
     return cos[..., None, :], sin[..., None, :]
 
 
@@ -192,18 +194,19 @@ class Attention(nnx.Module):
         temperature_tuning: ``(attn_scale, floor_scale)``: queries scaled by
             ``1 + attn_scale * log(floor((pos + 1) / floor_scale) + 1)`` (Llama 4 NoPE
             layers), ``pos`` the token's position (not its slot), in float32.
-        max_positions: rows of the cached table used for positions traced under jit.
         rngs: ``nnx.Rngs`` for the projection weights.
 
-    The options but ``rope`` and ``max_positions`` are validated and kept in
+    The options but ``rope`` are validated and kept in
     ``self.spec`` (:class:`~ropelab.attention_spec.AttentionSpec`); ``module.chunk_size``
     and the like read it, and setting one validates the new value.
 
     Call: ``module(x, positions=None, *, attention_mask=None, cache=None)``; see
     :meth:`__call__`.
 
-    Under ``jax.jit`` the cache length and so the positions are traced: RoPE reads them
-    from a table of ``max_positions`` rows. A step that overflows the cache (or a
+    Under ``jax.jit`` the cache length and so the positions are traced: RoPE computes the
+    cos/sin rows from them in the trace (:mod:`ropelab.rows`, float32, within 3e-7 of the
+    true values at every int32 position, negative ones included; no table, no position
+    limit). A step that overflows the cache (or a
     ``(B, S)`` mask whose S is not cached + new) raises ValueError outside jit; under
     jit it raises when the step runs, jax's ``JaxRuntimeError`` (a RuntimeError)
     carrying the same message, and its output is NaN, never a silently wrong answer.
@@ -239,7 +242,6 @@ class Attention(nnx.Module):
         qk_norm: bool = False,
         temperature_tuning: tuple[float, float] | None = None,
         qk_norm_eps: float = 1e-6,
-        max_positions: int = 8192,
         rngs: nnx.Rngs,
     ):
         #: the validated options and the meaning they give (shared with ropelab.torch.Attention)
@@ -261,7 +263,6 @@ class Attention(nnx.Module):
                 raise TypeError(f"rope must be a ropelab.RopeConfig or None (NoPE), got {rope!r}")
             spec.check_rope(rope)
         self.rope = rope
-        self.max_positions = check_int("max_positions", max_positions, minimum=1)
         width, kv_width = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
         self.q_proj = nnx.Linear(spec.d_model, width, use_bias=bias, rngs=rngs)
         self.k_proj = nnx.Linear(spec.d_model, kv_width, use_bias=bias, rngs=rngs)
@@ -389,7 +390,7 @@ class Attention(nnx.Module):
         v = self.v_proj(x).reshape(B, T, K, D)
         if self.rope is not None:
             # (..., T, 1, R/2): one row per token, broadcast over heads
-            cos, sin = rope_for(self.rope, positions, B, T, max_positions=self.max_positions)
+            cos, sin = rope_for(self.rope, positions, B, T)
             rope = self.rope
             q, k = apply_rope((q, k), cos, sin, layout=rope.layout, rotary_dim=rope.rotary_dim)
         if spec.qk_norm:
@@ -445,7 +446,6 @@ class Attention(nnx.Module):
         qk_norm: bool = False,
         temperature_tuning: tuple[float, float] | None = None,
         qk_norm_eps: float = 1e-6,
-        max_positions: int = 8192,
     ) -> Attention:
         """Build an Attention holding the weights of a torch ``Attention`` state dict.
 
@@ -476,7 +476,6 @@ class Attention(nnx.Module):
             qk_norm=qk_norm,
             temperature_tuning=temperature_tuning,
             qk_norm_eps=qk_norm_eps,
-            max_positions=max_positions,
             rngs=nnx.Rngs(0),
         )
         return load_torch_state_dict(module, state_dict)
