@@ -236,7 +236,8 @@ def rope_rows(config, positions, kind: str, *, seq_len: int | None = None):
     if kind == "torch":
         import torch
 
-        return torch_rows(positions, torch.from_numpy(limbs).to(positions.device), attention_factor=factor)
+        # a copy: torch warns on a read-only array (the kept limbs are), and they are 6 x R/2 numbers
+        return torch_rows(positions, torch.from_numpy(limbs.copy()).to(positions.device), attention_factor=factor)
     import jax.numpy as jnp
 
     return jax_rows(positions, jnp.asarray(limbs), attention_factor=factor)
