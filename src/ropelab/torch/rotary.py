@@ -153,10 +153,10 @@ class RotaryEmbedding(nn.Module):
         """:meth:`forward` written into q and k (returns them): a fused in-place pass
         where the kernels take it. Autograd rules are :func:`ropelab.apply_rope_`'s."""
         cos, sin = self._angles(q, k, positions, offset, seq_len, heads_first)
-        layout = self.config.layout
+        layout, rotary_dim = self.config.layout, self.config.rotary_dim
         if k is None:
-            return apply_rope_(q, cos, sin, layout=layout)
-        apply_rope_((q, k), cos, sin, layout=layout)
+            return apply_rope_(q, cos, sin, layout=layout, rotary_dim=rotary_dim)
+        apply_rope_((q, k), cos, sin, layout=layout, rotary_dim=rotary_dim)
         return q, k
 
     def extra_repr(self) -> str:
