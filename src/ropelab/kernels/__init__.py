@@ -273,3 +273,4 @@ def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
                     return torch.from_numpy(made[0]), torch.from_numpy(made[1])
                 return made
     return None
+

@@ -3,9 +3,10 @@
 Imported only through :mod:`ropelab.kernels.numba_cpu`. The steps and their float32
 rounding are those of :mod:`ropelab.rows` (see there why each is exact): ``|p|`` split
 into three 11-bit limbs, products with the frequency's six turn limbs, 22 exact bits of
-the turn, a quarter-turn reduction, float32 ``sin``/``cos`` of the small angle, then
-exact quarter swaps and the sign of ``p``. One pass writes both rows; with ~50 float32
-operations per number the torch-op version reads and writes ~50 temporaries instead.
+the turn, a quarter-turn reduction, ``sin``/``cos`` of the small angle (here float32
+polynomials, so that the loop over frequencies vectorises; within 2e-7 of float32
+``sin``/``cos``), then exact quarter swaps and the sign of ``p``. One pass writes both
+rows; the torch-op version reads and writes ~50 temporaries instead.
 
 Shapes: pos ``(N,)`` int64; limbs ``(6, R/2)`` float32; cos, sin ``(N, R/2)`` float32.
 """
@@ -37,12 +38,21 @@ _TWO_PI = _F(2 * math.pi)
 _CHUNK = 64
 
 
+# Taylor coefficients of sin and cos: on |angle| <= pi/4 + 2**-5 the first dropped terms
+# (angle**11 / 11!, angle**12 / 12!) are below 3e-9, and a float32 Horner evaluation
+# adds about one ulp; calls to sinf/cosf would keep the loop from vectorising
+_S3, _S5, _S7, _S9 = (_F(c) for c in (-1 / 6, 1 / 120, -1 / 5040, 1 / 362880))
+_C2, _C4, _C6, _C8, _C10 = (_F(c) for c in (-1 / 2, 1 / 24, -1 / 720, 1 / 40320, -1 / 3628800))
+_HALF = _F(0.5)
+
+
 @njit(inline="always")
 def _row(p, limbs, factor, cos, sin, n):
     a = -p if p < 0 else p
     p0 = _F(a & _MASK)
     p1 = _F((a >> 11) & _MASK)
     p2 = _F(a >> 22)
+    sign = -factor if p < 0 else factor
     for i in range(limbs.shape[1]):
         t1 = limbs[0, i]
         t2 = limbs[1, i]
@@ -58,21 +68,18 @@ def _row(p, limbs, factor, cos, sin, n):
         whole = (s1 - np.floor(s1 * _I11) * _W11) * _W11 + s2
         whole = whole - np.floor(whole * _I22) * _W22
         g = whole * _I22
-        q = np.round(g * _FOUR)
+        q = np.floor(g * _FOUR + _HALF)  # the nearest quarter (exact: g has 22 bits)
         g = g - q * _QUARTER
         rest = s3 * _I33 + (s4 * _I44 + s5 * _I55)
         q = q - np.floor(q * _QUARTER) * _FOUR
-        angle = (g + rest) * _TWO_PI
-        c = np.cos(angle)
-        s = np.sin(angle)
+        x = (g + rest) * _TWO_PI
+        x2 = x * x
+        s = x + x * x2 * (_S3 + x2 * (_S5 + x2 * (_S7 + x2 * _S9)))
+        c = _ONE + x2 * (_C2 + x2 * (_C4 + x2 * (_C6 + x2 * (_C8 + x2 * _C10))))
         cq = abs(q - _TWO) - _ONE
         sq = _ONE - abs(q - _ONE)
-        co = c * cq - s * sq
-        so = s * cq + c * sq
-        if p < 0:
-            so = -so
-        cos[n, i] = co * factor
-        sin[n, i] = so * factor
+        cos[n, i] = (c * cq - s * sq) * factor
+        sin[n, i] = (s * cq + c * sq) * sign
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -89,3 +96,4 @@ def turn_rows_serial(pos, limbs, factor, cos, sin):
     """:func:`turn_rows` on the calling thread (a decode step's few positions)."""
     for r in range(pos.shape[0]):
         _row(pos[r], limbs, factor, cos, sin, r)
+

@@ -89,16 +89,19 @@ class RotaryEmbedding(nn.Module):
         device: the exact rows of integer ``positions`` (any shape)."""
         if not isinstance(positions, torch.Tensor):
             raise TypeError(f"positions must be a torch tensor, got {type(positions).__name__}")
-        config = self.config
         if positions.is_cpu and not torch.compiler.is_compiling():
-            check_device_positions("positions", positions, "torch", concrete=True, limit=rows.MAX_EXACT_POSITION)
-            if seq_len is None and config.dynamic:
-                seq_len = int(positions.max()) + 1 if positions.numel() else 1
-            made = kernels.turn_rows(positions, rows.limbs_for(config, seq_len),
-                                     attention_factor=config.attention_factor)
+            limbs = self._limbs(positions, seq_len)
+            made = kernels.turn_rows(positions, limbs, attention_factor=self.config.attention_factor)
             if made is not None:
                 return made
-        return rows.rope_rows(config, positions, "torch", seq_len=seq_len)
+        return rows.rope_rows(self.config, positions, "torch", seq_len=seq_len)
+
+    def _limbs(self, positions, seq_len):
+        """Checked eager CPU positions: the turn limbs of their frequencies."""
+        check_device_positions("positions", positions, "torch", concrete=True, limit=rows.MAX_EXACT_POSITION)
+        if seq_len is None and self.config.dynamic:
+            seq_len = int(positions.max()) + 1 if positions.numel() else 1
+        return rows.limbs_for(self.config, seq_len)
 
     def tables_for(self, positions=None, offset=0, length: int = 1, *, seq_len: int | None = None,
                    device=None):
@@ -112,8 +115,8 @@ class RotaryEmbedding(nn.Module):
 
     # -- rotation -------------------------------------------------------------------------
 
-    def _angles(self, q, k, positions, offset, seq_len, heads_first):
-        """Checked inputs' rows, shaped to broadcast against q and k."""
+    def _positions(self, q, k, positions, offset, heads_first):
+        """Checked inputs; the positions as a (T,) or (B, T) integer tensor on q's device."""
         if q.dim() != 4 or (k is not None and k.dim() != 4):
             shapes = tuple(q.shape) if k is None else f"{tuple(q.shape)} and {tuple(k.shape)}"
             want = "(B, H, T, D)" if heads_first else "(B, T, H, D)"
@@ -123,17 +126,18 @@ class RotaryEmbedding(nn.Module):
         if k is not None and (k.shape[time_dim] != length or k.shape[0] != q.shape[0]):
             raise ValueError(f"q and k must have the same B and T, got {tuple(q.shape)} and {tuple(k.shape)}")
         if positions is None:
-            positions = _arange(offset, length, q.device)
-        else:
-            _check_positions(positions)
-            if positions.shape[-1] != length:
-                raise ValueError(f"positions of shape {tuple(positions.shape)} do not match T={length} of q")
-            if positions.dim() == 2 and positions.shape[0] not in (1, q.shape[0]):
-                raise ValueError(
-                    f"positions of shape {tuple(positions.shape)} do not match the batch B={q.shape[0]}"
-                )
-            if positions.device != q.device:
-                positions = positions.to(q.device)
+            return _arange(offset, length, q.device)
+        _check_positions(positions)
+        if positions.shape[-1] != length:
+            raise ValueError(f"positions of shape {tuple(positions.shape)} do not match T={length} of q")
+        if positions.dim() == 2 and positions.shape[0] not in (1, q.shape[0]):
+            raise ValueError(
+                f"positions of shape {tuple(positions.shape)} do not match the batch B={q.shape[0]}"
+            )
+        return positions if positions.device == q.device else positions.to(q.device)
+
+    def _angles(self, positions, seq_len, heads_first):
+        """The rows, shaped to broadcast against q and k."""
         cos, sin = self.rows(positions, seq_len=seq_len)  # (T, R/2) or (B, T, R/2)
         # one row per token, shared by all heads: a size-1 heads dim
         head_dim_at = -3 if heads_first else -2
@@ -143,7 +147,8 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, q, k=None, positions=None, offset=0, *, seq_len: int | None = None,
                 heads_first: bool = True):
-        cos, sin = self._angles(q, k, positions, offset, seq_len, heads_first)
+        positions = self._positions(q, k, positions, offset, heads_first)
+        cos, sin = self._angles(positions, seq_len, heads_first)
         if k is None:
             return rope_op.rotate(q, cos, sin, self.config.layout)
         return rope_op.rotate_qk(q, k, cos, sin, self.config.layout)
@@ -152,8 +157,9 @@ class RotaryEmbedding(nn.Module):
                 heads_first: bool = True):
         """:meth:`forward` written into q and k (returns them): a fused in-place pass
         where the kernels take it. Autograd rules are :func:`ropelab.apply_rope_`'s."""
-        cos, sin = self._angles(q, k, positions, offset, seq_len, heads_first)
+        positions = self._positions(q, k, positions, offset, heads_first)
         layout, rotary_dim = self.config.layout, self.config.rotary_dim
+        cos, sin = self._angles(positions, seq_len, heads_first)
         if k is None:
             return apply_rope_(q, cos, sin, layout=layout, rotary_dim=rotary_dim)
         apply_rope_((q, k), cos, sin, layout=layout, rotary_dim=rotary_dim)
