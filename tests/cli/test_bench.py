@@ -199,3 +199,20 @@ def test_gpu_bench_script_runs_small(capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):  # without --smoke it refuses a machine with no GPU
             module.main([])
+
+
+def test_rows_bench_script_runs_small(capsys):
+    """benchmarks/bench_rows.py: far-position decode, prefill in place, ONNX Runtime
+    (skipped with a message where it is not installed), at toy size."""
+    module = _script("bench_rows")
+    results = module.main(["--smoke"])
+    printed = capsys.readouterr().out
+    decode, prefill = results["decode"], results["prefill"]
+    assert decode["near_us"] > 0 and decode["far_us"] > 0 and decode["ratio"] > 0
+    assert decode["far_rss_mib"] >= 0 and decode["near_rss_mib"] >= 0
+    assert prefill["copy_ms"] > 0 and prefill["rotate_ms"] > 0
+    assert "position 2147483647" in printed and "copy_" in printed and "-core CPU" in printed
+    if importlib.util.find_spec("onnxruntime") is None:
+        assert results["ort"] is None and "ONNX Runtime skipped" in printed
+    else:
+        assert results["ort"]["max_diff"] < 1e-5 and results["ort"]["ratio"] > 0
