@@ -56,12 +56,9 @@ class Rows(NamedTuple):
 
     ``cos``/``sin`` broadcastable to x's ``(..., T, R/2)``; or, with ``positions``
     (integers broadcastable to ``(..., T)``), ``(P, R/2)`` tables whose row
-    ``positions[..., t]`` rotates token t. ``plan``: what a backend's ``plan(cos, sin)``
-    made of these tables, kept by a caller that rotates with them often (a backend uses
-    its own plans and ignores others').
+    ``positions[..., t]`` rotates token t.
     """
 
     cos: Any
     sin: Any
     positions: Any = None
-    plan: Any = None

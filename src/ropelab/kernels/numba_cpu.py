@@ -343,11 +343,10 @@ def _rotate(xs: tuple, angles, outs, *, layout: str, inverse: bool, inplace: boo
     nothing: the outputs, or None."""
     if type(angles) is not Rows:
         return None
-    cos, sin, positions, tables = angles
-    if type(tables) is not TablePlan:
-        tables = plan(cos, sin)
-        if tables is None:
-            return None
+    cos, sin, positions = angles
+    tables = plan(cos, sin)
+    if tables is None:
+        return None
     reads = _bind(tables, positions)
     direction = (layout == "interleaved", -1.0 if inverse else 1.0)
     calls, written = [], []
