@@ -53,3 +53,41 @@ def test_positions_outside_the_table_are_refused_by_the_kernel():
     for bad in ([0, 4], [-1, 0]):
         with pytest.raises(IndexError, match="outside the table"):
             numba_cpu.rope((x,), Rows(cos, sin, np.array(bad)), layout="half", inverse=False, inplace=False)
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("rows_shape", ["T", "BT", "1T"])
+def test_rotate_fresh_equals_rope(dtype, rows_shape):
+    """The decode shortcut gives kernels.rope's values to the bit (partial rotary, q and
+    k of different head counts, rows per token or per batch row)."""
+    B, T, D = 2, 3, 12
+    config = RopeConfig(D, rotary_dim=8, layout="half")
+    positions = {"T": torch.tensor([4, FAR, -9]), "BT": torch.tensor([[1, 2, 3], [FAR, 0, -FAR]]),
+                 "1T": torch.tensor([[7, 8, 9]])}[rows_shape]
+    cos, sin = kernels.turn_rows(positions, rows.limbs_for(config))
+    q, k = torch.randn(B, 4, T, D).to(dtype), torch.randn(B, 2, T, D).to(dtype)
+    got = kernels.rotate_fresh((q, k), cos, sin, layout="half")
+    assert got is not None
+    c4, s4 = (t.unsqueeze(-3) for t in (cos, sin))  # a heads dim
+    want = kernels.rope((q, k), c4, s4, layout="half")
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == dtype and g.is_contiguous()
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+@numba_only
+def test_rotate_fresh_declines_what_it_does_not_cover():
+    cos, sin = kernels.turn_rows(torch.arange(3), rows.limbs_for(RopeConfig(8)))
+    q = torch.randn(1, 2, 3, 8)
+    assert kernels.rotate_fresh((q,), cos, sin, layout="half") is not None
+    for xs, c, s in [
+        ((q.transpose(2, 3).contiguous().transpose(2, 3),), cos, sin),  # not contiguous
+        ((q.clone().requires_grad_(True),), cos, sin),  # autograd would need to record
+        ((torch.randn(2, 3, 8),), cos, sin),  # not (B, H, T, D)
+        ((torch.randn(1, 2, 3, 4),), cos, sin),  # head dim below the rotary dim
+        ((torch.randn(1, 2, 4, 8),), cos, sin),  # rows of another T
+        ((q,), cos.double(), sin.double()),  # rows not float32
+        ((q,), cos.t().contiguous().t(), sin),  # rows not contiguous
+    ]:
+        assert kernels.rotate_fresh(xs, c, s, layout="half") is None

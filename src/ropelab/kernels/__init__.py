@@ -44,6 +44,7 @@ __all__ = [
     "rope",
     "rope_inplace",
     "rope_into",
+    "rotate_fresh",
     "turn_rows",
     "unregister",
 ]
@@ -274,3 +275,22 @@ def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
                 return made
     return None
 
+
+
+def rotate_fresh(xs: tuple, cos, sin, *, layout: str):
+    """The decode-step shortcut: each tensor of ``xs`` rotated into a fresh tensor by
+    rows ``cos``/``sin`` (``(T, R/2)`` or ``(B or 1, T, R/2)``, one row per token, all
+    heads), or None when no backend's shortcut applies (the caller then takes
+    :func:`rope`, which gives the same values). Arguments are checked by the caller;
+    the backend says what it takes (numba's: contiguous ``(B, H, T, D)`` CPU tensors
+    and float32 rows, nothing for autograd to record,
+    :func:`ropelab.kernels.numba_cpu.rotate_fresh`)."""
+    if _compiling():
+        return None
+    for b in _usable():
+        shortcut = getattr(b, "rotate_fresh", None)
+        if shortcut is not None:
+            outs = shortcut(xs, cos, sin, layout=layout)
+            if outs is not None:
+                return outs
+    return None

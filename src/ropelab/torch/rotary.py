@@ -136,19 +136,24 @@ class RotaryEmbedding(nn.Module):
             )
         return positions if positions.device == q.device else positions.to(q.device)
 
+    def _fits(self, q, k) -> bool:
+        """R <= D for q and k (the general path raises the error when not)."""
+        rotary_dim = self.config.rotary_dim
+        return rotary_dim <= q.shape[-1] and (k is None or rotary_dim <= k.shape[-1])
+
     def _angles(self, positions, seq_len, heads_first):
         """The rows, shaped to broadcast against q and k."""
-        cos, sin = self.rows(positions, seq_len=seq_len)  # (T, R/2) or (B, T, R/2)
-        # one row per token, shared by all heads: a size-1 heads dim
-        head_dim_at = -3 if heads_first else -2
-        if cos.dim() == 3 or not heads_first:
-            cos, sin = cos.unsqueeze(head_dim_at), sin.unsqueeze(head_dim_at)
-        return cos, sin
+        return _per_head(*self.rows(positions, seq_len=seq_len), heads_first)
 
     def forward(self, q, k=None, positions=None, offset=0, *, seq_len: int | None = None,
                 heads_first: bool = True):
         positions = self._positions(q, k, positions, offset, heads_first)
-        cos, sin = self._angles(positions, seq_len, heads_first)
+        cos, sin = self.rows(positions, seq_len=seq_len)  # (T, R/2) or (B, T, R/2)
+        if heads_first and positions.is_cpu and not _recording(q, k) and self._fits(q, k):
+            outs = kernels.rotate_fresh((q,) if k is None else (q, k), cos, sin, layout=self.config.layout)
+            if outs is not None:  # a decode step: tens of microseconds less than the general path
+                return outs[0] if k is None else outs
+        cos, sin = _per_head(cos, sin, heads_first)
         if k is None:
             return rope_op.rotate(q, cos, sin, self.config.layout)
         return rope_op.rotate_qk(q, k, cos, sin, self.config.layout)
@@ -167,6 +172,22 @@ class RotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return repr(self.config)
+
+
+def _per_head(cos, sin, heads_first: bool):
+    """Rows (T, R/2) or (B, T, R/2) with a size-1 heads dim where q and k need one: one
+    row per token, shared by all heads."""
+    at = -3 if heads_first else -2
+    if cos.dim() == 3 or not heads_first:
+        return cos.unsqueeze(at), sin.unsqueeze(at)
+    return cos, sin
+
+
+def _recording(q, k) -> bool:
+    """Whether autograd would record the rotation (or torch.compile traces it)."""
+    if torch.compiler.is_compiling():
+        return True
+    return torch.is_grad_enabled() and (q.requires_grad or (k is not None and k.requires_grad))
 
 
 def _arange(offset, length: int, device):
