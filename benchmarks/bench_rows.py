@@ -113,6 +113,9 @@ def _ort_session(ort, onnx, shape, config):
                                                     helper.make_opsetid("com.microsoft", 1)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
+    # ORT's workers spin after a run by default, which would take the cores from the
+    # contender timed next (the timings interleave)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
