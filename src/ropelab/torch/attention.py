@@ -101,8 +101,9 @@ class Attention(nn.Module):
     ``self.spec`` (:class:`~ropelab.attention_spec.AttentionSpec`); ``attn.chunk_size``
     and the like read it, and setting one validates the new value.
 
-    YaRN's and LongRoPE's attention factor is inside the rope tables (cos and sin are
-    multiplied by it, as transformers does), so scores scale by its square.
+    YaRN's and LongRoPE's attention factor is inside the rope rows (cos and sin are
+    multiplied by it, as transformers does), so scores scale by its square. The rows
+    are made for each call's positions, exact at any position, with no table kept.
 
     ``forward(x, positions=None, cache=None, attention_mask=None) -> (B, T, d_model)``:
     see :meth:`forward`.

@@ -14,8 +14,10 @@ Shaw et al. (2018) need their own score path: :class:`ropelab.torch.ShawAttentio
 (``ropelab.torch.shaw``). The transformer layer kinds that use these modules are in
 ``ropelab.torch.kinds``.
 
-The tables (slopes, buckets, scales, frequencies) come from :mod:`ropelab.positional`
-and :mod:`ropelab.tables`, computed in float64 on the host and cached here.
+Slopes and buckets come from :mod:`ropelab.positional`, computed in float64 on the
+host. The rotary modules (xPos, M-RoPE, axial) keep no table by position: each call
+makes the exact cos/sin rows of its positions (:class:`RotaryEmbedding`) and xPos its
+scales (from float64), so any position costs the same memory.
 
 Shapes: B batch, H heads, K kv heads, T new tokens, S keys, D head dim, R rotary dim.
     q (B, H, T, D), k (B, K, T, D); positions (B, T) long (M-RoPE: (3, B, T));
