@@ -378,6 +378,11 @@ def test_compiled_length_dependent_scheme_needs_seq_len():
     got = compiled(q, k, positions, seq_len=44)
     for g, w in zip(got, rope(q, k, positions), strict=True):
         torch.testing.assert_close(g, w, atol=2e-6, rtol=0)
+    # positions=None: the length is offset + T, known without reading positions
+    got = compiled(q, k, None, 40)
+    ref = reference_rope(q.numpy(), np.arange(40, 44), config.inv_freq(44), "interleaved",
+                         config.attention_factor)
+    np.testing.assert_allclose(got[0].numpy(), ref, atol=5e-6)
     torch._dynamo.reset()
 
 

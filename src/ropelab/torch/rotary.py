@@ -136,6 +136,13 @@ class RotaryEmbedding(nn.Module):
             )
         return positions if positions.device == q.device else positions.to(q.device)
 
+    def _seq_len(self, q, positions, offset, seq_len, heads_first):
+        """A length-dependent scheme's length for ``offset + arange(T)``, read on the host
+        (no device round trip, and known under torch.compile): ``offset + T``."""
+        if seq_len is None and positions is None and self.config.dynamic and not isinstance(offset, torch.Tensor):
+            return offset + q.shape[2 if heads_first else 1]
+        return seq_len
+
     def _fits(self, q, k) -> bool:
         """R <= D for q and k (the general path raises the error when not)."""
         rotary_dim = self.config.rotary_dim
@@ -147,6 +154,7 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, q, k=None, positions=None, offset=0, *, seq_len: int | None = None,
                 heads_first: bool = True):
+        seq_len = self._seq_len(q, positions, offset, seq_len, heads_first)
         positions = self._positions(q, k, positions, offset, heads_first)
         cos, sin = self.rows(positions, seq_len=seq_len)  # (T, R/2) or (B, T, R/2)
         if heads_first and positions.is_cpu and not _recording(q, k) and self._fits(q, k):
@@ -162,6 +170,7 @@ class RotaryEmbedding(nn.Module):
                 heads_first: bool = True):
         """:meth:`forward` written into q and k (returns them): a fused in-place pass
         where the kernels take it. Autograd rules are :func:`ropelab.apply_rope_`'s."""
+        seq_len = self._seq_len(q, positions, offset, seq_len, heads_first)
         positions = self._positions(q, k, positions, offset, heads_first)
         layout, rotary_dim = self.config.layout, self.config.rotary_dim
         cos, sin = self._angles(positions, seq_len, heads_first)
