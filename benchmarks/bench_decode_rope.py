@@ -29,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(1)
     q, k = torch.randn(1, 32, 1, 128), torch.randn(1, 8, 1, 128)
     position = torch.tensor([[4000]])
-    ours = RotaryEmbedding(RopeConfig(128, layout="half"), 8192)
+    ours = RotaryEmbedding(RopeConfig(128, layout="half"))
     with torch.no_grad():
         t_ours = _time(lambda: ours(q, k, position), args.reps)
         print(f"ropelab RotaryEmbedding(q, k, positions): {t_ours:.1f} us")

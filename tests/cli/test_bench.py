@@ -234,3 +234,20 @@ def test_table_precision_script_runs_small(capsys):
     if importlib.util.find_spec("transformers") is not None:
         assert rows[-1]["transformers"] > 1e-2
     assert "ropelab (float64)" in printed
+
+
+def test_rows_bench_script_runs_small(capsys):
+    """benchmarks/bench_rows.py: far-position decode, prefill in place, ONNX Runtime
+    (skipped with a message where it is not installed), at toy size."""
+    module = _script("bench_rows")
+    results = module.main(["--smoke"])
+    printed = capsys.readouterr().out
+    decode, prefill = results["decode"], results["prefill"]
+    assert decode["near_us"] > 0 and decode["far_us"] > 0 and decode["ratio"] > 0
+    assert decode["far_rss_mib"] >= 0 and decode["near_rss_mib"] >= 0
+    assert prefill["copy_ms"] > 0 and prefill["rotate_ms"] > 0
+    assert "position 2147483647" in printed and "copy_" in printed and "-core CPU" in printed
+    if importlib.util.find_spec("onnxruntime") is None:
+        assert results["ort"] is None and "ONNX Runtime skipped" in printed
+    else:
+        assert results["ort"]["max_diff"] < 1e-5 and results["ort"]["ratio"] > 0

@@ -35,7 +35,7 @@ class Spy:
             self.calls.append(("declined", len(xs)))
             return None
         self.calls.append(("inplace" if inplace else "inverse" if inverse else "forward", len(xs)))
-        cos, sin, positions, _ = angles
+        cos, sin, positions = angles
         if inplace:
             return tuple(reference.rotate_inplace(x, cos, sin, layout=layout, positions=positions) for x in xs)
         return tuple(reference.rotate(x, cos, sin, layout=layout, positions=positions, inverse=inverse).contiguous()

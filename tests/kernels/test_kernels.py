@@ -478,69 +478,6 @@ def test_in_place_write_is_seen_by_autograd(fused_calls):
         y.sum().backward()
 
 
-@numba_only
-@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
-@pytest.mark.parametrize("layout", ["interleaved", "half"])
-@pytest.mark.parametrize("pos_shape", ["T", "1T", "B1T"])
-def test_rope_rows_fast_path_equals_rope(fused_calls, dtype, layout, pos_shape):
-    """The decode fast path gives kernels.rope's values to the bit, for q and k of
-    different head counts, partial rotary and every positions shape it takes."""
-    B, T, D, P = 2, 3, 12, 40
-    cfg = RopeConfig(D, rotary_dim=8, layout=layout)
-    cos, sin = (torch.from_numpy(t).float() for t in rope_tables(cfg, np.arange(P)))
-    q, k = _x("torch", (B, 4, T, D), dtype, 1), _x("torch", (B, 2, T, D), dtype, 2)
-    rng = np.random.default_rng(5)
-    positions = torch.from_numpy(rng.integers(0, P, {"T": (T,), "1T": (1, 1, T), "B1T": (B, 1, T)}[pos_shape]))
-    got = kernels.rope_rows((q, k), kernels.plan_tables(cos, sin), positions, layout=layout)
-    assert got is not None and fused_calls == ["rope_rows_out_serial"] * 2
-    want = kernels.rope((q, k), cos, sin, layout=layout, positions=positions)
-    for g, w, src in zip(got, want, (q, k), strict=True):
-        assert g.dtype == src.dtype and g.shape == src.shape and g.is_contiguous()
-        torch.testing.assert_close(g, w, rtol=0, atol=0)
-        _close_to_reference(g, w, ref64(_np64(src), cos.numpy(), sin.numpy(), layout, positions.numpy()), dtype)
-
-
-@numba_only
-def test_rope_rows_declines_what_it_does_not_cover(fused_calls):
-    """None (the caller takes kernels.rope) for anything outside its conditions."""
-    cfg = RopeConfig(8, layout="half")
-    cos, sin = (torch.from_numpy(t).float() for t in rope_tables(cfg, np.arange(10)))
-    plan = kernels.plan_tables(cos, sin)
-    q = torch.randn(1, 2, 3, 8)
-    pos = torch.tensor([1, 2, 3])
-    assert kernels.rope_rows((q,), plan, pos, layout="half") is not None
-    fused_calls.clear()
-    declined = [
-        ((q.transpose(2, 3).contiguous().transpose(2, 3),), plan, pos),  # not contiguous
-        ((q.requires_grad_(True),), plan, pos),  # autograd would need to record
-        ((torch.randn(2, 3, 8),), plan, pos),  # not (B, H, T, D)
-        ((torch.randn(1, 2, 3, 8, dtype=torch.complex64),), plan, pos),  # not a kernel dtype
-        ((torch.randn(1, 2, 3, 4),), plan, pos),  # head dim below the rotary dim
-        ((torch.randn(1, 2, 3, 8),), plan, pos.int()),  # positions not int64
-        ((torch.randn(1, 2, 3, 8),), plan, torch.tensor([1, 2])),  # positions of another T
-        ((torch.randn(1, 2, 3, 8),), None, pos),  # no plan
-    ]
-    for xs, tables, positions in declined[:-1]:
-        assert kernels.rope_rows(xs, tables, positions, layout="half") is None
-    # tables broadcast against x (not rows indexed by position) are not this path's
-    assert kernels.rope_rows((q.detach(),), kernels.plan_tables(cos[:3, None].expand(3, 1, 4), sin[:3, None].expand(3, 1, 4)),
-                             pos, layout="half") is None
-    assert not fused_calls
-
-
-@numba_only
-def test_rope_rows_reads_sliced_and_expanded_positions_right(fused_calls):
-    """Positions that are a view (the last column of a longer row, an expanded row)."""
-    cfg = RopeConfig(8, layout="half")
-    cos, sin = (torch.from_numpy(t).float() for t in rope_tables(cfg, np.arange(64)))
-    q = torch.randn(3, 2, 1, 8)
-    rows = torch.arange(3 * 40).reshape(3, 40) % 64
-    for positions in (rows[:, None, -1:], rows[:1, None, 5:6].expand(3, 1, 1)):
-        got = kernels.rope_rows((q,), kernels.plan_tables(cos, sin), positions, layout="half")[0]
-        want = kernels.rope(q, cos, sin, layout="half", positions=positions.contiguous())
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
-
-
 # -- into a given buffer (apply_rope(..., out=)) ---------------------------------------
 
 

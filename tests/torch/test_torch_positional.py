@@ -141,7 +141,7 @@ def test_xpos_equals_formula(layout):
     cfg = RopeConfig(16, rotary_dim=12, layout=layout)
     q, k = _qk(b=1, h=2, t=6)
     pos = np.array([0, 3, 50, 51, 700, 1500])
-    xpos = XPos(cfg, scale_base=128.0, max_positions=8)  # grows to cover 1500
+    xpos = XPos(cfg, scale_base=128.0)  # scales made per call, 1500 included
     got_q, got_k = xpos(q.float(), k.float(), torch.as_tensor(pos)[None])
     ref_q, ref_k = _xpos_reference(q.numpy(), k.numpy(), pos, pos, cfg, scale_base=128.0)
     np.testing.assert_allclose(got_q.double().numpy(), ref_q, rtol=1e-5, atol=1e-6)
@@ -175,9 +175,19 @@ def test_xpos_decays_with_distance_for_aligned_q_and_k():
     assert near[0] > near[1] > near[2]
 
 
-def test_xpos_keeps_float32_tables_after_dtype_cast():
-    xpos = XPos(RopeConfig(16)).to(torch.bfloat16)
-    assert xpos.scale.dtype == torch.float32
+def test_xpos_after_dtype_cast_scales_as_before_and_holds_no_table():
+    """Scales are made per call from float64: a cast module gives the float32 module's
+    numbers (to bfloat16 rounding) and keeps no position-sized state."""
+    xpos = XPos(RopeConfig(16))
+    cast = XPos(RopeConfig(16)).to(torch.bfloat16)
+    assert not list(cast.buffers()) and not cast.state_dict()
+    q, k = torch.randn(1, 2, 3, 16), torch.randn(1, 2, 3, 16)
+    positions = torch.tensor([5, 3000, -40])
+    want = xpos(q.bfloat16().float(), k.bfloat16().float(), positions)
+    got = cast(q.bfloat16(), k.bfloat16(), positions)
+    assert all(torch.isfinite(w).all() for w in want)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g.float(), w, atol=5e-2, rtol=2e-2)
 
 
 def test_xpos_rejects_bad_scale_base():

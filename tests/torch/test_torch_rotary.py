@@ -1,6 +1,7 @@
 """ropelab.torch.RotaryEmbedding against a float64 NumPy reference and RoPE's identities."""
 
 import dataclasses
+import threading
 from typing import ClassVar
 
 import numpy as np
@@ -8,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ropelab import RopeConfig, scaling  # noqa: E402
-from ropelab.torch import RotaryEmbedding, rope_op  # noqa: E402
+from ropelab import RopeConfig, apply_rope, rope_tables, scaling  # noqa: E402
+from ropelab.torch import RotaryEmbedding  # noqa: E402
 
 
 def reference_rope(x, positions, inv_freq, layout, factor=1.0):
@@ -44,7 +45,7 @@ def _qk(b=2, h=3, k=1, t=7, d=16, seed=0):
 @pytest.mark.parametrize("rotary_dim", [16, 8])
 def test_matches_float64_reference(layout, rotary_dim):
     config = RopeConfig(16, theta=500.0, rotary_dim=rotary_dim, layout=layout)
-    rope = RotaryEmbedding(config, max_positions=32)
+    rope = RotaryEmbedding(config)
     q, k = _qk()
     q2, k2 = rope(q, k, offset=5)
     pos = np.arange(5, 12)
@@ -55,7 +56,7 @@ def test_matches_float64_reference(layout, rotary_dim):
 
 def test_batch_positions_gather_per_row():
     config = RopeConfig(16, layout="half")
-    rope = RotaryEmbedding(config, max_positions=16)
+    rope = RotaryEmbedding(config)
     q, k = _qk(b=2, t=4)
     positions = torch.tensor([[0, 0, 1, 2], [7, 8, 9, 10]])  # a left-padded row, an offset row
     q2, k2 = rope(q, k, positions)
@@ -89,26 +90,10 @@ def test_relative_position_invariance():
     np.testing.assert_allclose(scores, scores[0], rtol=1e-5)
 
 
-def test_tables_grow_and_are_not_rebuilt_per_call():
-    config = RopeConfig(8, layout="half")
-    rope = RotaryEmbedding(config, max_positions=4)
-    q, k = _qk(d=8, t=3)
-    rope(q, k)
-    ptr = rope.cos.data_ptr()
-    rope(q, k, offset=1)
-    assert rope.cos.data_ptr() == ptr  # same buffer: no recomputation
-    q2, _ = rope(q, k, torch.tensor([2, 9, 40]))  # past the table: grows by doubling
-    assert rope.max_positions == 64
-    ref = reference_rope(q.numpy(), np.array([2, 9, 40]), config.inv_freq(), "half")
-    np.testing.assert_allclose(q2.numpy(), ref, atol=2e-6)
-    assert rope.cos.dtype == torch.float32
-    assert "cos" not in rope.state_dict()  # non-persistent
-
-
 def test_far_positions_are_exact():
-    # float32 angles are wrong by ~0.03 rad at 1e6; the cached tables are formed in float64
+    # float32 angles are wrong by ~0.03 rad at 1e6; the rows are reduced in exact turns
     config = RopeConfig(8, layout="half")
-    rope = RotaryEmbedding(config, max_positions=4)
+    rope = RotaryEmbedding(config)
     q, k = _qk(b=1, h=1, t=2, d=8)
     pos = torch.tensor([1_000_000, 1_000_001])
     q2, _ = rope(q, k, pos)
@@ -137,7 +122,7 @@ def test_attention_factor_in_tables():
 )
 def test_dynamic_schemes_pick_frequencies_from_max_position(scheme):
     config = RopeConfig(8, scaling=scheme)
-    rope = RotaryEmbedding(config, max_positions=8)
+    rope = RotaryEmbedding(config)
     q, k = _qk(d=8, t=4)
     for positions in ([0, 1, 2, 3], [10, 11, 12, 13], [30, 31, 32, 40], [50, 51, 52, 53]):
         seq_len = max(positions) + 1
@@ -165,11 +150,11 @@ def test_dynamic_schemes_pick_frequencies_from_max_position(scheme):
         scaling.LongRoPE([1.0, 1.5, 2.0, 3.0], [2.0, 3.0, 4.0, 8.0], 16, factor=4.0),
     ],
 )
-def test_dynamic_tables_longer_than_the_original_length_keep_base_frequencies(scheme):
-    """Tables built (or grown) past the original length still rotate short sequences
-    with the base frequencies: the static tables are the short regime, not their size's."""
+def test_dynamic_schemes_go_back_to_base_frequencies_for_short_calls(scheme):
+    """A long call does not leave the module in the long regime: a short one after it
+    rotates with the base frequencies (the choice depends on the call's positions only)."""
     config = RopeConfig(8, scaling=scheme)
-    rope = RotaryEmbedding(config, max_positions=64)  # 4x the original length
+    rope = RotaryEmbedding(config)
     q, k = _qk(d=8, t=4)
     for positions in ([0, 1, 2, 3], [40, 41, 42, 43], [5, 6, 7, 8]):  # short, long, short again
         seq_len = max(positions) + 1
@@ -200,22 +185,20 @@ class _Stepped(scaling.Scheme):
 
 
 def test_a_new_length_dependent_scheme_needs_nothing_of_the_module():
-    """The module asks the scheme for its regimes: one it has never seen is cached by
-    them, each regime's tables built once and reused for every length of it."""
+    """The module asks the scheme for its frequencies at the call's length: a scheme it
+    has never seen works, every band of lengths with its own frequencies."""
     config = RopeConfig(8, scaling=_Stepped())
-    rope = RotaryEmbedding(config, max_positions=8)
+    rope = RotaryEmbedding(config)
     q, k = _qk(d=8, t=4)
-    built = {}
     for positions in ([0, 1, 2, 3], [20, 21, 22, 23], [40, 41, 42, 43], [25, 26, 27, 28], [60, 61, 62, 63]):
         seq_len = max(positions) + 1
         q2, _ = rope(q, k, torch.tensor(positions))
         ref = reference_rope(q.numpy(), np.array(positions), config.inv_freq(seq_len), "interleaved")
         np.testing.assert_allclose(q2.numpy(), ref, atol=5e-6, err_msg=str(positions))
-        for regime, (cos, _) in rope._regimes.items():
-            assert built.setdefault(regime, cos) is cos  # never rebuilt
-    assert set(rope._regimes) == {_Stepped.BANDS[1], _Stepped.BANDS[2]}  # "near" is rope.cos
-    assert rope._regimes[_Stepped.BANDS[1]][0].shape[0] == 32  # no rows past the regime's end
-    assert rope._regimes[_Stepped.BANDS[2]][0].shape[0] == 66  # twice its first length
+    # seq_len overrides the length read from the positions
+    q3, _ = rope(q, k, torch.tensor([0, 1, 2, 3]), seq_len=40)
+    ref = reference_rope(q.numpy(), np.arange(4), config.inv_freq(40), "interleaved")
+    np.testing.assert_allclose(q3.numpy(), ref, atol=5e-6)
 
 
 def test_set_config_swaps_scheme():
@@ -233,9 +216,8 @@ def test_set_config_swaps_scheme():
     torch.testing.assert_close(q4, q5, rtol=1e-5, atol=1e-6)
 
 
-def test_dtype_cast_keeps_float32_tables_and_input_dtype():
+def test_dtype_cast_keeps_float32_rows_and_input_dtype():
     rope = RotaryEmbedding(RopeConfig(16)).to(torch.bfloat16)
-    assert rope.cos.dtype == torch.float32
     q, k = _qk()
     q2, k2 = rope(q.bfloat16(), k.bfloat16(), offset=2)
     assert q2.dtype == torch.bfloat16
@@ -257,30 +239,158 @@ def test_gradients_flow():
     assert torch.isfinite(q.grad).all() and q.grad.abs().sum() > 0
 
 
-def test_compiles_without_graph_breaks():
-    rope = RotaryEmbedding(RopeConfig(16, layout="half"), max_positions=64)
-    q, k = _qk()
-    compiled = torch.compile(rope, fullgraph=True, backend="eager")
-    pos = torch.tensor([[0, 1, 2, 3, 4, 5, 6], [3, 4, 5, 6, 7, 8, 9]])
-    for args in ((None, 4), (pos, 0)):
-        torch.testing.assert_close(compiled(q, k, *args), rope(q, k, *args))
+# -- any position, exactly --------------------------------------------------------------
+
+FAR = 2**31 - 1
 
 
-def test_growth_inside_compile_is_a_clear_error():
-    rope = RotaryEmbedding(RopeConfig(16), max_positions=4)
+def exact_rope(x, positions, config):
+    """float64 NumPy RoPE from rope_tables (angles reduced exactly on the host)."""
+    cos, sin = rope_tables(config, np.asarray(positions))  # (.., T, R/2)
+    if cos.ndim == 3:  # (B, T, R/2) -> (B, 1, T, R/2)
+        cos, sin = cos[:, None], sin[:, None]
+    return apply_rope(np.asarray(x, dtype=np.float64), cos, sin, layout=config.layout,
+                      rotary_dim=config.rotary_dim)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_far_and_negative_positions_match_exact_tables(layout):
+    """The largest int32 position, negative ones (rotation by the negative angle),
+    (B, T) positions and a tensor offset, against float64 tables."""
+    config = RopeConfig(16, rotary_dim=12, layout=layout)
+    rope = RotaryEmbedding(config)
+    q, k = _qk(t=4)
+    batched = torch.tensor([[FAR, FAR - 1, -FAR, -3], [0, 2**30 + 7, -(2**31) + 5, 123_456_789]])
+    for positions, kwargs in ((batched, {}), (batched[1], {}), (None, {"offset": FAR - 3}),
+                              (None, {"offset": torch.tensor(-FAR)})):
+        got_q, got_k = rope(q, k, positions, **kwargs)
+        pos = positions.numpy() if positions is not None else int(kwargs["offset"]) + np.arange(4)
+        np.testing.assert_allclose(got_q.numpy(), exact_rope(q.numpy(), pos, config), atol=3e-6)
+        np.testing.assert_allclose(got_k.numpy(), exact_rope(k.numpy(), pos, config), atol=3e-6)
+    # a negative position undoes the positive one
+    back = rope(rope(q, None, batched), None, -batched)
+    torch.testing.assert_close(back, q, atol=3e-6, rtol=0)
+
+
+def test_heads_last_layout_and_q_alone():
+    """heads_first=False takes (B, T, H, D) and equals the (B, H, T, D) result
+    transposed; without k, q alone comes back."""
+    rope = RotaryEmbedding(RopeConfig(16, layout="half"))
+    q, k = _qk(t=5)
+    for positions in (None, torch.tensor([4, FAR, -2, 0, 9]), torch.tensor([[1, 2, 3, 4, 5], [FAR] * 5])):
+        want_q, want_k = rope(q, k, positions, offset=3)
+        got_q, got_k = rope(q.transpose(1, 2), k.transpose(1, 2), positions, offset=3, heads_first=False)
+        torch.testing.assert_close(got_q.transpose(1, 2), want_q, rtol=0, atol=0)
+        torch.testing.assert_close(got_k.transpose(1, 2), want_k, rtol=0, atol=0)
+        alone = rope(q, positions=positions, offset=3)
+        assert isinstance(alone, torch.Tensor)
+        torch.testing.assert_close(alone, want_q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotate_in_place_equals_forward(dtype):
+    rope = RotaryEmbedding(RopeConfig(16, rotary_dim=8))
+    q, k = (t.to(dtype) for t in _qk(t=6))
+    positions = torch.tensor([[0, 5, FAR, -7, 3, 2], [9, 9, 9, 9, 9, 9]])
+    want_q, want_k = rope(q, k, positions)
+    q_ptr, k_ptr = q.data_ptr(), k.data_ptr()
+    got_q, got_k = rope.rotate_(q, k, positions)
+    assert got_q is q and got_k is k and q.data_ptr() == q_ptr and k.data_ptr() == k_ptr
+    torch.testing.assert_close(q, want_q, rtol=0, atol=0)
+    torch.testing.assert_close(k, want_k, rtol=0, atol=0)
+    # (B, T, H, D), q alone, offset
+    qt = _qk(t=6)[0].to(dtype).transpose(1, 2).contiguous()
+    want = rope(qt, offset=FAR - 6, heads_first=False)
+    assert rope.rotate_(qt, offset=FAR - 6, heads_first=False) is qt
+    torch.testing.assert_close(qt, want, rtol=0, atol=0)
+
+
+def test_no_position_sized_state():
+    """A decode step at the largest int32 position: the module holds no buffer,
+    parameter or table (nothing grows with the position's value)."""
+    rope = RotaryEmbedding(RopeConfig(128))
+    q, k = torch.randn(1, 32, 1, 128), torch.randn(1, 8, 1, 128)
+    got_q, _ = rope(q, k, offset=FAR)
+    np.testing.assert_allclose(got_q.numpy(), exact_rope(q.numpy(), [FAR], rope.config), atol=3e-6)
+    assert not list(rope.buffers()) and not list(rope.parameters()) and not rope.state_dict()
+    assert set(vars(rope)) - set(vars(torch.nn.Module())) == {"config"}
+
+
+def test_threads_share_one_module():
+    """8 threads calling one module with different lengths and positions get what
+    serial calls give."""
+    rope = RotaryEmbedding(RopeConfig(32, layout="half"))
+    jobs = []
+    for i in range(8):
+        t = 1 + 5 * i
+        g = torch.Generator().manual_seed(i)
+        q, k = torch.randn(2, 4, t, 32, generator=g), torch.randn(2, 2, t, 32, generator=g)
+        positions = torch.randint(-FAR, FAR, (2, t), generator=g) if i % 2 else None
+        jobs.append((q, k, positions, 1000 * i))
+    want = [rope(q, k, p, offset=o) for q, k, p, o in jobs]
+    got = [None] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def work(i):
+        start.wait()
+        for _ in range(20):
+            got[i] = rope(jobs[i][0], jobs[i][1], jobs[i][2], offset=jobs[i][3])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+# -- torch.compile ------------------------------------------------------------------------
+
+
+def test_compiles_without_graph_breaks_or_recompiles():
+    """fullgraph, dynamic: the eager numbers, and no recompile for new position values."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    rope = RotaryEmbedding(RopeConfig(16, layout="half"))
     q, k = _qk()
+    counter = CompileCounter()
+    compiled = torch.compile(rope, fullgraph=True, dynamic=True, backend=counter)
+    pos = torch.tensor([[0, 1, 2, 3, 4, 5, 6], [3, 4, 5, 6, 7, 8, FAR]])
+    for positions in (pos, pos + 1000, -pos, pos * 3 - FAR):
+        for got, want in zip(compiled(q, k, positions), rope(q, k, positions), strict=True):
+            torch.testing.assert_close(got, want, atol=2e-6, rtol=0)
+    assert counter.frame_count == 1
+    torch._dynamo.reset()
+
+
+def test_compiled_length_dependent_scheme_needs_seq_len():
+    torch._dynamo.reset()
+    config = RopeConfig(8, scaling=scaling.DynamicNTK(4.0, 16))
+    rope = RotaryEmbedding(config)
+    q, k = _qk(d=8, t=4)
+    positions = torch.tensor([40, 41, 42, 43])
+    rope(q, k, positions)  # the long regime's limbs are made eagerly once
     compiled = torch.compile(rope, fullgraph=True, backend="eager")
-    with pytest.raises(RuntimeError, match=r"ensure\(12\)"):
-        compiled(q, k, None, 5)
-    rope.ensure(12)
-    torch.testing.assert_close(compiled(q, k, None, 5), rope(q, k, None, 5))
+    with pytest.raises(Exception, match="seq_len"):
+        compiled(q, k, positions)
+    got = compiled(q, k, positions, seq_len=44)
+    for g, w in zip(got, rope(q, k, positions), strict=True):
+        torch.testing.assert_close(g, w, atol=2e-6, rtol=0)
+    # positions=None: the length is offset + T, known without reading positions
+    got = compiled(q, k, None, 40)
+    ref = reference_rope(q.numpy(), np.arange(40, 44), config.inv_freq(44), "interleaved",
+                         config.attention_factor)
+    np.testing.assert_allclose(got[0].numpy(), ref, atol=5e-6)
+    torch._dynamo.reset()
 
 
 def test_errors():
     with pytest.raises(TypeError, match="RopeConfig"):
         RotaryEmbedding({"head_dim": 16})
-    with pytest.raises(ValueError, match="max_positions"):
-        RotaryEmbedding(RopeConfig(16), max_positions=0)
+    with pytest.raises(TypeError):
+        RotaryEmbedding(RopeConfig(16), max_positions=64)  # no tables: nothing to size
     rope = RotaryEmbedding(RopeConfig(16))
     q, k = _qk()
     with pytest.raises(TypeError, match="integer tensor"):
@@ -293,59 +403,15 @@ def test_errors():
         rope(q, k, torch.zeros(3, 7, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\(B, H, T, D\)"):
         rope(q[0], k[0])
-    with pytest.raises(ValueError, match=">= 0"):
-        rope(q, k, torch.arange(-1, 6))
-    with pytest.raises(ValueError, match="offset"):
-        rope(q, k, offset=-2)
-
-
-def test_positions_path_checks_what_the_kernel_would_trust():
-    """The positions path hands checked arguments straight to the kernels; anything it
-    did not check goes through rotate_qk's checks instead and fails there, clearly."""
-    rope = RotaryEmbedding(RopeConfig(16))
-    q, k = _qk()
-    positions = torch.arange(3, 10)
-    want = rope.tables_for(positions)
-    with torch.no_grad():
-        got_q, got_k = rope(q, k, positions)
-        ref_q = rope_op.rotate(q, *want, rope.config.layout)
-        ref_k = rope_op.rotate(k, *want, rope.config.layout)
-    torch.testing.assert_close(got_q, ref_q, rtol=0, atol=0)
-    torch.testing.assert_close(got_k, ref_k, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"\(B, T, H, D\)"):
+        rope(q[0], k[0], heads_first=False)
+    with pytest.raises(ValueError, match="same B and T"):
+        rope(q, torch.cat([k, k]))
+    with pytest.raises(ValueError, match="within"):
+        rope(q, k, torch.full((7,), 2**40))
+    with pytest.raises(TypeError, match="offset"):
+        rope(q, k, offset=1.5)
+    with pytest.raises(TypeError, match="offset"):
+        rope(q, k, offset=torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="rotary dim 16 <= the last dim of x"):
-        rope(q[..., :8], k[..., :8], positions)  # head dim 8 < rotary dim 16
-    with pytest.raises(ValueError, match="do not broadcast"):
-        rope(q, torch.cat([k, k]), positions.expand(q.shape[0], 7))  # k's batch differs
-
-
-def test_decode_plan_follows_every_change_of_the_tables():
-    """The positions path keeps the kernels' view of the tables between calls; a new
-    schedule, growth, a device/dtype move or an in-place write must not leave it stale."""
-    base = RopeConfig(16, layout="half")
-    linear = RopeConfig(16, layout="half", scaling=scaling.Linear(4.0))
-    rope = RotaryEmbedding(base, max_positions=32)
-    q, k = _qk(t=1)
-    pos = torch.tensor([[9], [20]])
-
-    def check(config, scale=1.0):
-        with torch.no_grad():
-            got = rope(q, k, pos)
-        for g, x in zip(got, (q, k), strict=True):
-            want = scale * reference_rope(x.numpy(), pos.numpy(), config.inv_freq(), "half")
-            np.testing.assert_allclose(g.numpy(), want, atol=4e-6)
-
-    check(base)
-    rope.set_config(linear)  # same size, new values (the allocator may reuse the address)
-    check(linear)
-    pos = torch.tensor([[9], [100]])  # grows the tables
-    check(linear)
-    assert rope.max_positions == 128
-    rope.to(torch.float64)  # tables stay float32 (new tensors all the same)
-    check(linear)
-    with torch.no_grad():
-        rope.cos.copy_(rope.tables_for(torch.arange(128))[0])  # an in-place write, same values
-    check(linear)
-    with torch.no_grad():
-        rope.cos.mul_(2.0)
-        rope.sin.mul_(2.0)  # in place: every rotated vector doubles
-    check(linear, scale=2.0)
+        rope(q[..., :8], k[..., :8])  # head dim 8 < rotary dim 16

@@ -174,7 +174,7 @@ def _qwen2_vl(module):
     config = module.config
     # transformers' default when the config names no sections (Qwen2-VL's 128-wide heads)
     section = rope_parameters(config).get("mrope_section", [16, 24, 24])
-    rope = MRoPE(RopeConfig.from_hf(config), tuple(section), max_positions=config.max_position_embeddings)
+    rope = MRoPE(RopeConfig.from_hf(config), tuple(section))
     attn = _new_attention(
         config,
         heads=config.num_attention_heads,

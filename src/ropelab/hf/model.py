@@ -89,7 +89,9 @@ def transformer_from_hf(model):
             head_dim=attns[0].head_dim,
             layers=tuple("nope" if attn.rope is None else "rope" for attn in attns),
             rope=RopeConfig.from_hf(config),
-            max_positions=first_rope.rope.max_positions if first_rope else 2048,
+            # no table depends on it (the rotary rows are made per call): the context the
+            # checkpoint names, written back by save_pretrained
+            max_positions=int(getattr(config, "max_position_embeddings", None) or 2048),
             norm_eps=float(config.rms_norm_eps),
             tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
             mlp="swiglu",

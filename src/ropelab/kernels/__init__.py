@@ -38,14 +38,14 @@ __all__ = [
     "backend",
     "backend_note",
     "backends",
-    "plan_tables",
     "reference",
     "register",
     "reset_backend",
     "rope",
     "rope_inplace",
     "rope_into",
-    "rope_rows",
+    "rotate_fresh",
+    "turn_rows",
     "unregister",
 ]
 
@@ -55,17 +55,15 @@ _BACKENDS: tuple = (triton_gpu, numba_cpu)
 # asked once, until reset_backend(): name -> Status, and the usable backends in order
 _STATUS: dict[str, Status] = {}
 _USABLE: tuple | None = None
-_ROWS: tuple = ()  # the usable backends' decode shortcuts (rope_rows), in order
 
 
 def _usable() -> tuple:
-    global _USABLE, _ROWS
+    global _USABLE
     if _USABLE is None:
         for b in _BACKENDS:
             if b.name not in _STATUS:
                 _STATUS[b.name] = b.status()
         _USABLE = tuple(b for b in _BACKENDS if _STATUS[b.name].usable)
-        _ROWS = tuple(b.rope_rows for b in _USABLE if hasattr(b, "rope_rows"))
     return _USABLE
 
 
@@ -163,36 +161,19 @@ def _dispatch(xs: tuple, angles, *, layout: str, inverse: bool, inplace: bool) -
     return tuple(_dispatch((x,), angles, layout=layout, inverse=inverse, inplace=inplace)[0] for x in xs)
 
 
-def plan_tables(cos, sin):
-    """The tables as the first usable backend that plans reads them, or None.
-
-    A caller that rotates with the same cos/sin many times (a decode loop) keeps the plan
-    and passes it back as ``tables=`` (:func:`rope`, :func:`rope_inplace`) or to
-    :func:`rope_rows`; a new plan whenever the tables change.
-    """
-    for b in _usable():
-        make = getattr(b, "plan", None)
-        if make is not None:
-            made = make(cos, sin)
-            if made is not None:
-                return made
-    return None
-
-
-def rope_inplace(x, cos, sin, *, layout: str, positions=None, tables=None):
+def rope_inplace(x, cos, sin, *, layout: str, positions=None):
     """Rotate ``x`` (or each array of a tuple) in place; returns ``x``.
 
     A backend where one takes it, else compute and copy back. Shapes are validated by
     the caller (:func:`ropelab.apply_rope_`). Autograd does not see the write (as with
     any ``no_grad`` in-place update); train through :func:`ropelab.torch.rope_op.rotate`
-    instead. ``tables``: :func:`plan_tables` of these cos/sin, kept by a caller that
-    rotates with them often.
+    instead.
     """
     xs = x if isinstance(x, tuple) else (x,)
     if _compiling():
         outs = (None,) * len(xs)
     else:
-        outs = _dispatch(xs, Rows(cos, sin, positions, tables), layout=layout, inverse=False, inplace=True)
+        outs = _dispatch(xs, Rows(cos, sin, positions), layout=layout, inverse=False, inplace=True)
     torch = sys.modules.get("torch")
     for xi, out in zip(xs, outs, strict=True):
         if out is None:
@@ -204,26 +185,25 @@ def rope_inplace(x, cos, sin, *, layout: str, positions=None, tables=None):
     return x
 
 
-def rope(x, cos, sin, *, layout: str, positions=None, inverse: bool = False, tables=None):
+def rope(x, cos, sin, *, layout: str, positions=None, inverse: bool = False):
     """Rotate ``x`` (or each array of a tuple) into a new contiguous array of its kind,
     dtype and shape.
 
     A backend runs when one takes it and no gradient is being recorded; otherwise the
     reference path (differentiable, traceable by torch.compile and jax.jit).
-    ``inverse`` rotates by the negative angle. ``tables``: :func:`plan_tables` of these
-    cos/sin, kept by a caller that rotates with them often.
+    ``inverse`` rotates by the negative angle.
     """
     xs = x if isinstance(x, tuple) else (x,)
     if _compiling() or _needs_grad(*xs, cos, sin):
         outs = (None,) * len(xs)
     else:
-        outs = _dispatch(xs, Rows(cos, sin, positions, tables), layout=layout, inverse=inverse, inplace=False)
+        outs = _dispatch(xs, Rows(cos, sin, positions), layout=layout, inverse=inverse, inplace=False)
     outs = tuple(reference.rotate(xi, cos, sin, layout=layout, positions=positions, inverse=inverse)
                  if out is None else out for xi, out in zip(xs, outs, strict=True))
     return outs if isinstance(x, tuple) else outs[0]
 
 
-def rope_into(x, out, cos, sin, *, layout: str, positions=None, in_place=None, tables=None):
+def rope_into(x, out, cos, sin, *, layout: str, positions=None, in_place=None):
     """Rotate ``x`` (or each array of a tuple) into the given buffer ``out`` (a tuple for
     a tuple); returns ``out``.
 
@@ -239,16 +219,16 @@ def rope_into(x, out, cos, sin, *, layout: str, positions=None, in_place=None, t
     in_place = in_place or (False,) * len(xs)
     same = tuple(xi for xi, alias in zip(xs, in_place, strict=True) if alias)
     if same:
-        rope_inplace(same, cos, sin, layout=layout, positions=positions, tables=tables)
+        rope_inplace(same, cos, sin, layout=layout, positions=positions)
     pairs = [(xi, oi) for xi, oi, alias in zip(xs, outs, in_place, strict=True) if not alias]
     if not pairs:
         return out
     written = None if _compiling() else _dispatch_out(
-        tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), Rows(cos, sin, positions, tables), layout=layout)
+        tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), Rows(cos, sin, positions), layout=layout)
     torch = sys.modules.get("torch")
     for (xi, oi), done in zip(pairs, written or (False,) * len(pairs), strict=True):
         if not done:
-            rotated = rope(xi, cos, sin, layout=layout, positions=positions, tables=tables)
+            rotated = rope(xi, cos, sin, layout=layout, positions=positions)
             if torch is not None and isinstance(oi, torch.Tensor):
                 oi.copy_(rotated)
             else:
@@ -270,23 +250,47 @@ def _dispatch_out(xs: tuple, outs: tuple, angles, *, layout: str) -> tuple | Non
     return tuple(bool(_dispatch_out((xi,), (oi,), angles, layout=layout)) for xi, oi in zip(xs, outs, strict=True))
 
 
-def rope_rows(xs: tuple, tables, positions, *, layout: str):
-    """The decode-step fast path: each tensor of ``xs`` rotated into a fresh tensor by table
-    rows ``positions``; None when the path does not apply (the caller then takes
-    :func:`rope`, which gives the same values).
 
-    ``tables`` is a :func:`plan_tables` of ``(P, R/2)`` tables and ``positions`` an integer
-    tensor broadcastable to the ``(B, H, T)`` of ``(B, H, T, D)`` tensors, its values
-    checked against P by the caller. The backend that made the plan says whether its
-    shortcut applies (numba's: contiguous CPU tensors, int64 positions; see
-    :func:`ropelab.kernels.numba_cpu.rope_rows`).
+def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
+    """Exact float32 ``(cos, sin)`` rows of integer ``positions`` (shape
+    ``positions.shape + (R/2,)``, of the positions' kind: torch tensors for a torch
+    tensor) from turn limbs ``(6, R/2)`` (:func:`ropelab.rows.limbs_for`), made by the
+    first usable backend with a ``turn_rows``; None when none takes them (a GPU tensor,
+    numba missing, inside torch.compile): :func:`ropelab.rows.torch_rows` gives the same
+    numbers (to a float32 rounding of sin/cos) with array ops.
+
+    Position values are checked by the caller (within +-2**33,
+    :data:`ropelab.rows.MAX_EXACT_POSITION`).
     """
-    if tables is None or _compiling():
+    if _compiling():
         return None
-    if _USABLE is None:
-        _usable()
-    for shortcut in _ROWS:
-        outs = shortcut(xs, tables, positions, layout=layout)
-        if outs is not None:
-            return outs
+    for b in _usable():
+        make = getattr(b, "turn_rows", None)
+        if make is not None:
+            made = make(positions, limbs, attention_factor=attention_factor)
+            if made is not None:
+                torch = sys.modules.get("torch")
+                if torch is not None and isinstance(positions, torch.Tensor):
+                    return torch.from_numpy(made[0]), torch.from_numpy(made[1])
+                return made
+    return None
+
+
+
+def rotate_fresh(xs: tuple, cos, sin, *, layout: str):
+    """The decode-step shortcut: each tensor of ``xs`` rotated into a fresh tensor by
+    rows ``cos``/``sin`` (``(T, R/2)`` or ``(B or 1, T, R/2)``, one row per token, all
+    heads), or None when no backend's shortcut applies (the caller then takes
+    :func:`rope`, which gives the same values). Arguments are checked by the caller;
+    the backend says what it takes (numba's: contiguous ``(B, H, T, D)`` CPU tensors
+    and float32 rows, nothing for autograd to record,
+    :func:`ropelab.kernels.numba_cpu.rotate_fresh`)."""
+    if _compiling():
+        return None
+    for b in _usable():
+        shortcut = getattr(b, "rotate_fresh", None)
+        if shortcut is not None:
+            outs = shortcut(xs, cos, sin, layout=layout)
+            if outs is not None:
+                return outs
     return None

@@ -25,10 +25,9 @@ and, optionally,
     having written nothing. Backends without it still serve ``apply_rope(..., out=)``:
     their ``rope`` result is copied into the buffer.
 
-and the decode-step pair ``plan(cos, sin)`` (a reusable view of the tables,
-or None; handed back as ``Rows.plan``) and ``rope_rows(xs, plan, positions, *, layout)``
-(a shortcut for ``rope`` under conditions the caller has checked; None when it does not
-apply).
+and ``turn_rows(positions, limbs, *, attention_factor) -> (cos, sin) | None``: exact
+float32 numpy rows of integer positions from turn limbs (:mod:`ropelab.rows`), or None
+when it does not take the positions (another device).
 
 A backend declines with None rather than raising: :mod:`ropelab.kernels` then asks the
 next one, and the reference path (:mod:`ropelab.kernels.reference`) takes what none
@@ -57,12 +56,9 @@ class Rows(NamedTuple):
 
     ``cos``/``sin`` broadcastable to x's ``(..., T, R/2)``; or, with ``positions``
     (integers broadcastable to ``(..., T)``), ``(P, R/2)`` tables whose row
-    ``positions[..., t]`` rotates token t. ``plan``: what a backend's ``plan(cos, sin)``
-    made of these tables, kept by a caller that rotates with them often (a backend uses
-    its own plans and ignores others').
+    ``positions[..., t]`` rotates token t.
     """
 
     cos: Any
     sin: Any
     positions: Any = None
-    plan: Any = None

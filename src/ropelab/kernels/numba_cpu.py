@@ -30,7 +30,7 @@ from .._optional import array_kind
 from .interface import Rows, Status
 
 __all__ = ["DISABLE_ENV", "PARALLEL_MIN_ELEMENTS", "TablePlan", "devices", "name", "plan", "rope", "rope_out",
-           "rope_rows", "status"]
+           "rotate_fresh", "status", "turn_rows"]
 
 name = "numba"
 devices = ("cpu",)
@@ -41,18 +41,19 @@ DISABLE_ENV = "ROPELAB_DISABLE_NUMBA"
 # costs more than the whole rotation (a decode step of 32 heads x 128 is 4096)
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
-# the jitted loops, once status() has found numba (the module, so that its functions are
-# looked up at each call)
+# the jitted loops, once status() has found numba (the modules, so that their functions
+# are looked up at each call)
 _loops = None
+_row_loops = None
 
 
 def status() -> Status:
     """Usable unless numba is missing or ``ROPELAB_DISABLE_NUMBA`` is set."""
-    global _loops
+    global _loops, _row_loops
     if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
         return Status(False, f"numba disabled by {DISABLE_ENV}=1")
     try:
-        from . import _numba
+        from . import _numba, _numba_rows
     except ImportError as err:
         return Status(False, f"numba is not installed ({err}); pip install 'ropelab[kernels]'")
     import numba
@@ -61,7 +62,7 @@ def status() -> Status:
         threads = numba.get_num_threads()
     except ValueError as err:
         return Status(False, f"numba cannot start a threading layer: {str(err).splitlines()[0]}")
-    _loops = _numba
+    _loops, _row_loops = _numba, _numba_rows
     return Status(True, f"fused numba kernels (numba {numba.__version__}, {threads} threads)")
 
 
@@ -198,10 +199,7 @@ def plan(cos, sin) -> TablePlan | None:
     """cos/sin as the loops read them (numpy views of their memory where the dtype and
     strides allow), or None when the loops cannot read them (a GPU tensor, a jax array).
 
-    A caller that rotates with the same tables many times (a decode loop) may keep the
-    plan and pass it back (``Rows.plan``, ``tables=`` of :func:`ropelab.kernels.rope`).
-    It may hold a converted copy (a bfloat16 table, say): make a new plan whenever the
-    tables change.
+    It may hold a converted copy (a bfloat16 table, say).
     """
     c, s = _table(cos), _table(sin)
     if c is None or s is None:
@@ -250,12 +248,19 @@ def _host(positions):
 
 
 def _bind(tables: TablePlan, positions) -> _Reads:
-    """The plan with this call's positions (or none) attached."""
+    """The plan with this call's positions (or none) attached. The loops read table row
+    ``positions[...]`` without a check of their own: IndexError here for a position
+    outside the table's rows (callers check first; this keeps a missed check from
+    reading past the table's memory)."""
     if positions is None:
         return _Reads(tables.cos, tables.sin, tables.half, tables.shape, tables.strides, _NO_POSITIONS, (), (), 0)
     p = _host(positions)
     if p.dtype != np.int64 or not p.flags.c_contiguous:
         p = np.ascontiguousarray(p, dtype=np.int64)
+    rows = tables.shape[0] if tables.shape else 1
+    if p.size and (p.min() < 0 or p.max() >= rows):
+        bad = int(p.min()) if p.min() < 0 else int(p.max())
+        raise IndexError(f"position {bad} is outside the table's rows 0..{rows - 1}")
     return _Reads(tables.cos, tables.sin, tables.half, (), (), p.reshape(-1), p.shape,
                   tuple(st // 8 for st in p.strides), tables.rowstride)
 
@@ -338,11 +343,10 @@ def _rotate(xs: tuple, angles, outs, *, layout: str, inverse: bool, inplace: boo
     nothing: the outputs, or None."""
     if type(angles) is not Rows:
         return None
-    cos, sin, positions, tables = angles
-    if type(tables) is not TablePlan:
-        tables = plan(cos, sin)
-        if tables is None:
-            return None
+    cos, sin, positions = angles
+    tables = plan(cos, sin)
+    if tables is None:
+        return None
     reads = _bind(tables, positions)
     direction = (layout == "interleaved", -1.0 if inverse else 1.0)
     calls, written = [], []
@@ -361,41 +365,81 @@ def _rotate(xs: tuple, angles, outs, *, layout: str, inverse: bool, inplace: boo
     return tuple(written)
 
 
-def rope_rows(xs: tuple, tables, positions, *, layout: str):
-    """The decode-step shortcut: each tensor of ``xs`` rotated into a fresh tensor by table
-    rows ``positions``; None when it does not apply (``rope`` gives the same values).
+# -- exact rows ---------------------------------------------------------------------------
 
-    It applies to C-contiguous 4-D ``(B, H, T, D)`` torch CPU tensors of a loop dtype, a
-    :class:`TablePlan` of ``(P, R/2)`` tables (R <= D) and a CPU int64 tensor
-    ``positions`` broadcastable to ``(B, H, T)`` whose values the caller has checked
-    against P; nothing recorded for autograd, nothing traced. Those conditions fix what
-    :func:`rope` works out in general: ~10 us less for a decode step's q and k.
+# below this many row numbers (positions x R/2) the rows are made on the calling thread:
+# ~1 ns each (a 16k-token prefill's in ~1 ms), less than waking the thread pool may cost
+ROWS_PARALLEL_MIN = 1 << 20
+
+
+def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
+    """float32 ``(cos, sin)`` numpy rows ``positions.shape + (R/2,)`` of integer CPU
+    ``positions`` (a numpy array or torch CPU tensor, values within +-2**33 checked by
+    the caller) from ``limbs`` (:func:`ropelab.rows.turn_limbs`); None when the loops
+    cannot take them (another device, a traced tensor)."""
+    p = _host_ints(positions)
+    if p is None:
+        return None
+    flat = p.reshape(-1)
+    half = limbs.shape[1]
+    cos = np.empty((flat.size, half), dtype=np.float32)
+    sin = np.empty((flat.size, half), dtype=np.float32)
+    if flat.size:
+        loop = _row_loops.turn_rows_serial if flat.size * half < ROWS_PARALLEL_MIN else _row_loops.turn_rows
+        _launch(loop, (flat, np.ascontiguousarray(limbs, dtype=np.float32), np.float32(attention_factor),
+                       cos, sin))
+    return cos.reshape(p.shape + (half,)), sin.reshape(p.shape + (half,))
+
+
+def _host_ints(positions):
+    """Positions as a C-contiguous int64 numpy array without a device copy, or None."""
+    if not isinstance(positions, np.ndarray):
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(positions, torch.Tensor) or not positions.is_cpu:
+            return None
+        positions = positions.detach().numpy()
+    if positions.dtype != np.int64 or not positions.flags.c_contiguous:
+        positions = np.ascontiguousarray(positions, dtype=np.int64)
+    return positions
+
+
+
+def rotate_fresh(xs: tuple, cos, sin, *, layout: str):
+    """The decode-step shortcut: each tensor of ``xs`` rotated into a fresh tensor by
+    float32 CPU rows ``cos``/``sin`` of shape ``(T, R/2)`` or ``(B or 1, T, R/2)``
+    (contiguous, as :func:`turn_rows` makes them); None when it does not apply
+    (:func:`rope` gives the same values).
+
+    It applies to C-contiguous 4-D ``(B, H, T, D)`` torch CPU tensors of a loop dtype
+    with R <= D and nothing for autograd to record, outside torch.compile: those
+    conditions fix what :func:`rope` works out in general (tens of microseconds less
+    for a decode step's q and k).
     """
-    if type(tables) is not TablePlan or len(tables.shape) != 1:
-        return None
     torch = sys.modules["torch"]
-    if positions.dtype != torch.int64 or not positions.is_cpu or positions.dim() > 3:
+    if cos.dtype != torch.float32 or sin.dtype != torch.float32 or not (cos.is_contiguous() and sin.is_contiguous()):
         return None
-    pos = np.ascontiguousarray(positions.numpy())  # (a slice of a longer row is not)
-    # positions broadcast over (B, H, T): element strides, 0 where a dim is broadcast
-    pshape = (1,) * (3 - pos.ndim) + pos.shape
-    reads = _Reads(tables.cos, tables.sin, tables.half, (), (), pos.reshape(-1), pshape,
-                   _broadcast_strides(pos.shape, tuple(st // 8 for st in pos.strides), pshape), tables.rowstride)
+    if cos.dim() not in (2, 3) or cos.shape != sin.shape or not cos.is_cpu:
+        return None
+    c, s = cos.numpy().reshape(-1), sin.numpy().reshape(-1)
+    half, length = cos.shape[-1], cos.shape[-2]
+    rows_batch = cos.shape[0] if cos.dim() == 3 else 1
+    reads = _Reads(c, s, half, (), (), _NO_POSITIONS, (), (), 0)
     direction = (layout == "interleaved", 1.0)
     calls = []
     for x in xs:
-        if x.dim() != 4 or x.requires_grad or not x.is_contiguous() or x.shape[-1] < 2 * tables.half:
+        if x.dim() != 4 or x.requires_grad or not x.is_contiguous() or x.shape[-1] < 2 * half:
             return None
         B, H, T, D = x.shape
-        if pshape[0] not in (1, B) or pshape[1] not in (1, H) or pshape[2] not in (1, T):
+        if T != length or rows_batch not in (1, B):
             return None
         storage = _storage(x)
         if storage is None or storage.size == 0:
             return None
         out = torch.empty((B, H, T, D), dtype=x.dtype)
         strides = (H * T * D, T * D, D)
+        table_strides = (T * half if rows_batch > 1 else 0, 0, half)
         calls.append((out, *_out_call(storage.size, (storage.reshape(-1), strides),
-                                      (_storage(out).reshape(-1), strides), reads, (0, 0, 0), reads.pstr,
+                                      (_storage(out).reshape(-1), strides), reads, table_strides, (0, 0, 0),
                                       (B, H, T), D, direction)))
     for _, loop, args in calls:
         _launch(loop, args)

@@ -72,15 +72,21 @@ def _hash(obj) -> str:
 def model_config(contender: Contender, vocab_size: int, settings: LabSettings):
     from ..torch.transformer import TransformerConfig
 
-    # a learned table holds the training positions only: nothing to say past them
-    max_positions = settings.train_len if contender.absolute == "learned" else max(2048, max(settings.eval_lens))
+    # only absolute embeddings have a table by position (rotary rows are made per call):
+    # a learned table holds the training positions only, nothing to say past them; the
+    # sinusoidal one starts at the longest evaluation
+    sizes = {}
+    if contender.absolute == "learned":
+        sizes["max_positions"] = settings.train_len
+    elif contender.absolute is not None:
+        sizes["max_positions"] = max(2048, max(settings.eval_lens))
     return TransformerConfig(
         vocab_size,
         d_model=settings.d_model,
         num_heads=settings.heads,
         layers=layer_kinds(contender, settings.layers),
         absolute=contender.absolute,
-        max_positions=max_positions,
+        **sizes,
         kind_options=dict(contender.kind_options),
         absolute_scale=contender.absolute_scale,
     )
@@ -105,7 +111,7 @@ def plan(settings: LabSettings, tasks: dict) -> list[Run]:
                     "heads": settings.heads,
                     "layers": list(config.layers),
                     "absolute": contender.absolute,
-                    "max_positions": config.max_positions,
+                    "max_positions": config.max_positions if contender.absolute else None,
                     "kind_options": contender.kind_options,
                     "absolute_scale": config.absolute_scale,
                 },

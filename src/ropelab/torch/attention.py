@@ -101,8 +101,9 @@ class Attention(nn.Module):
     ``self.spec`` (:class:`~ropelab.attention_spec.AttentionSpec`); ``attn.chunk_size``
     and the like read it, and setting one validates the new value.
 
-    YaRN's and LongRoPE's attention factor is inside the rope tables (cos and sin are
-    multiplied by it, as transformers does), so scores scale by its square.
+    YaRN's and LongRoPE's attention factor is inside the rope rows (cos and sin are
+    multiplied by it, as transformers does), so scores scale by its square. The rows
+    are made for each call's positions, exact at any position, with no table kept.
 
     ``forward(x, positions=None, cache=None, attention_mask=None) -> (B, T, d_model)``:
     see :meth:`forward`.
@@ -353,9 +354,7 @@ class Attention(nn.Module):
         q, k, v = self._project(x)
 
         if isinstance(self.rope, RotaryEmbedding):
-            q, k = self.rope(
-                q, k, positions, offset=past
-            )  # slices the tables when positions is None
+            q, k = self.rope(q, k, positions, offset=past)  # rows of exactly these positions
         elif rope_positions is not None and rope_positions.dim() == 3:
             q, k = self.rope(q, k, rope_positions.expand(-1, batch, length))
         elif self.rope is not None:

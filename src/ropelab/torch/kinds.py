@@ -75,7 +75,7 @@ def t5_layer(config, index: int) -> dict[str, Any]:
 def xpos_layer(config, index: int) -> dict[str, Any]:
     """xPos on ``config.rope`` (options: scale_base, gamma, center)."""
     own, extra = _split(config, "xpos", ("scale_base", "gamma", "center"))
-    return {"rope": XPos(config.rope, max_positions=config.max_positions, **own), **extra}
+    return {"rope": XPos(config.rope, **own), **extra}
 
 
 def prope_layer(config, index: int) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def mrope_layer(config, index: int) -> dict[str, Any]:
     """M-RoPE on ``config.rope`` (option mrope_section); text positions make it RoPE."""
     own, extra = _split(config, "mrope", ("mrope_section",))
     return {
-        "rope": MRoPE(config.rope, own.get("mrope_section"), max_positions=config.max_positions),
+        "rope": MRoPE(config.rope, own.get("mrope_section")),
         **extra,
     }
 
@@ -102,7 +102,7 @@ def axial_layer(config, index: int) -> dict[str, Any]:
             'the "axial" layer kind needs kind_options={"axial": {"cols": GRID_WIDTH}}'
         )
     return {
-        "rope": AxialRoPE(config.rope, own["cols"], max_positions=config.max_positions),
+        "rope": AxialRoPE(config.rope, own["cols"]),
         **extra,
     }
 

@@ -14,8 +14,10 @@ Shaw et al. (2018) need their own score path: :class:`ropelab.torch.ShawAttentio
 (``ropelab.torch.shaw``). The transformer layer kinds that use these modules are in
 ``ropelab.torch.kinds``.
 
-The tables (slopes, buckets, scales, frequencies) come from :mod:`ropelab.positional`
-and :mod:`ropelab.tables`, computed in float64 on the host and cached here.
+Slopes and buckets come from :mod:`ropelab.positional`, computed in float64 on the
+host. The rotary modules (xPos, M-RoPE, axial) keep no table by position: each call
+makes the exact cos/sin rows of its positions (:class:`RotaryEmbedding`) and xPos its
+scales (from float64), so any position costs the same memory.
 
 Shapes: B batch, H heads, K kv heads, T new tokens, S keys, D head dim, R rotary dim.
     q (B, H, T, D), k (B, K, T, D); positions (B, T) long (M-RoPE: (3, B, T));
@@ -221,7 +223,6 @@ class XPos(nn.Module):
         scale_base: float = 512.0,
         gamma: float = 0.4,
         center: int = 0,
-        max_positions: int = 4096,
     ):
         super().__init__()
         if not isinstance(config, RopeConfig):
@@ -230,29 +231,17 @@ class XPos(nn.Module):
         self.config = config
         self.scale_base, self.gamma = float(scale_base), float(gamma)
         self.center = check_int("center", center)
-        self.rotary = RotaryEmbedding(config, max_positions)
-        self.register_buffer("scale", torch.empty(0), persistent=False)
-        self.register_buffer("inv_scale", torch.empty(0), persistent=False)
-        self._build(_check_int("max_positions", max_positions))
+        self.rotary = RotaryEmbedding(config)
+        # log zeta_i / scale_base (float64): xpos_scales(n) = exp((n - center) * this)
+        self._log_zeta = np.log(xpos_scales(np.ones(1), config.rotary_dim, scale_base=scale_base,
+                                            gamma=gamma)[0])
 
-    def _build(self, n: int) -> None:
-        s = xpos_scales(
-            np.arange(n) - self.center,
-            self.config.rotary_dim,
-            scale_base=self.scale_base,
-            gamma=self.gamma,
-        )
-        device = self.rotary.cos.device
-        # both directions from float64, so neither is a rounded reciprocal of the other
-        self.scale = torch.from_numpy(s).to(device=device, dtype=torch.float32)
-        self.inv_scale = torch.from_numpy(1.0 / s).to(device=device, dtype=torch.float32)
-
-    def _apply(self, fn, recurse=True):
-        # follow the module to its device, but keep the scales float32 (built from float64)
-        out = super()._apply(fn, recurse)
-        if self.scale.dtype != torch.float32:
-            self._build(self.scale.shape[0])
-        return out
+    def _scales(self, positions):
+        """(scale, 1 / scale) float32 rows for these positions, both from float64 (neither
+        is a rounded reciprocal of the other), made per call like the rotary rows."""
+        log_zeta = torch.from_numpy(self._log_zeta).to(positions.device)
+        exponent = (positions.to(torch.float64) - self.center)[..., None] * log_zeta  # (., T, R/2)
+        return exponent.exp().to(torch.float32), (-exponent).exp().to(torch.float32)
 
     def forward(self, q, k, positions=None):
         """Rotate and scale: q ``(B, H, T, D)``, k ``(B, K, T, D)`` -> (q, k), same shapes.
@@ -265,14 +254,7 @@ class XPos(nn.Module):
         if positions is None:
             positions = torch.arange(length, device=q.device)
         q, k = self.rotary(q, k, positions)
-        if not _compiling() and positions.numel():
-            top = int(positions.max()) + 1
-            if top > self.scale.shape[0]:
-                size = self.scale.shape[0]
-                while size < top:
-                    size *= 2
-                self._build(size)
-        s, inv = self.scale[positions], self.inv_scale[positions]  # (T or B, T, R/2)
+        s, inv = self._scales(positions.to(q.device))  # (T or B, T, R/2)
         if s.dim() == 3:
             s, inv = s.unsqueeze(1), inv.unsqueeze(1)  # (B, 1, T, R/2)
         r, layout = self.config.rotary_dim, self.config.layout
@@ -313,7 +295,7 @@ class MRoPE(nn.Module):
     #: :class:`Attention` hands this module ``(3, B, T)`` positions whole
     position_axes = 3
 
-    def __init__(self, config: RopeConfig, mrope_section=None, *, max_positions: int = 4096):
+    def __init__(self, config: RopeConfig, mrope_section=None):
         super().__init__()
         if not isinstance(config, RopeConfig):
             raise TypeError(f"config must be a ropelab.RopeConfig, got {type(config).__name__}")
@@ -324,7 +306,7 @@ class MRoPE(nn.Module):
         )
         axis = mrope_axis_of_pair(section, config.num_pairs)
         self.config, self.mrope_section = config, section
-        self.rotary = RotaryEmbedding(config, max_positions)
+        self.rotary = RotaryEmbedding(config)
         self.register_buffer("axis", torch.from_numpy(axis), persistent=False)  # (R/2,)
 
     def forward(self, q, k, positions=None):
@@ -363,10 +345,10 @@ class AxialRoPE(nn.Module):
     ``forward(q, k, positions=None) -> (q, k)``; positions ``(T,)`` or ``(B, T)``.
     """
 
-    def __init__(self, config: RopeConfig, cols: int, *, max_positions: int = 4096):
+    def __init__(self, config: RopeConfig, cols: int):
         super().__init__()
         self.config, self.cols = config, _check_int("cols", cols)
-        self.axis = RotaryEmbedding(axial_axis_config(config), max_positions)  # one axis' tables
+        self.axis = RotaryEmbedding(axial_axis_config(config))  # one axis' rows
 
     def forward(self, q, k, positions=None):
         """Rotate q ``(B, H, T, D)`` and k ``(B, K, T, D)`` by each patch's row and column.

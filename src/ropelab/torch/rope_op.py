@@ -149,17 +149,12 @@ def rotate_qk(q, k, cos, sin, layout: str, *, positions=None):
     return _rope(q, cos_q, sin_q, layout, False, pos_q), _rope(k, cos_k, sin_k, layout, False, pos_k)
 
 
-def _rotate_qk(q, k, cos, sin, layout, positions, *, tables=None):
+def _rotate_qk(q, k, cos, sin, layout, positions):
     """:func:`rotate_qk` of arguments already checked, tables and positions on q's and
-    k's device (positions long): callers that validated them skip the checks.
-    ``tables``: ``kernels.plan_tables(cos, sin)``, kept by the caller."""
+    k's device (positions long): callers that validated them skip the checks."""
     if _direct(q, cos, sin) and not _recording(k):
-        if tables is not None and positions is not None:
-            outs = kernels.rope_rows((q, k), tables, positions, layout=layout)
-            if outs is not None:
-                return outs
         with torch.no_grad():
-            outs = kernels.rope((q, k), cos, sin, layout=layout, positions=positions, tables=tables)
+            outs = kernels.rope((q, k), cos, sin, layout=layout, positions=positions)
         return tuple(_fresh(out, x) for out, x in zip(outs, (q, k), strict=True))
     return _rope(q, cos, sin, layout, False, positions), _rope(k, cos, sin, layout, False, positions)
 

@@ -75,7 +75,9 @@ class TransformerConfig:
         absolute: ``"sinusoidal"`` or ``"learned"`` positions added to the token
             embeddings, or None.
         max_positions: rows of the learned position table (positions at or past it
-            raise ValueError); initial size of the cached tables otherwise.
+            raise ValueError), or the initial rows of the sinusoidal one (grown as
+            needed). Rotary layers keep no table: they make the rows of each call's
+            positions, exact at any position.
         mlp: ``"swiglu"`` (hidden ``2/3 * mlp_ratio * d_model``, the parameters of a
             GELU MLP of ratio ``mlp_ratio``) or ``"gelu"`` (hidden ``mlp_ratio * d_model``).
         mlp_hidden: the MLP's hidden width, set outright (a checkpoint's
