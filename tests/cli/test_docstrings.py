@@ -8,10 +8,6 @@ import pkgutil
 
 import pytest
 
-#: modules being rewritten: held to the same rule by the xfail test below until then
-REWRITTEN = ("ropelab.torch.rotary", "ropelab.torch.rope_op")
-
-
 def _undocumented(package_name: str) -> list[str]:
     """``module.Class.method`` of each public forward/__call__ without its own docstring."""
     package = importlib.import_module(package_name)
@@ -38,7 +34,7 @@ def _undocumented(package_name: str) -> list[str]:
 @pytest.mark.parametrize("package, framework", [("ropelab.torch", "torch"), ("ropelab.nnx", "flax")])
 def test_every_public_forward_and_call_has_a_docstring(package, framework):
     pytest.importorskip(framework)
-    missing = [name for name in _undocumented(package) if not name.startswith(REWRITTEN)]
+    missing = _undocumented(package)
     assert not missing, f"no docstring: {missing}"
 
 
@@ -49,14 +45,3 @@ def test_the_walk_finds_methods_and_sees_a_missing_docstring(monkeypatch):
 
     monkeypatch.setattr(attention.Attention.forward, "__doc__", None)
     assert "ropelab.torch.attention.Attention.forward" in _undocumented("ropelab.torch")
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="ropelab.torch.rotary and ropelab.torch.rope_op are being rewritten; "
-    "their forward docstrings come with the rewrite",
-)
-def test_rewritten_modules_document_forward_too():
-    pytest.importorskip("torch")
-    missing = [name for name in _undocumented("ropelab.torch") if name.startswith(REWRITTEN)]
-    assert not missing, f"no docstring: {missing}"

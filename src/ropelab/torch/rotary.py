@@ -154,6 +154,13 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, q, k=None, positions=None, offset=0, *, seq_len: int | None = None,
                 heads_first: bool = True):
+        """Rotated copies of q (and k) at their positions: ``(q, k)``, or q when k is None.
+
+        q ``(B, H, T, D)`` and k ``(B, K, T, D)`` (``(B, T, H, D)`` and ``(B, T, K, D)``
+        with ``heads_first=False``); positions ``(T,)`` or ``(B, T)`` integers, or None for
+        ``offset + arange(T)``. The cos/sin rows are made for exactly these positions,
+        exact at any of them; see the class docstring.
+        """
         seq_len = self._seq_len(q, positions, offset, seq_len, heads_first)
         positions = self._positions(q, k, positions, offset, heads_first)
         cos, sin = self.rows(positions, seq_len=seq_len)  # (T, R/2) or (B, T, R/2)
