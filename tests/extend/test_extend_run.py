@@ -216,3 +216,12 @@ def test_a_larger_search_budget_reuses_the_scores(tiny_checkpoint, held_out, tmp
     scored = json.loads((out / "longrope-search.json").read_text())["scored"]
     assert scored[:4] == first and len(scored) == 6
     assert len(calls) <= 3  # two new candidates, and the point again if the best factors changed
+
+
+def test_a_passkey_metric_equal_everywhere_becomes_a_note_in_the_plot():
+    from ropelab.extend.report import passkey_flat
+
+    flat = [{"passkey_mean": 0.0}, {"passkey_mean": 0.0}, {"passkey_mean": None}]
+    assert passkey_flat(flat) == 0.0
+    assert passkey_flat([{"passkey_mean": 0.0}, {"passkey_mean": 0.2}]) is None
+    assert passkey_flat([{"passkey_mean": None}]) is None

@@ -82,6 +82,13 @@ def write_results(out: str, results: dict) -> None:
     store.write_text(os.path.join(out, "results.csv"), buf.getvalue())
 
 
+def passkey_flat(records) -> float | None:
+    """The one mean passkey accuracy of every (scheme, length) when they are all equal
+    (0 for a model that retrieves nothing); None when they differ or there are none."""
+    values = {r["passkey_mean"] for r in records if r.get("passkey_mean") is not None}
+    return values.pop() if len(values) == 1 else None
+
+
 def write_plots(out: str, results: dict) -> list[str]:
     """results.png and passkey.png; the paths written (none without matplotlib)."""
     try:
@@ -94,11 +101,15 @@ def write_plots(out: str, results: dict) -> list[str]:
     records = results["records"]
     lengths, schemes, table = _by_scheme(records)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    flat = passkey_flat(records)
     for s in schemes:
         for ax, key in zip(axes, ("bits_per_token", "passkey_mean"), strict=True):
             points = [(n, table[(s, n)][key]) for n in lengths if (s, n) in table and table[(s, n)][key] is not None]
-            if points:
+            if points and not (key == "passkey_mean" and flat is not None):
                 ax.plot(*zip(*points, strict=True), marker="o", label=s)
+    if flat is not None:  # lines on top of each other say less than a sentence
+        axes[1].text(0.5, 0.5, f"passkey accuracy {flat:.3f}\nfor every scheme at every length",
+                     transform=axes[1].transAxes, ha="center", va="center", fontsize=11)
     for ax, label in zip(axes, ("bits per token (held-out text)", "passkey accuracy (mean over depths)"), strict=True):
         ax.set_xscale("log", base=2)
         ax.set_xticks(lengths, [str(n) for n in lengths])
@@ -107,6 +118,8 @@ def write_plots(out: str, results: dict) -> list[str]:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[1].set_ylim(-0.02, 1.02)
+    if flat is not None:
+        axes[1].set_xlim(axes[0].get_xlim())  # no line to scale the axis by
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     paths = [os.path.join(out, "results.png"), os.path.join(out, "passkey.png")]
