@@ -8,6 +8,7 @@ import pkgutil
 
 import pytest
 
+
 def _undocumented(package_name: str) -> list[str]:
     """``module.Class.method`` of each public forward/__call__ without its own docstring."""
     package = importlib.import_module(package_name)
