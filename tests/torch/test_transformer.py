@@ -158,12 +158,24 @@ def test_sinusoidal_absolute_positions_are_added(scale):
     model.blocks[0].attn_norm.register_forward_hook(
         lambda m, args, out: seen.setdefault("x", args[0])
     )
-    tokens = _tokens(b=1, t=10)  # past max_positions: the table grows
+    tokens = _tokens(b=1, t=10)  # past max_positions: sinusoids have no table
     with torch.no_grad():
         model(tokens)
         table = torch.from_numpy(sinusoidal(np.arange(10), 32)).float()
         expected = model.embed(tokens) + scale * table
     torch.testing.assert_close(seen["x"], expected)
+
+
+def test_sinusoids_are_exact_far_away_and_keep_nothing():
+    """Sinusoidal positions are made per call: at 10**9 and 2**31 - 1 equal to the float64
+    table within float32 rounding, and the model keeps no position-sized state."""
+    model = _model(("nope",), absolute="sinusoidal", max_positions=4)
+    assert not [name for name, _ in model.named_buffers()]
+    far = np.array([[0, 5, 10**9, 2**31 - 1]])
+    with torch.no_grad():
+        got = model._absolute(torch.from_numpy(far), 4, 0)
+    want = sinusoidal(far, 32)
+    np.testing.assert_allclose(got.double().numpy(), want, atol=3e-7, rtol=0)
 
 
 def test_learned_positions_past_table_raise():

@@ -19,6 +19,7 @@ import numpy as np
 from .._optional import require
 from ..checks import check_bool, check_choice, check_float, check_int
 from ..config import RopeConfig
+from ..rows import rope_rows
 
 torch = require("torch", feature="ropelab.torch")
 nn = torch.nn
@@ -75,9 +76,8 @@ class TransformerConfig:
         absolute: ``"sinusoidal"`` or ``"learned"`` positions added to the token
             embeddings, or None.
         max_positions: rows of the learned position table (positions at or past it
-            raise ValueError), or the initial rows of the sinusoidal one (grown as
-            needed). Rotary layers keep no table: they make the rows of each call's
-            positions, exact at any position.
+            raise ValueError). Sinusoidal and rotary positions keep no table: they are
+            made for each call's positions, exact at any position.
         mlp: ``"swiglu"`` (hidden ``2/3 * mlp_ratio * d_model``, the parameters of a
             GELU MLP of ratio ``mlp_ratio``) or ``"gelu"`` (hidden ``mlp_ratio * d_model``).
         mlp_hidden: the MLP's hidden width, set outright (a checkpoint's
@@ -274,8 +274,10 @@ class Transformer(nn.Module):
         if config.absolute == "learned":
             self.pos_embed = nn.Embedding(config.max_positions, d)
         elif config.absolute == "sinusoidal":
-            self.register_buffer("sinusoid", torch.empty(0), persistent=False)
-            self._grow_sinusoid(config.max_positions)
+            # the sinusoids (Vaswani et al. 2017, sec. 3.5) are the cos/sin rows of the
+            # frequencies 10000**(-2i/d_model): made for each call's positions like the
+            # rotary ones, exact at any position, with no table kept
+            self._sinusoid = RopeConfig(d, theta=10000.0, layout="interleaved")
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
         self.norm = nn.RMSNorm(d, eps=config.norm_eps)
         self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
@@ -291,14 +293,6 @@ class Transformer(nn.Module):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def _grow_sinusoid(self, n: int):
-        from ..positional import sinusoidal
-
-        table = sinusoidal(np.arange(n), self.config.d_model)
-        self.sinusoid = torch.from_numpy(table).to(
-            device=self.embed.weight.device, dtype=torch.float32
-        )
-
     def _absolute(self, positions, length, past):
         """(B or 1, T, d_model) absolute position embeddings."""
         pos = (
@@ -306,21 +300,16 @@ class Transformer(nn.Module):
             if positions is not None
             else torch.arange(past, past + length, device=self.embed.weight.device)[None]
         )
-        compiling = torch.compiler.is_compiling()
-        top = None if compiling else int(pos.max()) + 1
         if self.config.absolute == "learned":
+            top = None if torch.compiler.is_compiling() else int(pos.max()) + 1
             if top is not None and top > self.config.max_positions:
                 raise ValueError(
                     f"position {top - 1} is past the learned position table of "
                     f"max_positions={self.config.max_positions}"
                 )
             return self.pos_embed(pos)
-        if top is not None and top > self.sinusoid.shape[0]:
-            size = self.sinusoid.shape[0]
-            while size < top:
-                size *= 2
-            self._grow_sinusoid(size)
-        table = self.sinusoid[pos].to(self.embed.weight.dtype)
+        cos, sin = rope_rows(self._sinusoid, pos, "torch")  # pos.shape + (d_model / 2,)
+        table = torch.stack((sin, cos), dim=-1).flatten(-2).to(self.embed.weight.dtype)  # sin even, cos odd
         return table if self.config.absolute_scale == 1.0 else table * self.config.absolute_scale
 
     def new_cache(self, batch: int, capacity: int) -> Cache:
