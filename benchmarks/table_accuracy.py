@@ -83,6 +83,12 @@ def front_ends(smoke: bool):
         notes.append("torch not installed: its rows are left out")
     if torch is not None:
         ends["torch eager (float32)"] = lambda config, p: ropelab.rope_tables(config, torch.from_numpy(p))
+        from ropelab.torch import RotaryEmbedding
+
+        # the rows RotaryEmbedding rotates by: on the CPU, eager, its numba loop (polynomial sin/cos)
+        ends["torch RotaryEmbedding rows, CPU eager (float32)"] = (
+            lambda config, p: RotaryEmbedding(config).rows(torch.from_numpy(p))
+        )
         compiled = {}
         # --smoke traces with dynamo but skips inductor's C++ build (seconds, not tens)
         backend = "eager" if smoke else "inductor"
