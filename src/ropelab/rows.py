@@ -36,7 +36,7 @@ import numpy as np
 
 from .checks import check_device_positions
 
-__all__ = ["LIMBS", "MAX_EXACT_POSITION", "jax_rows", "limbs_for", "rope_rows", "torch_rows", "turn_limbs"]
+__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_limbs", "jax_rows", "limbs_for", "rope_rows", "torch_rows", "turn_limbs"]
 
 # floor(2**256 / (2 pi)): the turns of a radian to 256 bits
 _INV_TWO_PI_256 = 0x28BE60DB9391054A7F09D5F47D4D377036D8A5664F10E4107F9458EAF7AEF158
@@ -225,14 +225,21 @@ def limbs_for(config, seq_len: int | None = None) -> np.ndarray:
     return found
 
 
-def rope_rows(config, positions, kind: str, *, seq_len: int | None = None):
-    """cos, sin float32 rows for torch or jax ``positions`` (see :func:`ropelab.rope_tables`)."""
+def call_limbs(config, positions, kind: str, *, seq_len: int | None = None) -> np.ndarray:
+    """The turn limbs for a call's torch or jax ``positions``, once they are checked
+    (integers within :data:`MAX_EXACT_POSITION`); a length-dependent scheme reads
+    ``seq_len``, by default ``max(positions) + 1`` where that needs no device read."""
     concrete = _concrete(positions, kind)
     check_device_positions("positions", positions, kind, concrete=concrete, limit=MAX_EXACT_POSITION)
     if seq_len is None and config.dynamic:
         seq_len = _length(positions, kind, concrete)
+    return limbs_for(config, seq_len)
+
+
+def rope_rows(config, positions, kind: str, *, seq_len: int | None = None):
+    """cos, sin float32 rows for torch or jax ``positions`` (see :func:`ropelab.rope_tables`)."""
     factor = config.attention_factor
-    limbs = limbs_for(config, seq_len)
+    limbs = call_limbs(config, positions, kind, seq_len=seq_len)
     if kind == "torch":
         import torch
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from .. import kernels, rows
 from .._optional import require
-from ..checks import check_device_positions
 from ..config import RopeConfig
 from ..rotary import apply_rope_
 
@@ -90,18 +89,11 @@ class RotaryEmbedding(nn.Module):
         if not isinstance(positions, torch.Tensor):
             raise TypeError(f"positions must be a torch tensor, got {type(positions).__name__}")
         if positions.is_cpu and not torch.compiler.is_compiling():
-            limbs = self._limbs(positions, seq_len)
+            limbs = rows.call_limbs(self.config, positions, "torch", seq_len=seq_len)
             made = kernels.turn_rows(positions, limbs, attention_factor=self.config.attention_factor)
             if made is not None:
                 return made
         return rows.rope_rows(self.config, positions, "torch", seq_len=seq_len)
-
-    def _limbs(self, positions, seq_len):
-        """Checked eager CPU positions: the turn limbs of their frequencies."""
-        check_device_positions("positions", positions, "torch", concrete=True, limit=rows.MAX_EXACT_POSITION)
-        if seq_len is None and self.config.dynamic:
-            seq_len = int(positions.max()) + 1 if positions.numel() else 1
-        return rows.limbs_for(self.config, seq_len)
 
     def tables_for(self, positions=None, offset=0, length: int = 1, *, seq_len: int | None = None,
                    device=None):
