@@ -250,7 +250,6 @@ def _dispatch_out(xs: tuple, outs: tuple, angles, *, layout: str) -> tuple | Non
     return tuple(bool(_dispatch_out((xi,), (oi,), angles, layout=layout)) for xi, oi in zip(xs, outs, strict=True))
 
 
-
 def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
     """Exact float32 ``(cos, sin)`` rows of integer ``positions`` (shape
     ``positions.shape + (R/2,)``, of the positions' kind: torch tensors for a torch
@@ -274,7 +273,6 @@ def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
                     return torch.from_numpy(made[0]), torch.from_numpy(made[1])
                 return made
     return None
-
 
 
 def rotate_fresh(xs: tuple, cos, sin, *, layout: str):

@@ -247,6 +247,11 @@ def _host(positions):
     return np.asarray(positions)
 
 
+def _int64(p: np.ndarray) -> np.ndarray:
+    """``p`` as the loops read positions: C-contiguous int64 (a copy only when it is not)."""
+    return p if p.dtype == np.int64 and p.flags.c_contiguous else np.ascontiguousarray(p, dtype=np.int64)
+
+
 def _bind(tables: TablePlan, positions) -> _Reads:
     """The plan with this call's positions (or none) attached. The loops read table row
     ``positions[...]`` without a check of their own: IndexError here for a position
@@ -254,9 +259,7 @@ def _bind(tables: TablePlan, positions) -> _Reads:
     reading past the table's memory)."""
     if positions is None:
         return _Reads(tables.cos, tables.sin, tables.half, tables.shape, tables.strides, _NO_POSITIONS, (), (), 0)
-    p = _host(positions)
-    if p.dtype != np.int64 or not p.flags.c_contiguous:
-        p = np.ascontiguousarray(p, dtype=np.int64)
+    p = _int64(_host(positions))
     rows = tables.shape[0] if tables.shape else 1
     if p.size and (p.min() < 0 or p.max() >= rows):
         bad = int(p.min()) if p.min() < 0 else int(p.max())
@@ -398,10 +401,7 @@ def _host_ints(positions):
         if torch is None or not isinstance(positions, torch.Tensor) or not positions.is_cpu:
             return None
         positions = positions.detach().numpy()
-    if positions.dtype != np.int64 or not positions.flags.c_contiguous:
-        positions = np.ascontiguousarray(positions, dtype=np.int64)
-    return positions
-
+    return _int64(positions)
 
 
 def rotate_fresh(xs: tuple, cos, sin, *, layout: str):
