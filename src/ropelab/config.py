@@ -29,8 +29,6 @@ from .tables_type import tables_kind
 
 __all__ = ["HF_FORMS", "LAYOUTS", "MAX_HEAD_DIM", "RopeConfig", "check_layout", "read_config_json"]
 
-
-
 #: the two shapes of a config's RoPE settings: transformers 5.x's ``rope_parameters`` (with
 #: ``rope_theta`` inside) and 4.x's ``rope_scaling`` (``rope_theta`` at the top level)
 HF_FORMS = ("rope_parameters", "rope_scaling")

@@ -16,7 +16,8 @@ K kv heads, D head dim, R rotary dim.
 The positional part is the core's: cos/sin come from :func:`ropelab.rope_tables` (float64
 on the host for concrete positions; float32 rows computed in the trace from traced
 positions under ``jax.jit``, :mod:`ropelab.rows`; both exact at any int32 position) and
-the rotation from :func:`ropelab.apply_rope`. Nothing here re-derives frequencies. ``rope=None`` is NoPE: no rotation at all.
+the rotation from :func:`ropelab.apply_rope`. Nothing here re-derives frequencies.
+``rope=None`` is NoPE: no rotation at all.
 
 What the options mean (which keys a query sees, the temperature) is written once, in
 :class:`ropelab.attention_spec.AttentionSpec` (``module.spec``), which
