@@ -91,3 +91,56 @@ def test_rotate_fresh_declines_what_it_does_not_cover():
         ((q,), cos.t().contiguous().t(), sin),  # rows not contiguous
     ]:
         assert kernels.rotate_fresh(xs, c, s, layout="half") is None
+
+
+@numba_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+@pytest.mark.parametrize("heads_first", [True, False])
+@pytest.mark.parametrize("case", ["decode", "T", "1T", "BT", "parallel"])
+def test_rotate_at_equals_rows_then_rope(dtype, layout, heads_first, case):
+    """Rows made inside the in-place loop, a chunk of tokens at a time, give what
+    turn_rows' rows through kernels.rope give, to the bit: both layouts, partial rotary,
+    (B, H, T, D) memory and (B, T, H, D) memory seen through a transpose, positions per
+    token or per batch row, a length that is no multiple of the chunk, the serial loop
+    and the parallel one."""
+    config = RopeConfig(24, rotary_dim=16, layout=layout)
+    g = torch.Generator().manual_seed(0)
+    B, H, T = {"decode": (1, 4, 1), "T": (2, 3, 70), "1T": (2, 3, 70), "BT": (2, 3, 70),
+               "parallel": (2, 8, 600)}[case]
+    positions = {"decode": torch.tensor([FAR]), "T": torch.randint(-FAR, FAR, (T,), generator=g),
+                 "1T": torch.randint(-FAR, FAR, (1, T), generator=g),
+                 "BT": torch.randint(-FAR, FAR, (B, T), generator=g),
+                 "parallel": torch.arange(-5, T - 5).expand(B, T)}[case]
+    limbs = rows.limbs_for(config)
+    cos, sin = kernels.turn_rows(positions, limbs, attention_factor=1.0)
+    c4, s4 = cos.unsqueeze(-3), sin.unsqueeze(-3)  # a heads dim: (T or B, 1, T, R/2)
+    xs = []
+    for heads in (H, 2):  # q, and k with fewer heads
+        shape = (B, heads, T, 24) if heads_first else (B, T, heads, 24)
+        x = torch.randn(shape, generator=g).to(dtype)
+        xs.append(x if heads_first else x.transpose(1, 2))  # (B, H, T, D) views
+    want = kernels.rope(tuple(xs), c4, s4, layout=layout)
+    assert kernels.rotate_at_(tuple(xs), positions, limbs, layout=layout) is not None
+    for x, w in zip(xs, want, strict=True):
+        torch.testing.assert_close(x, w, rtol=0, atol=0)
+
+
+@numba_only
+def test_rotate_at_declines_what_it_does_not_cover_and_writes_nothing():
+    limbs = rows.limbs_for(RopeConfig(8))
+    q = torch.randn(1, 2, 3, 8)
+    for xs, positions in [
+        ((torch.randn(2, 3, 8),), torch.arange(3)),  # not (B, H, T, D)
+        ((torch.randn(1, 2, 3, 4),), torch.arange(3)),  # head dim below the rotary dim
+        ((q.clone(),), torch.arange(4)),  # positions of another T
+        ((torch.randn(2, 2, 3, 8),), torch.zeros(3, 3, dtype=torch.long)),  # positions of another B
+        ((q.clone(),), torch.zeros(1, 1, 3, dtype=torch.long)),  # positions of three dims
+        ((q.clone().expand(2, 2, 3, 8),), torch.arange(3)),  # elements sharing memory
+        ((q.clone(),), torch.arange(3, device="meta")),  # positions not on the CPU
+        ((q.clone(), torch.randn(1, 2, 3, 4)), torch.arange(3)),  # the second one cannot go
+    ]:
+        before = [x.clone() for x in xs]
+        assert kernels.rotate_at_(xs, positions, limbs, layout="half") is None
+        for x, b in zip(xs, before, strict=True):
+            torch.testing.assert_close(x, b, rtol=0, atol=0)  # all or nothing

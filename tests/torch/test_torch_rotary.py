@@ -318,30 +318,34 @@ def test_no_position_sized_state():
 
 def test_threads_share_one_module():
     """8 threads calling one module with different lengths and positions get what
-    serial calls give."""
+    serial calls give, out of place and in place (lengths past the kernels' parallel
+    threshold included)."""
     rope = RotaryEmbedding(RopeConfig(32, layout="half"))
     jobs = []
     for i in range(8):
-        t = 1 + 5 * i
+        t = 1 + 5 * i if i < 6 else 700 + i
         g = torch.Generator().manual_seed(i)
         q, k = torch.randn(2, 4, t, 32, generator=g), torch.randn(2, 2, t, 32, generator=g)
         positions = torch.randint(-FAR, FAR, (2, t), generator=g) if i % 2 else None
         jobs.append((q, k, positions, 1000 * i))
     want = [rope(q, k, p, offset=o) for q, k, p, o in jobs]
     got = [None] * len(jobs)
+    in_place = [None] * len(jobs)
     start = threading.Barrier(len(jobs))
 
     def work(i):
+        q, k, positions, offset = jobs[i]
         start.wait()
         for _ in range(20):
-            got[i] = rope(jobs[i][0], jobs[i][1], jobs[i][2], offset=jobs[i][3])
+            got[i] = rope(q, k, positions, offset=offset)
+            in_place[i] = rope.rotate_(q.clone(), k.clone(), positions, offset=offset)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    for g, w in zip(got, want, strict=True):
+    for g, w in zip(got + in_place, want + want, strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "rope",
     "rope_inplace",
     "rope_into",
+    "rotate_at_",
     "rotate_fresh",
     "turn_rows",
     "unregister",
@@ -272,6 +273,24 @@ def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
                 if torch is not None and isinstance(positions, torch.Tensor):
                     return torch.from_numpy(made[0]), torch.from_numpy(made[1])
                 return made
+    return None
+
+
+def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, layout: str):
+    """Each ``(B, H, T, D)`` array of ``xs`` rotated in place by the exact rows of
+    integer ``positions`` ``(T,)`` or ``(1 or B, T)``, made inside the kernel from turn
+    limbs ``(6, R/2)`` (:func:`ropelab.rows.limbs_for`; R <= D): the rows never go
+    through memory. Returns ``xs``, or None (nothing written) when no backend takes them
+    (then :func:`turn_rows` and :func:`rope_inplace` give the same values). Arguments
+    are checked by the caller, and autograd must have nothing to record (numba's:
+    :func:`ropelab.kernels.numba_cpu.rotate_at_`)."""
+    if _compiling():
+        return None
+    for b in _usable():
+        rotate = getattr(b, "rotate_at_", None)
+        if rotate is not None and rotate(xs, positions, limbs, attention_factor=attention_factor,
+                                         layout=layout) is not None:
+            return xs
     return None
 
 

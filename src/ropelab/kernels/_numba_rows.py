@@ -8,6 +8,11 @@ polynomials, so that the loop over frequencies vectorises; within 2e-7 of float3
 ``sin``/``cos``), then exact quarter swaps and the sign of ``p``. One pass writes both
 rows; the torch-op version reads and writes ~50 temporaries instead.
 
+:func:`rotate_turns_inplace` fuses the rows with an in-place rotation: each worker makes
+the rows of a chunk of tokens into a small buffer of its own and rotates every head of
+those tokens with them, so the rows never travel through memory (a prefill's full rows,
+fresh each call, cost page faults worth a fifth of the rotation).
+
 Shapes: pos ``(N,)`` int64; limbs ``(6, R/2)`` float32; cos, sin ``(N, R/2)`` float32.
 """
 
@@ -18,7 +23,9 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["turn_rows", "turn_rows_serial"]
+from ._numba import _compute, _rotate_row_inplace
+
+__all__ = ["rotate_turns_inplace", "rotate_turns_inplace_serial", "turn_rows", "turn_rows_serial"]
 
 _F = np.float32
 _MASK = np.int64(2047)
@@ -97,3 +104,53 @@ def turn_rows_serial(pos, limbs, factor, cos, sin):
     for r in range(pos.shape[0]):
         _row(pos[r], limbs, factor, cos, sin, r)
 
+
+
+@njit(inline="always")
+def _turn_chunk(item, chunks, tokens, x, xs, shape, pos, limbs, factor, interleaved, sg):
+    """Work item ``item`` (a row of ``pos`` and a chunk of its tokens): the chunk's rows,
+    then every row of x they rotate, walked in memory order."""
+    B, H, T = shape
+    half = limbs.shape[1]
+    bp = item // chunks
+    t0 = (item % chunks) * tokens
+    t1 = min(t0 + tokens, T)
+    cos = np.empty((t1 - t0, half), dtype=np.float32)
+    sin = np.empty((t1 - t0, half), dtype=np.float32)
+    for t in range(t0, t1):
+        _row(pos[bp, t], limbs, factor, cos, sin, t - t0)
+    cflat = cos.reshape(-1)
+    sflat = sin.reshape(-1)
+    b0, b1 = (0, B) if pos.shape[0] == 1 else (bp, bp + 1)
+    uhalf = np.uint64(half)
+    for b in range(b0, b1):
+        if xs[1] <= xs[2]:  # (B, T, H, D) memory: the heads of a token are neighbours
+            for t in range(t0, t1):
+                for h in range(H):
+                    _rotate_row_inplace(x, np.uint64(b * xs[0] + h * xs[1] + t * xs[2]), cflat, sflat,
+                                        np.uint64((t - t0) * half), uhalf, sg, interleaved)
+        else:
+            for h in range(H):
+                for t in range(t0, t1):
+                    _rotate_row_inplace(x, np.uint64(b * xs[0] + h * xs[1] + t * xs[2]), cflat, sflat,
+                                        np.uint64((t - t0) * half), uhalf, sg, interleaved)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def rotate_turns_inplace(x, xs, shape, pos, limbs, factor, interleaved, tokens):
+    """Rotate the first ``R`` features of every row of x (flat, element strides ``xs``
+    over ``shape`` (B, H, T)) in place by the exact rows of ``pos`` ``(1 or B, T)``,
+    made from ``limbs`` ``(6, R/2)`` chunk by chunk; in parallel over chunks of tokens."""
+    chunks = (shape[2] + tokens - 1) // tokens
+    sg = _compute(x, 1.0)
+    for item in prange(pos.shape[0] * chunks):
+        _turn_chunk(item, chunks, tokens, x, xs, shape, pos, limbs, factor, interleaved, sg)
+
+
+@njit(cache=True, nogil=True)
+def rotate_turns_inplace_serial(x, xs, shape, pos, limbs, factor, interleaved, tokens):
+    """:func:`rotate_turns_inplace` on the calling thread (a decode step)."""
+    chunks = (shape[2] + tokens - 1) // tokens
+    sg = _compute(x, 1.0)
+    for item in range(pos.shape[0] * chunks):
+        _turn_chunk(item, chunks, tokens, x, xs, shape, pos, limbs, factor, interleaved, sg)

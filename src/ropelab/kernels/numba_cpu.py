@@ -30,7 +30,7 @@ from .._optional import array_kind
 from .interface import Rows, Status
 
 __all__ = ["DISABLE_ENV", "PARALLEL_MIN_ELEMENTS", "TablePlan", "devices", "name", "plan", "rope", "rope_out",
-           "rotate_fresh", "status", "turn_rows"]
+           "rotate_at_", "rotate_fresh", "status", "turn_rows"]
 
 name = "numba"
 devices = ("cpu",)
@@ -392,6 +392,58 @@ def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
         _launch(loop, (flat, np.ascontiguousarray(limbs, dtype=np.float32), np.float32(attention_factor),
                        cos, sin))
     return cos.reshape(p.shape + (half,)), sin.reshape(p.shape + (half,))
+
+
+def _tokens_per_chunk(xstr, length: int) -> int:
+    """Tokens whose rows one worker makes and applies at a time. Heads of a token
+    neighbours in memory ((B, T, H, D)): 128 (rows of 64 pairs: 64 KiB, cache-resident).
+    A head's tokens neighbours ((B, H, T, D)): one chunk per thread, so each head is
+    walked in long contiguous runs (short runs, jumping from head to head, measured
+    slower than making all the rows first)."""
+    if xstr[1] <= xstr[2]:
+        return 128
+    import numba
+
+    return max(64, -(-length // numba.get_num_threads()))
+
+
+def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, layout: str):
+    """Each ``(B, H, T, D)`` array of ``xs`` (numpy or torch CPU, any strides with a
+    contiguous last dim: a ``(B, T, H, D)`` tensor's ``transpose(1, 2)`` is one) rotated
+    in place by the exact rows of integer CPU ``positions`` ``(T,)`` or ``(1 or B, T)``
+    (values checked by the caller), made inside the loop from ``limbs`` ``(6, R/2)``
+    (:func:`ropelab.rows.limbs_for`), R <= D; returns ``xs``, or None (nothing written)
+    when the loops cannot take one of them. Nothing for autograd to record: the caller
+    checks."""
+    p = _host_ints(positions)
+    if p is None or p.ndim not in (1, 2):
+        return None
+    half = limbs.shape[1]
+    calls = []
+    for x in xs:
+        storage = _storage(x)
+        if storage is None or storage.ndim != 4 or not storage.flags.writeable or storage.shape[-1] < 2 * half:
+            return None
+        B, H, T, _ = storage.shape
+        pos = p.reshape(-1, p.shape[-1])
+        if p.shape[-1] != T or pos.shape[0] not in (1, B):
+            return None
+        if storage.size == 0:
+            continue
+        flat = _flat(storage)
+        if flat is None:
+            return None
+        xflat, xstr = flat
+        if any(st == 0 for n, st in zip(storage.shape[:3], xstr[:3], strict=True) if n > 1):
+            return None  # several elements share memory (an expanded tensor): not in place
+        loop = (_row_loops.rotate_turns_inplace_serial if storage.size < PARALLEL_MIN_ELEMENTS
+                else _row_loops.rotate_turns_inplace)
+        calls.append((loop, (xflat, xstr[:3], (B, H, T), pos, np.ascontiguousarray(limbs, dtype=np.float32),
+                             np.float32(attention_factor), layout == "interleaved",
+                             _tokens_per_chunk(xstr, T))))
+    for loop, args in calls:
+        _launch(loop, args)
+    return xs
 
 
 def _host_ints(positions):

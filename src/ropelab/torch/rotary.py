@@ -14,7 +14,9 @@ On the CPU in eager mode the rows come from a fused numba loop
 ``torch.compile``, numba missing) from :func:`ropelab.rows.torch_rows`, elementwise torch
 ops that trace under ``torch.compile(fullgraph=True, dynamic=True)`` with no recompile
 for a new position value. The rotation is :func:`ropelab.torch.rope_op.rotate`
-(differentiable), or :func:`ropelab.apply_rope_` for :meth:`RotaryEmbedding.rotate_`.
+(differentiable), or for :meth:`RotaryEmbedding.rotate_` one in-place numba loop that makes
+the rows a chunk of tokens at a time as it rotates (:func:`ropelab.kernels.rotate_at_`;
+:func:`ropelab.apply_rope_` where that does not apply).
 
 Shapes: B batch, H heads, K kv heads, T time, D head dim, R rotary dim.
     q (B, H, T, D), k (B, K, T, D) (``heads_first=False``: (B, T, H, D), (B, T, K, D));
@@ -172,6 +174,14 @@ class RotaryEmbedding(nn.Module):
         seq_len = self._seq_len(q, positions, offset, seq_len, heads_first)
         positions = self._positions(q, k, positions, offset, heads_first)
         layout, rotary_dim = self.config.layout, self.config.rotary_dim
+        if positions.is_cpu and not _recording(q, k) and self._fits(q, k):
+            # the rows made inside the in-place loop, a chunk of tokens at a time
+            xs = (q,) if k is None else (q, k)
+            limbs = rows.call_limbs(self.config, positions, "torch", seq_len=seq_len)
+            views = xs if heads_first else tuple(x.transpose(1, 2) for x in xs)
+            if kernels.rotate_at_(views, positions, limbs, attention_factor=self.config.attention_factor,
+                                  layout=layout) is not None:
+                return q if k is None else (q, k)
         cos, sin = self._angles(positions, seq_len, heads_first)
         if k is None:
             return apply_rope_(q, cos, sin, layout=layout, rotary_dim=rotary_dim)
