@@ -168,7 +168,8 @@ def test_text_windows_are_slices_of_the_file(text_file):
 
 def test_retrieval_mix_makes_passkey_windows(text_file):
     """A share of the training windows are passkey sequences in extend's short format:
-    filler from the training text, the needle, filler, the question and the same key."""
+    filler from the training text, the needle, filler, the question and the same key;
+    in them only the answer (" " and the key) is scored."""
     import re
 
     from ropelab.extend.passkey import SHORT
@@ -177,7 +178,8 @@ def test_retrieval_mix_makes_passkey_windows(text_file):
     task = TextTask([text_file], retrieval_mix=0.5)
     data = open(text_file, "rb").read()[: len(task.train_data)]
     batch = task.train_batch(8, 40, generator_for(0, "train", 0))
-    assert batch.targets.shape == (8, 40) and not batch.mask[:, 0].any() and batch.mask[:, 1:].all()
+    assert batch.targets.shape == (8, 40) and not batch.mask[:, 0].any() and batch.mask[4:, 1:].all()
+    assert not batch.mask[:4, :-5].any() and batch.mask[:4, -5:].all()
     keys = []
     for row_in, row_t in zip(batch.inputs[:4], batch.targets[:4], strict=True):
         text = bytes(row_t.tolist()).decode()
@@ -193,7 +195,7 @@ def test_retrieval_mix_makes_passkey_windows(text_file):
         assert bytes(row_t.tolist()) in data
     assert SHORT.needle == "key {key}. " and SHORT.digits == 4
     # runs with the mix are other runs; runs without keep their keys
-    assert task.fingerprint() == {**plain.fingerprint(), "retrieval_mix": 0.5}
+    assert task.fingerprint() == {**plain.fingerprint(), "retrieval_mix": 0.5, "retrieval_scored": "answer"}
     assert "retrieval_mix" not in plain.fingerprint()
     with pytest.raises(ValueError, match="too short for --retrieval-mix"):
         task.check_lengths(17, [17])

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbols", type=int, help=f"alphabet size of copy (length <= 2*symbols+1) and of recall's keys and values (length <= 4*symbols+1) (default: {d['symbols']})")
     parser.add_argument("--checkpoint-every", type=int, help=f"steps between resumable checkpoints (default: {d['checkpoint_every']})")
     parser.add_argument("--text", nargs="+", metavar="PATH", help="text files for the lm task (default: the Python standard library's .py files)")
-    parser.add_argument("--retrieval-mix", type=float, default=0.0, metavar="F", help="lm: make this share of the training windows passkey sequences (filler, 'key 1234. ', filler, 'key 1234'), so the model learns to retrieve what ropelab extend's passkey test asks (default: 0)")
+    parser.add_argument("--retrieval-mix", type=float, default=0.0, metavar="F", help="lm: make this share of the training windows passkey sequences (filler, 'key 1234. ', filler, 'key 1234'; only the answer scored), so the model learns to retrieve what ropelab extend's passkey test asks (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and data; the same seed repeats a run exactly (default: 0)")
     parser.add_argument("--jobs", type=int, help="models trained at once in worker processes (default: CPU cores; 1 under torchrun)")
     parser.add_argument("--threads", type=int, help="torch CPU threads per process (default: 1 with several jobs; tiny models run faster so)")

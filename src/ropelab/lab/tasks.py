@@ -294,6 +294,7 @@ class TextTask:
         found = {"task": self.name, "corpus_sha256": self.digest, "bytes": len(self.train_data) + len(self.eval_data)}
         if self.retrieval_mix:  # runs without it keep the keys they always had
             found["retrieval_mix"] = self.retrieval_mix
+            found["retrieval_scored"] = "answer"
         return found
 
     def check_lengths(self, train_len: int, eval_lens) -> None:
@@ -323,11 +324,21 @@ class TextTask:
         return Batch(torch.cat([bos, windows[:, :-1]], dim=1), windows, mask)
 
     def train_batch(self, batch_size: int, length: int, g: torch.Generator) -> Batch:
+        """Windows of the training text; with ``retrieval_mix`` that share of them
+        (the first rows) passkey sequences of which only the answer (the key after the
+        question) is scored. Their filler is text the model reads in the other rows;
+        scored too, it drowned the key's few tokens: with half the windows passkey
+        sequences, a 4-layer width-64 model at 32 tokens had learned no retrieval by step
+        2500 of 3000 on two of three seeds, and with the answer alone scored it retrieved
+        every key within 750 steps on both seeds tried."""
         starts = torch.randint(0, len(self.train_data) - length, (batch_size,), generator=g)
         windows = torch.stack([self.train_data[s : s + length] for s in starts.tolist()])  # (B, T)
-        for row in range(round(self.retrieval_mix * batch_size)):
+        passkeys = round(self.retrieval_mix * batch_size)
+        for row in range(passkeys):
             windows[row] = self._passkey_window(length, g)
-        return self._batch(windows)
+        batch = self._batch(windows)
+        batch.mask[:passkeys, : length - len(SHORT.answer.format(key="0" * SHORT.digits))] = False
+        return batch
 
     @staticmethod
     def _passkey_parts(key: str) -> tuple[list[int], list[int], list[int], int]:
