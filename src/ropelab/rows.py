@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from functools import lru_cache
 
 import numpy as np
 
 from .checks import check_device_positions
 
-__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_limbs", "jax_rows", "limbs_for", "rope_rows", "torch_rows", "turn_limbs"]
+__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_limbs", "jax_rows", "limbs_for", "rope_rows", "torch_limbs", "torch_rows", "turn_limbs"]
 
 # floor(2**256 / (2 pi)): the turns of a radian to 256 bits
 _INV_TWO_PI_256 = 0x28BE60DB9391054A7F09D5F47D4D377036D8A5664F10E4107F9458EAF7AEF158
@@ -236,15 +237,40 @@ def call_limbs(config, positions, kind: str, *, seq_len: int | None = None) -> n
     return limbs_for(config, seq_len)
 
 
+# limbs copied to a device, by (id of the kept numpy limbs, device): (limbs, tensor)
+_ON_DEVICE: dict = {}
+_ON_DEVICE_KEPT = 64
+_ON_DEVICE_LOCK = threading.Lock()
+
+
+def torch_limbs(limbs: np.ndarray, device):
+    """Kept turn ``limbs`` (:func:`limbs_for`) as a float32 torch tensor on ``device``,
+    copied there once: a host-to-device copy per call would wait for the device's queue
+    to drain (torch synchronises a copy from pageable memory), a stall every decode step.
+    Under torch.compile the copy is traced as a constant instead."""
+    import torch
+
+    if _compiling():
+        # a copy: torch warns on a read-only array (the kept limbs are); 6 x R/2 numbers
+        return torch.from_numpy(limbs.copy()).to(device)
+    key = (id(limbs), str(device))
+    found = _ON_DEVICE.get(key)
+    if found is not None and found[0] is limbs:  # (an id is reused only once its array is gone)
+        return found[1]
+    tensor = torch.from_numpy(limbs.copy()).to(device)
+    with _ON_DEVICE_LOCK:  # readers need none: a lookup sees an entry or not
+        if len(_ON_DEVICE) >= _ON_DEVICE_KEPT:
+            _ON_DEVICE.pop(next(iter(_ON_DEVICE)))
+        _ON_DEVICE[key] = (limbs, tensor)
+    return tensor
+
+
 def rope_rows(config, positions, kind: str, *, seq_len: int | None = None):
     """cos, sin float32 rows for torch or jax ``positions`` (see :func:`ropelab.rope_tables`)."""
     factor = config.attention_factor
     limbs = call_limbs(config, positions, kind, seq_len=seq_len)
     if kind == "torch":
-        import torch
-
-        # a copy: torch warns on a read-only array (the kept limbs are), and they are 6 x R/2 numbers
-        return torch_rows(positions, torch.from_numpy(limbs.copy()).to(positions.device), attention_factor=factor)
+        return torch_rows(positions, torch_limbs(limbs, positions.device), attention_factor=factor)
     import jax.numpy as jnp
 
     return jax_rows(positions, jnp.asarray(limbs), attention_factor=factor)

@@ -153,6 +153,24 @@ def test_torch_negative_positions_are_negative_angles(torch):
     assert torch.equal(neg_cos, cos) and torch.equal(neg_sin, -sin)
 
 
+def test_torch_limbs_are_copied_to_a_device_once(torch):
+    """The kept limbs go to a device once and are reused (a copy per call would stall a
+    GPU's queue every step); another config's limbs are another tensor; the cache is
+    bounded."""
+    from ropelab import rows
+
+    limbs = rows.limbs_for(LLAMA)
+    first = rows.torch_limbs(limbs, torch.device("cpu"))
+    assert rows.torch_limbs(limbs, "cpu") is first
+    assert first.dtype == torch.float32 and np.array_equal(first.numpy(), limbs)
+    other = rows.torch_limbs(rows.limbs_for(SMALL_BASE), "cpu")
+    assert other is not first and other.shape == (rows.LIMBS, SMALL_BASE.rotary_dim // 2)
+    kept = [rows.turn_limbs(np.full(4, 0.1 * (i + 1))) for i in range(rows._ON_DEVICE_KEPT + 5)]
+    for k in kept:
+        rows.torch_limbs(k, "cpu")
+    assert len(rows._ON_DEVICE) <= rows._ON_DEVICE_KEPT
+
+
 @few
 @given(st.lists(st.integers(*INT32), min_size=2, max_size=6))  # torch specializes length 1
 def test_torch_compiled_rows_without_recompiling(compiled, torch, positions):

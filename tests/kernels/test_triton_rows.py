@@ -137,3 +137,43 @@ def test_table_mode_bounds_check_gives_nan_not_a_read_past_the_table():
     want = reference(x, config, [[0, 7, 0, 0, 3]])
     keep = (~bad).cpu().numpy()
     assert np.max(np.abs(got[0][:, ~bad].double().cpu().numpy() - want[0][:, keep])) <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["llama-half", "interleaved-partial"])
+@pytest.mark.parametrize("heads_first", [True, False])
+def test_rotary_embedding_makes_its_rows_in_the_kernel(name, heads_first, monkeypatch):
+    """RotaryEmbedding's forward and rotate_ on the kernel's device: one launch with the
+    rows made in it (counted), equal to the float64 reference at far and negative
+    positions; the fresh outputs keep x's memory layout; the frequencies' limbs are
+    copied to the device once, not per call."""
+    from ropelab import rows
+    from ropelab.torch import RotaryEmbedding
+
+    launches = []
+    real = triton_gpu._rotate_at
+    monkeypatch.setattr(triton_gpu, "_rotate_at", lambda *a, **kw: launches.append(kw["inplace"]) or real(*a, **kw))
+    config = CONFIGS[name]
+    rope = RotaryEmbedding(config)
+    B, T = len(FAR), len(FAR[0])
+    g = torch.Generator().manual_seed(1)
+    shape = (lambda h: (B, h, T, config.head_dim)) if heads_first else (lambda h: (B, T, h, config.head_dim))
+    q, k = torch.randn(shape(3), generator=g).to(DEVICE), torch.randn(shape(2), generator=g).to(DEVICE)
+    positions = torch.tensor(FAR, device=DEVICE)
+    heads = (lambda x: x) if heads_first else (lambda x: x.transpose(1, 2))  # to (B, H, T, D)
+    copies = len(rows._ON_DEVICE)
+    with torch.no_grad():
+        got_q, got_k = rope(q, k, positions, heads_first=heads_first)
+        qq, kk = q.clone(), k.clone()
+        done = rope.rotate_(qq, kk, positions, heads_first=heads_first)
+        assert done[0] is qq and done[1] is kk
+        rope(q, k, positions, heads_first=heads_first)
+    assert launches == [False, True, False]
+    assert len(rows._ON_DEVICE) <= copies + 1
+    assert got_q.is_contiguous() and got_k.is_contiguous()
+    for got, x in ((got_q, q), (got_k, k), (qq, q), (kk, k)):
+        assert worst(heads(got), reference(heads(x), config, FAR)) <= bound(x)
+    # autograd recording: the differentiable path, not the kernel
+    with torch.enable_grad():
+        out = rope(q.clone().requires_grad_(True), positions=positions, heads_first=heads_first)
+    assert len(launches) == 3 and out.requires_grad
+    assert worst(heads(out.detach()), reference(heads(q), config, FAR)) <= bound(q)

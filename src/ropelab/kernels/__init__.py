@@ -44,6 +44,7 @@ __all__ = [
     "rope",
     "rope_inplace",
     "rope_into",
+    "rotate_at",
     "rotate_at_",
     "rotate_fresh",
     "turn_rows",
@@ -273,6 +274,25 @@ def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
                 if torch is not None and isinstance(positions, torch.Tensor):
                     return torch.from_numpy(made[0]), torch.from_numpy(made[1])
                 return made
+    return None
+
+
+def rotate_at(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, layout: str):
+    """Each ``(B, H, T, D)`` torch tensor of ``xs`` rotated into a fresh one (x's strides) by the
+    exact rows of integer ``positions`` ``(T,)`` or ``(1 or B, T)``, made inside the
+    kernel from turn limbs ``(6, R/2)`` (:func:`ropelab.rows.limbs_for`; R <= D); None
+    when no backend takes them (Triton's does, on a GPU; on the CPU :func:`turn_rows`
+    then :func:`rope` are the way). Arguments are checked by the caller, and autograd
+    must have nothing to record."""
+    if _compiling():
+        return None
+    device = xs[0].device.type
+    for b in _usable():
+        rotate = getattr(b, "rotate_at", None)
+        if rotate is not None and device in b.devices:  # (a CPU decode step asks in 1 us)
+            outs = rotate(xs, positions, limbs, attention_factor=attention_factor, layout=layout)
+            if outs is not None:
+                return outs
     return None
 
 

@@ -27,9 +27,10 @@ and, optionally,
 
 and ``turn_rows(positions, limbs, *, attention_factor) -> (cos, sin) | None``: exact
 float32 numpy rows of integer positions from turn limbs (:mod:`ropelab.rows`), or None
-when it does not take the positions (another device); ``rotate_at_(xs, positions, limbs,
-*, attention_factor, layout) -> xs | None``: the same rows made inside an in-place
-rotation of ``(B, H, T, D)`` arrays, or None, having written nothing; and
+when it does not take the positions (another device); ``rotate_at(xs, positions, limbs,
+*, attention_factor, layout) -> tuple | None`` and ``rotate_at_(...) -> xs | None``: the
+same rows made inside a rotation of ``(B, H, T, D)`` arrays into fresh ones or in
+place, or None, having written nothing; and
 ``rotate_fresh(xs, cos, sin, *, layout) -> tuple | None``: a decode step's shortcut.
 
 A backend declines with None rather than raising: :mod:`ropelab.kernels` then asks the

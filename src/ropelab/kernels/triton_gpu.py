@@ -20,7 +20,7 @@ import sys
 
 from .interface import Rows, Status
 
-__all__ = ["DISABLE_ENV", "devices", "name", "rope", "rope_at", "rope_out", "status"]
+__all__ = ["DISABLE_ENV", "devices", "name", "rope", "rope_at", "rope_out", "rotate_at", "rotate_at_", "status"]
 
 name = "triton"
 
@@ -95,10 +95,41 @@ def rope_at(xs: tuple, config, positions, *, inverse: bool = False, inplace: boo
         return None
     if config.dynamic and seq_len is None:
         return None  # max(positions) + 1 would be a host round trip
-    from ..rows import limbs_for
+    from ..rows import limbs_for, torch_limbs
 
     device = xs[0].device
-    limbs = torch.from_numpy(limbs_for(config, seq_len).copy()).to(device)  # (6, R/2) float32
+    limbs = torch_limbs(limbs_for(config, seq_len), device)  # (6, R/2) float32, copied there once
     return _kernel.rope(tuple(xs), None, None, layout=config.layout, positions=positions.to(device),
                         inverse=inverse, inplace=inplace, outs=outs, limbs=limbs,
                         attention_factor=config.attention_factor)
+
+
+def rotate_at(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, layout: str):
+    """Each ``(B, H, T, D)`` tensor of ``xs`` (q, or q and k; any strides with a unit
+    stride over D, e.g. a ``(B, T, H, D)`` tensor's ``transpose(1, 2)``) rotated into a
+    fresh tensor with x's strides, one launch, each token's cos/sin made in the kernel
+    from integer ``positions`` ``(T,)`` or ``(1 or B, T)`` and the kept turn ``limbs``
+    (:func:`ropelab.rows.limbs_for`, copied to the device once); None when the kernel
+    does not take them. Values and shapes are checked by the caller."""
+    return _rotate_at(xs, positions, limbs, attention_factor, layout, inplace=False)
+
+
+def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, layout: str):
+    """:func:`rotate_at` in place: returns ``xs``, or None having written nothing."""
+    return _rotate_at(xs, positions, limbs, attention_factor, layout, inplace=True)
+
+
+def _rotate_at(xs: tuple, positions, limbs, attention_factor: float, layout: str, *, inplace: bool):
+    torch = sys.modules.get("torch")
+    if torch is None or not all(isinstance(x, torch.Tensor) for x in xs) or xs[0].device.type not in devices:
+        return None
+    if not isinstance(positions, torch.Tensor) or positions.dim() not in (1, 2) or any(x.dim() != 4 for x in xs):
+        return None
+    from ..rows import torch_limbs
+
+    device = xs[0].device
+    # (1 or B, 1, T): one row per token, the same for every head
+    per_token = positions.to(device).reshape(-1, 1, positions.shape[-1])
+    outs = None if inplace else tuple(torch.empty_like(x) for x in xs)  # x's strides
+    return _kernel.rope(tuple(xs), None, None, layout=layout, positions=per_token, inplace=inplace, outs=outs,
+                        limbs=torch_limbs(limbs, device), attention_factor=attention_factor)

@@ -9,14 +9,18 @@ the memory a call uses depends on how many positions it rotates, never on their 
 (a decode step at position 2**31 - 1 costs what one at position 10 does), and the module
 holds nothing that a call changes: one module may serve many threads at once.
 
-On the CPU in eager mode the rows come from a fused numba loop
-(:func:`ropelab.kernels.turn_rows`, microseconds for a decode step); elsewhere (a GPU,
-``torch.compile``, numba missing) from :func:`ropelab.rows.torch_rows`, elementwise torch
-ops that trace under ``torch.compile(fullgraph=True, dynamic=True)`` with no recompile
-for a new position value. The rotation is :func:`ropelab.torch.rope_op.rotate`
-(differentiable), or for :meth:`RotaryEmbedding.rotate_` one in-place numba loop that makes
-the rows a chunk of tokens at a time as it rotates (:func:`ropelab.kernels.rotate_at_`;
-:func:`ropelab.apply_rope_` where that does not apply).
+Where nothing is recorded for autograd: on a GPU with Triton, :meth:`forward` and
+:meth:`rotate_` are one kernel launch that makes each token's rows from its position as
+it rotates (:func:`ropelab.kernels.rotate_at`, :func:`ropelab.kernels.rotate_at_`); on
+the CPU, :meth:`rotate_` is one in-place numba loop that makes the rows a chunk of
+tokens at a time, and :meth:`forward` makes them with a numba loop
+(:func:`ropelab.kernels.turn_rows`, microseconds for a decode step) and rotates them by
+the fused kernels. Otherwise (autograd recording, ``torch.compile``, no kernel backend)
+the rows come from :func:`ropelab.rows.torch_rows`, elementwise torch ops that trace
+under ``torch.compile(fullgraph=True, dynamic=True)`` with no recompile for a new
+position value, and the rotation is :func:`ropelab.torch.rope_op.rotate`
+(differentiable) or :func:`ropelab.apply_rope_`. The frequencies' limbs are copied to a
+device once, never per call (a host-to-device copy would stall the device's queue).
 
 Shapes: B batch, H heads, K kv heads, T time, D head dim, R rotary dim.
     q (B, H, T, D), k (B, K, T, D) (``heads_first=False``: (B, T, H, D), (B, T, K, D));
@@ -90,12 +94,16 @@ class RotaryEmbedding(nn.Module):
         device: the exact rows of integer ``positions`` (any shape)."""
         if not isinstance(positions, torch.Tensor):
             raise TypeError(f"positions must be a torch tensor, got {type(positions).__name__}")
+        return self._rows(positions, rows.call_limbs(self.config, positions, "torch", seq_len=seq_len))
+
+    def _rows(self, positions, limbs):
+        """The rows of checked ``positions`` from their turn limbs."""
+        factor = self.config.attention_factor
         if positions.is_cpu and not torch.compiler.is_compiling():
-            limbs = rows.call_limbs(self.config, positions, "torch", seq_len=seq_len)
-            made = kernels.turn_rows(positions, limbs, attention_factor=self.config.attention_factor)
+            made = kernels.turn_rows(positions, limbs, attention_factor=factor)
             if made is not None:
                 return made
-        return rows.rope_rows(self.config, positions, "torch", seq_len=seq_len)
+        return rows.torch_rows(positions, rows.torch_limbs(limbs, positions.device), attention_factor=factor)
 
     def tables_for(self, positions=None, offset=0, length: int = 1, *, seq_len: int | None = None,
                    device=None):
@@ -142,10 +150,6 @@ class RotaryEmbedding(nn.Module):
         rotary_dim = self.config.rotary_dim
         return rotary_dim <= q.shape[-1] and (k is None or rotary_dim <= k.shape[-1])
 
-    def _angles(self, positions, seq_len, heads_first):
-        """The rows, shaped to broadcast against q and k."""
-        return _per_head(*self.rows(positions, seq_len=seq_len), heads_first)
-
     def forward(self, q, k=None, positions=None, offset=0, *, seq_len: int | None = None,
                 heads_first: bool = True):
         """Rotated copies of q (and k) at their positions: ``(q, k)``, or q when k is None.
@@ -157,9 +161,19 @@ class RotaryEmbedding(nn.Module):
         """
         seq_len = self._seq_len(q, positions, offset, seq_len, heads_first)
         positions = self._positions(q, k, positions, offset, heads_first)
-        cos, sin = self.rows(positions, seq_len=seq_len)  # (T, R/2) or (B, T, R/2)
-        if heads_first and positions.is_cpu and not _recording(q, k) and self._fits(q, k):
-            outs = kernels.rotate_fresh((q,) if k is None else (q, k), cos, sin, layout=self.config.layout)
+        limbs = rows.call_limbs(self.config, positions, "torch", seq_len=seq_len)
+        xs = (q,) if k is None else (q, k)
+        kernel = not _recording(q, k) and self._fits(q, k)
+        if kernel:  # rows made inside the kernel, where a backend does that (Triton, on a GPU)
+            views = xs if heads_first else tuple(x.transpose(1, 2) for x in xs)
+            outs = kernels.rotate_at(views, positions, limbs, attention_factor=self.config.attention_factor,
+                                     layout=self.config.layout)
+            if outs is not None:
+                outs = outs if heads_first else tuple(o.transpose(1, 2) for o in outs)
+                return outs[0] if k is None else outs
+        cos, sin = self._rows(positions, limbs)  # (T, R/2) or (B, T, R/2)
+        if kernel and heads_first and positions.is_cpu:
+            outs = kernels.rotate_fresh(xs, cos, sin, layout=self.config.layout)
             if outs is not None:  # a decode step: tens of microseconds less than the general path
                 return outs[0] if k is None else outs
         cos, sin = _per_head(cos, sin, heads_first)
@@ -174,15 +188,15 @@ class RotaryEmbedding(nn.Module):
         seq_len = self._seq_len(q, positions, offset, seq_len, heads_first)
         positions = self._positions(q, k, positions, offset, heads_first)
         layout, rotary_dim = self.config.layout, self.config.rotary_dim
-        if positions.is_cpu and not _recording(q, k) and self._fits(q, k):
-            # the rows made inside the in-place loop, a chunk of tokens at a time
+        limbs = rows.call_limbs(self.config, positions, "torch", seq_len=seq_len)
+        if not _recording(q, k) and self._fits(q, k):
+            # the rows made inside the in-place kernel (on the CPU a chunk of tokens at a time)
             xs = (q,) if k is None else (q, k)
-            limbs = rows.call_limbs(self.config, positions, "torch", seq_len=seq_len)
             views = xs if heads_first else tuple(x.transpose(1, 2) for x in xs)
             if kernels.rotate_at_(views, positions, limbs, attention_factor=self.config.attention_factor,
                                   layout=layout) is not None:
                 return q if k is None else (q, k)
-        cos, sin = self._angles(positions, seq_len, heads_first)
+        cos, sin = _per_head(*self._rows(positions, limbs), heads_first)
         if k is None:
             return apply_rope_(q, cos, sin, layout=layout, rotary_dim=rotary_dim)
         apply_rope_((q, k), cos, sin, layout=layout, rotary_dim=rotary_dim)
