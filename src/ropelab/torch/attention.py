@@ -35,6 +35,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 from .cache import Cache, KVCache, positions_from_mask  # noqa: E402
+from .checks import check_integer_tensor  # noqa: E402
 from .rotary import RotaryEmbedding  # noqa: E402
 
 __all__ = ["Attention", "eager_attention", "rms_norm"]
@@ -197,14 +198,7 @@ class Attention(nn.Module):
         )
 
     def _check_positions(self, positions, batch, length):
-        if not isinstance(positions, torch.Tensor):
-            raise TypeError(f"positions must be a torch tensor, got {type(positions).__name__}")
-        if (
-            positions.dtype.is_floating_point
-            or positions.dtype == torch.bool
-            or positions.is_complex()
-        ):
-            raise TypeError(f"positions must be an integer tensor, got dtype {positions.dtype}")
+        check_integer_tensor("positions", positions)
         shape = tuple(positions.shape)
         if shape == (length,):
             return positions.unsqueeze(0)

@@ -44,6 +44,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 from . import rope_op  # noqa: E402
+from .checks import check_integer_tensor  # noqa: E402
 from .rotary import RotaryEmbedding  # noqa: E402
 
 __all__ = [
@@ -65,17 +66,9 @@ def _compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
-def _integer_tensor(p) -> bool:
-    """A tensor of integers: not float, complex or bool (no position silently truncated)."""
-    return isinstance(p, torch.Tensor) and not (
-        p.dtype.is_floating_point or p.is_complex() or p.dtype == torch.bool
-    )
-
-
 def _check_positions(q_pos, k_pos):
     for name, p in (("q_positions", q_pos), ("k_positions", k_pos)):
-        if not _integer_tensor(p):
-            raise TypeError(f"{name} must be an integer tensor shaped (B, T), got {p!r:.80}")
+        check_integer_tensor(name, p, expected="an integer tensor shaped (B, T)")
         if p.dim() != 2:
             raise ValueError(f"{name} must be shaped (B, T), got shape {tuple(p.shape)}")
 
@@ -100,8 +93,7 @@ class LearnedAbsolute(nn.Module):
 
     def forward(self, positions):
         """Integer positions of any shape -> their rows, ``positions.shape + (d_model,)``."""
-        if not _integer_tensor(positions):
-            raise TypeError(f"positions must be an integer tensor, got {positions!r:.80}")
+        check_integer_tensor("positions", positions)
         if not _compiling() and positions.numel():
             low, high = int(positions.min()), int(positions.max())
             if low < 0 or high >= self.max_positions:

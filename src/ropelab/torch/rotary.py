@@ -44,6 +44,7 @@ torch = require("torch", feature="ropelab.torch")
 nn = torch.nn
 
 from . import rope_op  # noqa: E402
+from .checks import check_integer_tensor  # noqa: E402
 
 __all__ = ["RotaryEmbedding"]
 
@@ -92,8 +93,7 @@ class RotaryEmbedding(nn.Module):
     def rows(self, positions, *, seq_len: int | None = None):
         """float32 ``(cos, sin)`` of shape ``positions.shape + (R/2,)`` on the positions'
         device: the exact rows of integer ``positions`` (any shape)."""
-        if not isinstance(positions, torch.Tensor):
-            raise TypeError(f"positions must be a torch tensor, got {type(positions).__name__}")
+        check_integer_tensor("positions", positions)
         return self._rows(positions, rows.call_limbs(self.config, positions, "torch", seq_len=seq_len))
 
     def _rows(self, positions, limbs):
@@ -235,9 +235,6 @@ def _arange(offset, length: int, device):
 
 
 def _check_positions(positions) -> None:
-    if not isinstance(positions, torch.Tensor):
-        raise TypeError(f"positions must be a torch tensor or None, got {type(positions).__name__}")
-    if positions.dtype.is_floating_point or positions.dtype == torch.bool or positions.is_complex():
-        raise TypeError(f"positions must be an integer tensor, got dtype {positions.dtype}")
+    check_integer_tensor("positions", positions, expected="a torch tensor or None")
     if positions.dim() not in (1, 2):
         raise ValueError(f"positions must be shaped (T,) or (B, T), got shape {tuple(positions.shape)}")

@@ -27,6 +27,7 @@ F = torch.nn.functional
 
 from .attention import Attention  # noqa: E402
 from .cache import Cache, positions_from_mask  # noqa: E402
+from .checks import check_integer_tensor  # noqa: E402
 from .kinds import LAYER_KINDS  # noqa: E402
 from .rotary import RotaryEmbedding  # noqa: E402
 
@@ -357,8 +358,7 @@ class Transformer(nn.Module):
                 tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             )
             raise ValueError(f"tokens must be shaped (B, T), got {shape}")
-        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
-            raise TypeError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
+        check_integer_tensor("tokens", tokens)
         if tokens.numel() and not torch.compiler.is_compiling():
             # the embedding would index out of its table: an IndexError on the CPU, a
             # device-side assert on a GPU
@@ -519,10 +519,7 @@ class Transformer(nn.Module):
             raise ValueError(
                 "generate needs a causal (decoder) model; this Transformer was built with causal=False"
             )
-        if not isinstance(tokens, torch.Tensor):
-            raise TypeError(f"tokens must be a torch tensor shaped (B, T), got {type(tokens).__name__}")
-        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
-            raise TypeError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
+        check_integer_tensor("tokens", tokens, expected="a torch tensor shaped (B, T)")
         if tokens.dim() != 2 or tokens.shape[0] < 1 or tokens.shape[1] < 1:
             raise ValueError(
                 f"tokens must be shaped (B, T) with B >= 1 and T >= 1, got {tuple(tokens.shape)}"
