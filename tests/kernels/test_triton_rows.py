@@ -177,3 +177,24 @@ def test_rotary_embedding_makes_its_rows_in_the_kernel(name, heads_first, monkey
         out = rope(q.clone().requires_grad_(True), positions=positions, heads_first=heads_first)
     assert len(launches) == 3 and out.requires_grad
     assert worst(heads(out.detach()), reference(heads(q), config, FAR)) <= bound(q)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_rows_made_by_the_kernel(name):
+    """kernels.turn_rows on the kernel's device: one launch, the exact rows (any shape of
+    positions), tensors on that device; what RotaryEmbedding.rows gives there."""
+    from ropelab import kernels
+    from ropelab.torch import RotaryEmbedding
+
+    config = CONFIGS[name]
+    positions = torch.tensor(FAR, device=DEVICE)  # (2, 6)
+    got = kernels.turn_rows(positions, limbs_for(config), attention_factor=config.attention_factor)
+    assert got is not None and all(isinstance(t, torch.Tensor) and t.device == positions.device for t in got)
+    assert got[0].shape == (2, 6, config.rotary_dim // 2) and got[0].dtype == torch.float32
+    for g, w in zip(got, rope_tables(config, np.asarray(FAR)), strict=True):
+        assert worst(g, w) <= FLOAT32_BOUND * max(1.0, config.attention_factor)
+    rows = RotaryEmbedding(config).rows(positions)
+    for r, g in zip(rows, got, strict=True):
+        torch.testing.assert_close(r, g, rtol=0, atol=0)
+    empty = kernels.turn_rows(positions[:, :0], limbs_for(config))
+    assert empty[0].shape == (2, 0, config.rotary_dim // 2)

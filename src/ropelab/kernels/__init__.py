@@ -254,11 +254,12 @@ def _dispatch_out(xs: tuple, outs: tuple, angles, *, layout: str) -> tuple | Non
 
 def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
     """Exact float32 ``(cos, sin)`` rows of integer ``positions`` (shape
-    ``positions.shape + (R/2,)``, of the positions' kind: torch tensors for a torch
-    tensor) from turn limbs ``(6, R/2)`` (:func:`ropelab.rows.limbs_for`), made by the
-    first usable backend with a ``turn_rows``; None when none takes them (a GPU tensor,
-    numba missing, inside torch.compile): :func:`ropelab.rows.torch_rows` gives the same
-    numbers (to a float32 rounding of sin/cos) with array ops.
+    ``positions.shape + (R/2,)``, of the positions' kind and device: torch tensors for a
+    torch tensor) from turn limbs ``(6, R/2)`` (:func:`ropelab.rows.limbs_for`), made by
+    the first usable backend with a ``turn_rows`` (numba on the CPU, Triton on a GPU);
+    None when none takes them (no backend for the device, inside torch.compile):
+    :func:`ropelab.rows.torch_rows` gives the same numbers (to a float32 rounding of
+    sin/cos) with array ops.
 
     Position values are checked by the caller (within +-2**33,
     :data:`ropelab.rows.MAX_EXACT_POSITION`).
@@ -271,7 +272,7 @@ def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
             made = make(positions, limbs, attention_factor=attention_factor)
             if made is not None:
                 torch = sys.modules.get("torch")
-                if torch is not None and isinstance(positions, torch.Tensor):
+                if torch is not None and isinstance(positions, torch.Tensor) and not isinstance(made[0], torch.Tensor):
                     return torch.from_numpy(made[0]), torch.from_numpy(made[1])
                 return made
     return None

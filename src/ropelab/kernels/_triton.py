@@ -28,7 +28,7 @@ import triton.language as tl
 
 from ..rows import LIMBS, MAX_EXACT_POSITION
 
-__all__ = ["DTYPES", "rope"]
+__all__ = ["DTYPES", "rope", "rows"]
 
 #: storage dtypes (names of torch dtypes) the kernel reads and writes
 DTYPES = ("float32", "bfloat16", "float16")
@@ -114,6 +114,20 @@ def _exact_row(p, limbs, i, mi, HALF: tl.constexpr):
     s = sn * cq + cs * sq
     s = tl.where(p < 0, -s, s)  # a negative position turns the other way
     return c, s
+
+
+@triton.jit
+def _rows_kernel(pos, limbs, cos, sin, n_rows, factor, HALF: tl.constexpr, BLOCK_HALF: tl.constexpr):
+    """Row ``r`` of cos and sin ``(N, HALF)``: position ``pos[r]``'s, times ``factor``
+    (NaN past the exact range ``+-n_rows``)."""
+    r = tl.program_id(0).to(tl.int64)
+    i = tl.arange(0, BLOCK_HALF)
+    mi = i < HALF
+    p = tl.load(pos + r).to(tl.int64)
+    c, s = _exact_row(p, limbs, i, mi, HALF)
+    inside = (p >= -n_rows) & (p <= n_rows)
+    tl.store(cos + r * HALF + i, tl.where(inside, c * factor, float("nan")), mask=mi)
+    tl.store(sin + r * HALF + i, tl.where(inside, s * factor, float("nan")), mask=mi)
 
 
 @triton.jit
@@ -267,3 +281,22 @@ def rope(xs: tuple, cos, sin, *, layout: str, positions=None, inverse: bool = Fa
     if given is not None:
         return tuple(given)
     return tuple(out.view(x.shape) for out, x in zip(outs, xs, strict=True))
+
+
+def rows(positions, limbs, attention_factor: float = 1.0):
+    """float32 ``(cos, sin)`` of shape ``positions.shape + (R/2,)`` on the positions'
+    device, one program per position, from the turn limbs ``(6, R/2)`` (float32, on that
+    device): the rows :func:`rope` makes in its exact mode. Positions past
+    :data:`~ropelab.rows.MAX_EXACT_POSITION` give NaN rows (the caller checks where it can)."""
+    import torch
+
+    flat = positions.reshape(-1).contiguous()
+    half = limbs.shape[1]
+    cos = torch.empty((flat.numel(), half), dtype=torch.float32, device=flat.device)
+    sin = torch.empty_like(cos)
+    if flat.numel():
+        _rows_kernel[(flat.numel(),)](flat, limbs.contiguous(), cos, sin, MAX_EXACT_POSITION,
+                                      float(attention_factor), HALF=half,
+                                      BLOCK_HALF=triton.next_power_of_2(half))
+    shape = tuple(positions.shape) + (half,)
+    return cos.view(shape), sin.view(shape)

@@ -26,8 +26,9 @@ and, optionally,
     their ``rope`` result is copied into the buffer.
 
 and ``turn_rows(positions, limbs, *, attention_factor) -> (cos, sin) | None``: exact
-float32 numpy rows of integer positions from turn limbs (:mod:`ropelab.rows`), or None
-when it does not take the positions (another device); ``rotate_at(xs, positions, limbs,
+float32 rows of integer positions from turn limbs (:mod:`ropelab.rows`), numpy arrays or
+tensors on the positions' device, or None when it does not take the positions (another
+device); ``rotate_at(xs, positions, limbs,
 *, attention_factor, layout) -> tuple | None`` and ``rotate_at_(...) -> xs | None``: the
 same rows made inside a rotation of ``(B, H, T, D)`` arrays into fresh ones or in
 place, or None, having written nothing; and

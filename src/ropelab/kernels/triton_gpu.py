@@ -20,7 +20,7 @@ import sys
 
 from .interface import Rows, Status
 
-__all__ = ["DISABLE_ENV", "devices", "name", "rope", "rope_at", "rope_out", "rotate_at", "rotate_at_", "status"]
+__all__ = ["DISABLE_ENV", "devices", "name", "rope", "rope_at", "rope_out", "rotate_at", "rotate_at_", "status", "turn_rows"]
 
 name = "triton"
 
@@ -133,3 +133,17 @@ def _rotate_at(xs: tuple, positions, limbs, attention_factor: float, layout: str
     outs = None if inplace else tuple(torch.empty_like(x) for x in xs)  # x's strides
     return _kernel.rope(tuple(xs), None, None, layout=layout, positions=per_token, inplace=inplace, outs=outs,
                         limbs=torch_limbs(limbs, device), attention_factor=attention_factor)
+
+
+def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
+    """Exact float32 ``(cos, sin)`` torch rows ``positions.shape + (R/2,)`` of integer
+    ``positions`` on the kernel's device, one launch, from the kept turn ``limbs``
+    (:func:`ropelab.rows.limbs_for`, copied to the device once); None for other tensors."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(positions, torch.Tensor) or positions.device.type not in devices:
+        return None
+    if positions.dtype.is_floating_point or positions.dtype.is_complex or positions.dtype == torch.bool:
+        return None
+    from ..rows import torch_limbs
+
+    return _kernel.rows(positions, torch_limbs(limbs, positions.device), attention_factor)

@@ -13,14 +13,15 @@ Where nothing is recorded for autograd: on a GPU with Triton, :meth:`forward` an
 :meth:`rotate_` are one kernel launch that makes each token's rows from its position as
 it rotates (:func:`ropelab.kernels.rotate_at`, :func:`ropelab.kernels.rotate_at_`); on
 the CPU, :meth:`rotate_` is one in-place numba loop that makes the rows a chunk of
-tokens at a time, and :meth:`forward` makes them with a numba loop
-(:func:`ropelab.kernels.turn_rows`, microseconds for a decode step) and rotates them by
-the fused kernels. Otherwise (autograd recording, ``torch.compile``, no kernel backend)
-the rows come from :func:`ropelab.rows.torch_rows`, elementwise torch ops that trace
-under ``torch.compile(fullgraph=True, dynamic=True)`` with no recompile for a new
-position value, and the rotation is :func:`ropelab.torch.rope_op.rotate`
-(differentiable) or :func:`ropelab.apply_rope_`. The frequencies' limbs are copied to a
-device once, never per call (a host-to-device copy would stall the device's queue).
+tokens at a time, and :meth:`forward` makes them with a numba loop and rotates them by
+the fused kernels. While autograd records, the rows come from one kernel (numba on the
+CPU, Triton on a GPU: :func:`ropelab.kernels.turn_rows`) and the rotation is
+:func:`ropelab.torch.rope_op.rotate` (differentiable) or :func:`ropelab.apply_rope_`.
+Under ``torch.compile`` (or with no kernel backend) the rows come from
+:func:`ropelab.rows.torch_rows`, elementwise torch ops that trace under
+``torch.compile(fullgraph=True, dynamic=True)`` with no recompile for a new position
+value. The frequencies' limbs are copied to a device once, never per call (a
+host-to-device copy would stall the device's queue).
 
 Shapes: B batch, H heads, K kv heads, T time, D head dim, R rotary dim.
     q (B, H, T, D), k (B, K, T, D) (``heads_first=False``: (B, T, H, D), (B, T, K, D));
@@ -99,7 +100,7 @@ class RotaryEmbedding(nn.Module):
     def _rows(self, positions, limbs):
         """The rows of checked ``positions`` from their turn limbs."""
         factor = self.config.attention_factor
-        if positions.is_cpu and not torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling():  # numba on the CPU, Triton on a GPU
             made = kernels.turn_rows(positions, limbs, attention_factor=factor)
             if made is not None:
                 return made
