@@ -399,12 +399,13 @@ def _tokens_per_chunk(xstr, length: int) -> int:
     neighbours in memory ((B, T, H, D)): 128 (rows of 64 pairs: 64 KiB, cache-resident).
     A head's tokens neighbours ((B, H, T, D)): one chunk per thread, so each head is
     walked in long contiguous runs (short runs, jumping from head to head, measured
-    slower than making all the rows first)."""
+    slower than making all the rows first), at most 4096 tokens (rows of 2 MiB a worker
+    for R = 128: a 128k-token prefill keeps no rows of its whole length)."""
     if xstr[1] <= xstr[2]:
         return 128
     import numba
 
-    return max(64, -(-length // numba.get_num_threads()))
+    return max(64, min(4096, -(-length // numba.get_num_threads())))
 
 
 def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, layout: str):
