@@ -94,7 +94,7 @@ def test_rotate_fresh_declines_what_it_does_not_cover():
 
 
 @numba_only
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 @pytest.mark.parametrize("layout", ["half", "interleaved"])
 @pytest.mark.parametrize("heads_first", [True, False])
 @pytest.mark.parametrize("case", ["decode", "T", "1T", "BT", "parallel"])
