@@ -252,6 +252,21 @@ def _dispatch_out(xs: tuple, outs: tuple, angles, *, layout: str) -> tuple | Non
     return tuple(bool(_dispatch_out((xi,), (oi,), angles, layout=layout)) for xi, oi in zip(xs, outs, strict=True))
 
 
+def _first(entry: str, *args, device: str | None = None, **kwargs):
+    """What the first usable backend with ``entry`` (and, given ``device``, taking that
+    device type) returns that is not None; None when none does or torch.compile traces
+    (the callers' fallbacks are traceable)."""
+    if _compiling():
+        return None
+    for b in _usable():
+        call = getattr(b, entry, None)
+        if call is not None and (device is None or device in b.devices):
+            done = call(*args, **kwargs)
+            if done is not None:
+                return done
+    return None
+
+
 def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
     """Exact float32 ``(cos, sin)`` rows of integer ``positions`` (shape
     ``positions.shape + (R/2,)``, of the positions' kind and device: torch tensors for a
@@ -264,18 +279,12 @@ def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
     Position values are checked by the caller (within +-2**33,
     :data:`ropelab.rows.MAX_EXACT_POSITION`).
     """
-    if _compiling():
-        return None
-    for b in _usable():
-        make = getattr(b, "turn_rows", None)
-        if make is not None:
-            made = make(positions, limbs, attention_factor=attention_factor)
-            if made is not None:
-                torch = sys.modules.get("torch")
-                if torch is not None and isinstance(positions, torch.Tensor) and not isinstance(made[0], torch.Tensor):
-                    return torch.from_numpy(made[0]), torch.from_numpy(made[1])
-                return made
-    return None
+    made = _first("turn_rows", positions, limbs, attention_factor=attention_factor)
+    torch = sys.modules.get("torch")
+    if made is not None and torch is not None and isinstance(positions, torch.Tensor) \
+            and not isinstance(made[0], torch.Tensor):  # numpy rows of a CPU tensor's positions
+        return torch.from_numpy(made[0]), torch.from_numpy(made[1])
+    return made
 
 
 def rotate_at(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, layout: str):
@@ -285,16 +294,9 @@ def rotate_at(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, lay
     when no backend takes them (Triton's does, on a GPU; on the CPU :func:`turn_rows`
     then :func:`rope` are the way). Arguments are checked by the caller, and autograd
     must have nothing to record."""
-    if _compiling():
-        return None
-    device = xs[0].device.type
-    for b in _usable():
-        rotate = getattr(b, "rotate_at", None)
-        if rotate is not None and device in b.devices:  # (a CPU decode step asks in 1 us)
-            outs = rotate(xs, positions, limbs, attention_factor=attention_factor, layout=layout)
-            if outs is not None:
-                return outs
-    return None
+    # only backends of the tensors' device are asked (a CPU decode step pays ~1.5 us for the question)
+    return _first("rotate_at", xs, positions, limbs, device=xs[0].device.type, attention_factor=attention_factor,
+                  layout=layout)
 
 
 def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, layout: str):
@@ -305,14 +307,8 @@ def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, la
     (then :func:`turn_rows` and :func:`rope_inplace` give the same values). Arguments
     are checked by the caller, and autograd must have nothing to record (numba's:
     :func:`ropelab.kernels.numba_cpu.rotate_at_`)."""
-    if _compiling():
-        return None
-    for b in _usable():
-        rotate = getattr(b, "rotate_at_", None)
-        if rotate is not None and rotate(xs, positions, limbs, attention_factor=attention_factor,
-                                         layout=layout) is not None:
-            return xs
-    return None
+    done = _first("rotate_at_", xs, positions, limbs, attention_factor=attention_factor, layout=layout)
+    return None if done is None else xs
 
 
 def rotate_fresh(xs: tuple, cos, sin, *, layout: str):
@@ -323,12 +319,4 @@ def rotate_fresh(xs: tuple, cos, sin, *, layout: str):
     the backend says what it takes (numba's: contiguous ``(B, H, T, D)`` CPU tensors
     and float32 rows, nothing for autograd to record,
     :func:`ropelab.kernels.numba_cpu.rotate_fresh`)."""
-    if _compiling():
-        return None
-    for b in _usable():
-        shortcut = getattr(b, "rotate_fresh", None)
-        if shortcut is not None:
-            outs = shortcut(xs, cos, sin, layout=layout)
-            if outs is not None:
-                return outs
-    return None
+    return _first("rotate_fresh", xs, cos, sin, layout=layout)

@@ -153,6 +153,12 @@ def _flat(a):
     return flat, tuple(s // size for s in a.strides)
 
 
+def _shared(shape, strides) -> bool:
+    """Whether several elements share memory (a zero stride over a dim of more than one:
+    an expanded tensor), which cannot be rotated in place."""
+    return any(st == 0 for n, st in zip(shape, strides, strict=True) if n > 1)
+
+
 def _broadcast_strides(shape, strides, lead):
     """Element strides of an array of ``shape`` broadcast (numpy rules) against ``lead``."""
     pad = len(lead) - len(shape)
@@ -293,8 +299,8 @@ def _call(xs, reads: _Reads, out, direction):
     xflat, xstr = flat
     lead, lead_strides = xs.shape[:-1], xstr[:-1]
     if inplace:
-        if any(st == 0 for n, st in zip(lead, lead_strides, strict=True) if n > 1):
-            return None  # several elements share memory (an expanded tensor): not in place
+        if _shared(lead, lead_strides):
+            return None
         oflat, ostr = xflat, lead_strides
     else:
         ostorage = _storage(out)
@@ -435,8 +441,8 @@ def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, la
         if flat is None:
             return None
         xflat, xstr = flat
-        if any(st == 0 for n, st in zip(storage.shape[:3], xstr[:3], strict=True) if n > 1):
-            return None  # several elements share memory (an expanded tensor): not in place
+        if _shared(storage.shape[:3], xstr[:3]):
+            return None
         loop = (_row_loops.rotate_turns_inplace_serial if storage.size < PARALLEL_MIN_ELEMENTS
                 else _row_loops.rotate_turns_inplace)
         calls.append((loop, (xflat, xstr[:3], (B, H, T), pos, np.ascontiguousarray(limbs, dtype=np.float32),
