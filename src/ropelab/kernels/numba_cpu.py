@@ -426,14 +426,15 @@ def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, la
     if p is None or p.ndim not in (1, 2):
         return None
     half = limbs.shape[1]
+    pos = p.reshape(-1, p.shape[-1])  # (1 or B, T)
+    turns = np.ascontiguousarray(limbs, dtype=np.float32)
     calls = []
     for x in xs:
         storage = _storage(x)
         if storage is None or storage.ndim != 4 or not storage.flags.writeable or storage.shape[-1] < 2 * half:
             return None
         B, H, T, _ = storage.shape
-        pos = p.reshape(-1, p.shape[-1])
-        if p.shape[-1] != T or pos.shape[0] not in (1, B):
+        if pos.shape[1] != T or pos.shape[0] not in (1, B):
             return None
         if storage.size == 0:
             continue
@@ -445,8 +446,8 @@ def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, la
             return None
         loop = (_row_loops.rotate_turns_inplace_serial if storage.size < PARALLEL_MIN_ELEMENTS
                 else _row_loops.rotate_turns_inplace)
-        calls.append((loop, (xflat, xstr[:3], (B, H, T), pos, np.ascontiguousarray(limbs, dtype=np.float32),
-                             np.float32(attention_factor), layout == "interleaved",
+        calls.append((loop, (xflat, xstr[:3], (B, H, T), pos, turns, np.float32(attention_factor),
+                             layout == "interleaved",
                              _tokens_per_chunk(xstr, T))))
     for loop, args in calls:
         _launch(loop, args)

@@ -138,11 +138,10 @@ def _rotate_at(xs: tuple, positions, limbs, attention_factor: float, layout: str
 def turn_rows(positions, limbs, *, attention_factor: float = 1.0):
     """Exact float32 ``(cos, sin)`` torch rows ``positions.shape + (R/2,)`` of integer
     ``positions`` on the kernel's device, one launch, from the kept turn ``limbs``
-    (:func:`ropelab.rows.limbs_for`, copied to the device once); None for other tensors."""
+    (:func:`ropelab.rows.limbs_for`, copied to the device once; values and dtype checked
+    by the caller); None for tensors on other devices."""
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(positions, torch.Tensor) or positions.device.type not in devices:
-        return None
-    if positions.dtype.is_floating_point or positions.dtype.is_complex or positions.dtype == torch.bool:
         return None
     from ..rows import torch_limbs
 
