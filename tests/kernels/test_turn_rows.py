@@ -127,6 +127,35 @@ def test_rotate_at_equals_rows_then_rope(dtype, layout, heads_first, case):
 
 
 @numba_only
+@pytest.mark.parametrize("case", ["one", "mixed_layouts", "three_batches", "same_twice", "parallel"])
+def test_rotate_at_in_one_launch_equals_one_tensor_at_a_time(case):
+    """Tensors rotated together (q and k share a launch and each chunk's rows) come out
+    as they do rotated one at a time: a tensor alone, (B, H, T, D) with (B, T, H, D)
+    memory, three tensors of two batch sizes, one tensor given twice (rotated twice,
+    as two calls would), sizes for the parallel loop."""
+    config = RopeConfig(16, layout="half")
+    limbs = rows.limbs_for(config)
+    g = torch.Generator().manual_seed(3)
+    T = 600 if case == "parallel" else 70
+    positions = torch.randint(-FAR, FAR, (T,), generator=g)
+
+    def made(B, H, heads_first=True):
+        x = torch.randn((B, H, T, 16) if heads_first else (B, T, H, 16), generator=g)
+        return x if heads_first else x.transpose(1, 2)
+
+    q = made(2, 4)
+    xs = {"one": (q,), "mixed_layouts": (q, made(2, 2, heads_first=False)),
+          "three_batches": (q, made(1, 2), made(2, 3, heads_first=False)), "same_twice": (q, q),
+          "parallel": (made(2, 8), made(2, 8, heads_first=False))}[case]
+    want = {id(x): x.clone() for x in xs}
+    for x in xs:
+        assert kernels.rotate_at_((want[id(x)],), positions, limbs, layout="half") is not None
+    assert kernels.rotate_at_(xs, positions, limbs, layout="half") is not None
+    for x in xs:
+        torch.testing.assert_close(x, want[id(x)], rtol=0, atol=0)
+
+
+@numba_only
 def test_rotate_at_declines_what_it_does_not_cover_and_writes_nothing():
     limbs = rows.limbs_for(RopeConfig(8))
     q = torch.randn(1, 2, 3, 8)

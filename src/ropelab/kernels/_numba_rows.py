@@ -11,7 +11,8 @@ rows; the torch-op version reads and writes ~50 temporaries instead.
 :func:`rotate_turns_inplace` fuses the rows with an in-place rotation: each worker makes
 the rows of a chunk of tokens into a small buffer of its own and rotates every head of
 those tokens with them, so the rows never travel through memory (a prefill's full rows,
-fresh each call, cost page faults worth a fifth of the rotation).
+fresh each call, cost page faults worth a fifth of the rotation); q and k go through one
+launch and share each chunk's rows.
 
 Shapes: pos ``(N,)`` int64; limbs ``(6, R/2)`` float32; cos, sin ``(N, R/2)`` float32.
 """
@@ -107,21 +108,11 @@ def turn_rows_serial(pos, limbs, factor, cos, sin):
 
 
 @njit(inline="always")
-def _turn_chunk(item, chunks, tokens, x, xs, shape, pos, limbs, factor, interleaved, sg):
-    """Work item ``item`` (a row of ``pos`` and a chunk of its tokens): the chunk's rows,
-    then every row of x they rotate, walked in memory order."""
+def _rotate_chunk(x, xs, shape, b0, b1, t0, t1, cflat, sflat, half, interleaved):
+    """Rows ``t0 .. t1`` of every head of x (batch rows ``b0 .. b1``) rotated by the
+    chunk's rows, walked in memory order; a tensor of no heads is left as it is."""
     B, H, T = shape
-    half = limbs.shape[1]
-    bp = item // chunks
-    t0 = (item % chunks) * tokens
-    t1 = min(t0 + tokens, T)
-    cos = np.empty((t1 - t0, half), dtype=np.float32)
-    sin = np.empty((t1 - t0, half), dtype=np.float32)
-    for t in range(t0, t1):
-        _row(pos[bp, t], limbs, factor, cos, sin, t - t0)
-    cflat = cos.reshape(-1)
-    sflat = sin.reshape(-1)
-    b0, b1 = (0, B) if pos.shape[0] == 1 else (bp, bp + 1)
+    sg = _compute(x, 1.0)
     uhalf = np.uint64(half)
     for b in range(b0, b1):
         if xs[1] <= xs[2]:  # (B, T, H, D) memory: the heads of a token are neighbours
@@ -136,21 +127,40 @@ def _turn_chunk(item, chunks, tokens, x, xs, shape, pos, limbs, factor, interlea
                                         np.uint64((t - t0) * half), uhalf, sg, interleaved)
 
 
+@njit(inline="always")
+def _turn_chunk(item, chunks, tokens, x, xs, shape, y, ys, yshape, pos, limbs, factor, interleaved):
+    """Work item ``item`` (a row of ``pos`` and a chunk of its tokens): the chunk's rows,
+    made once, then every row of x and of y they rotate."""
+    B, _, T = shape
+    half = limbs.shape[1]
+    bp = item // chunks
+    t0 = (item % chunks) * tokens
+    t1 = min(t0 + tokens, T)
+    cos = np.empty((t1 - t0, half), dtype=np.float32)
+    sin = np.empty((t1 - t0, half), dtype=np.float32)
+    for t in range(t0, t1):
+        _row(pos[bp, t], limbs, factor, cos, sin, t - t0)
+    cflat = cos.reshape(-1)
+    sflat = sin.reshape(-1)
+    b0, b1 = (0, B) if pos.shape[0] == 1 else (bp, bp + 1)
+    _rotate_chunk(x, xs, shape, b0, b1, t0, t1, cflat, sflat, half, interleaved)
+    _rotate_chunk(y, ys, yshape, b0, b1, t0, t1, cflat, sflat, half, interleaved)
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def rotate_turns_inplace(x, xs, shape, pos, limbs, factor, interleaved, tokens):
-    """Rotate the first ``R`` features of every row of x (flat, element strides ``xs``
-    over ``shape`` (B, H, T)) in place by the exact rows of ``pos`` ``(1 or B, T)``,
-    made from ``limbs`` ``(6, R/2)`` chunk by chunk; in parallel over chunks of tokens."""
+def rotate_turns_inplace(x, xs, shape, y, ys, yshape, pos, limbs, factor, interleaved, tokens):
+    """Rotate the first ``R`` features of every row of x and of y (flat, element strides
+    ``xs``/``ys`` over ``shape``/``yshape`` (B, H, T), the same B and T; a y of no heads
+    for x alone) in place by the exact rows of ``pos`` ``(1 or B, T)``, made from
+    ``limbs`` ``(6, R/2)`` once a chunk of tokens for both; in parallel over chunks."""
     chunks = (shape[2] + tokens - 1) // tokens
-    sg = _compute(x, 1.0)
     for item in prange(pos.shape[0] * chunks):
-        _turn_chunk(item, chunks, tokens, x, xs, shape, pos, limbs, factor, interleaved, sg)
+        _turn_chunk(item, chunks, tokens, x, xs, shape, y, ys, yshape, pos, limbs, factor, interleaved)
 
 
 @njit(cache=True, nogil=True)
-def rotate_turns_inplace_serial(x, xs, shape, pos, limbs, factor, interleaved, tokens):
+def rotate_turns_inplace_serial(x, xs, shape, y, ys, yshape, pos, limbs, factor, interleaved, tokens):
     """:func:`rotate_turns_inplace` on the calling thread (a decode step)."""
     chunks = (shape[2] + tokens - 1) // tokens
-    sg = _compute(x, 1.0)
     for item in range(pos.shape[0] * chunks):
-        _turn_chunk(item, chunks, tokens, x, xs, shape, pos, limbs, factor, interleaved, sg)
+        _turn_chunk(item, chunks, tokens, x, xs, shape, y, ys, yshape, pos, limbs, factor, interleaved)

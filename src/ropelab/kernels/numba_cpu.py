@@ -428,7 +428,7 @@ def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, la
     half = limbs.shape[1]
     pos = p.reshape(-1, p.shape[-1])  # (1 or B, T)
     turns = np.ascontiguousarray(limbs, dtype=np.float32)
-    calls = []
+    views = []
     for x in xs:
         storage = _storage(x)
         if storage is None or storage.ndim != 4 or not storage.flags.writeable or storage.shape[-1] < 2 * half:
@@ -444,11 +444,21 @@ def rotate_at_(xs: tuple, positions, limbs, *, attention_factor: float = 1.0, la
         xflat, xstr = flat
         if _shared(storage.shape[:3], xstr[:3]):
             return None
-        loop = (_row_loops.rotate_turns_inplace_serial if storage.size < PARALLEL_MIN_ELEMENTS
+        views.append((xflat, xstr[:3], (B, H, T), storage.size))
+    # two tensors of one batch (q and k) share a launch and each chunk's rows (memory
+    # they might share is rotated in two launches, one tensor after the other); a
+    # tensor without a partner goes with itself as a partner of no heads
+    calls = []
+    while views:
+        x = views.pop(0)
+        if views and views[0][2][0] == x[2][0] and not np.may_share_memory(x[0], views[0][0]):
+            y = views.pop(0)
+        else:
+            y = (x[0], x[1], (x[2][0], 0, x[2][2]), 0)
+        loop = (_row_loops.rotate_turns_inplace_serial if x[3] + y[3] < PARALLEL_MIN_ELEMENTS
                 else _row_loops.rotate_turns_inplace)
-        calls.append((loop, (xflat, xstr[:3], (B, H, T), pos, turns, np.float32(attention_factor),
-                             layout == "interleaved",
-                             _tokens_per_chunk(xstr, T))))
+        calls.append((loop, (x[0], x[1], x[2], y[0], y[1], y[2], pos, turns, np.float32(attention_factor),
+                             layout == "interleaved", _tokens_per_chunk(x[1], x[2][2]))))
     for loop, args in calls:
         _launch(loop, args)
     return xs
