@@ -127,9 +127,11 @@ class iRoPETransformer:
             layers = set(rope_layers)
         except TypeError:
             raise TypeError(f"rope_layers must be a set of layer indices, got {rope_layers!r}") from None
-        for idx in layers:
-            check_int("an entry of rope_layers", idx, minimum=0, maximum=self.num_layers - 1)
-        self.rope_layers = layers
+        # whole floats are taken as indices here too, as for num_layers (4.0 for 4)
+        self.rope_layers = {
+            check_int("an entry of rope_layers", idx, minimum=0, maximum=self.num_layers - 1, whole_floats=True)
+            for idx in layers
+        }
 
     @property
     def pattern(self) -> tuple[str, ...]:
@@ -138,8 +140,8 @@ class iRoPETransformer:
 
     def forward_layer(self, Q, K, V, positions, layer_idx):
         """Causal attention of layer ``layer_idx``: RoPE there if it is a RoPE layer."""
-        check_int("layer_idx", layer_idx, minimum=0, maximum=self.num_layers - 1)
-        use_rope = layer_idx in self.rope_layers
+        index = check_int("layer_idx", layer_idx, minimum=0, maximum=self.num_layers - 1, whole_floats=True)
+        use_rope = index in self.rope_layers
         return irope_attention(Q, K, V, positions, use_rope=use_rope, causal=True)
 
 

@@ -8,6 +8,8 @@ user configs take the same road.
 
 from __future__ import annotations
 
+import copy
+
 from .checks import show
 from .config import RopeConfig
 from .presets_data import PRESETS
@@ -16,12 +18,13 @@ __all__ = ["PRESETS", "preset", "preset_hf_config"]
 
 
 def preset_hf_config(name: str) -> dict:
-    """The config.json fields of a preset (a copy)."""
+    """The config.json fields of a preset: a deep copy, so editing it (say its
+    ``rope_scaling``) leaves the preset as it is."""
     if not isinstance(name, str):
         raise TypeError(f"a preset name must be a string, got {show(name)} ({type(name).__name__})")
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
-    return dict(PRESETS[name])
+    return copy.deepcopy(PRESETS[name])
 
 
 def preset(name: str) -> RopeConfig:

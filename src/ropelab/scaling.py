@@ -184,8 +184,20 @@ class Linear(Scheme):
         return {"rope_type": "linear", "factor": self.factor}, {}
 
 
-def _ntk_base(theta: float, rotary_dim: int, growth: float) -> float:
-    return theta * growth ** (rotary_dim / (rotary_dim - 2))
+def _ntk_base(theta: float, rotary_dim: int, growth: float, name: str, factor: float) -> float:
+    """``theta * growth ** (R / (R - 2))``; ValueError naming ``factor`` when float64
+    cannot hold it."""
+    try:
+        base = theta * growth ** (rotary_dim / (rotary_dim - 2))
+    except OverflowError:
+        base = math.inf
+    if not (math.isfinite(base) and base > 0):
+        raise ValueError(
+            f"{name} factor {factor:g} makes the base theta * {growth:g} ** (R / (R - 2)) = "
+            f"{base:g} with theta={theta:g}, R={rotary_dim}: not a finite positive float64; "
+            "use a smaller factor"
+        )
+    return base
 
 
 def _check_ntk_dims(name: str, rotary_dim: int) -> None:
@@ -214,7 +226,7 @@ class NTK(Scheme):
         _check_ntk_dims("NTK", rotary_dim)
 
     def inv_freq(self, theta, rotary_dim, seq_len=None):
-        return default_inv_freq(_ntk_base(theta, rotary_dim, self.factor), rotary_dim)
+        return default_inv_freq(_ntk_base(theta, rotary_dim, self.factor, "NTK", self.factor), rotary_dim)
 
     @classmethod
     def from_hf(cls, params, config):
@@ -226,7 +238,7 @@ class NTK(Scheme):
     def to_hf(self, theta, rotary_dim):
         # transformers has no static NTK type: its default type with the rescaled base
         # computes the same frequencies; HF_EXTRA_KEY keeps the scheme for ropelab
-        base = _ntk_base(theta, rotary_dim, self.factor)
+        base = _ntk_base(theta, rotary_dim, self.factor, "NTK", self.factor)
         extra = {"rope_type": self.name, "factor": self.factor, "rope_theta": float(theta)}
         return {"rope_type": "default", "rope_theta": base}, {HF_EXTRA_KEY: extra}
 
@@ -257,9 +269,10 @@ class DynamicNTK(Scheme):
         _check_ntk_dims("DynamicNTK", rotary_dim)
 
     def inv_freq(self, theta, rotary_dim, seq_len=None):
-        length = max(seq_len or self.original_max_position, self.original_max_position)
-        growth = self.factor * length / self.original_max_position - (self.factor - 1)
-        return default_inv_freq(_ntk_base(theta, rotary_dim, growth), rotary_dim)
+        if seq_len is None or seq_len <= self.original_max_position:
+            return default_inv_freq(theta, rotary_dim)  # the base regime: growth 1, exactly
+        growth = self.factor * seq_len / self.original_max_position - (self.factor - 1)
+        return default_inv_freq(_ntk_base(theta, rotary_dim, growth, "DynamicNTK", self.factor), rotary_dim)
 
     def regime(self, seq_len=None):
         # the base frequencies up to the original length; past it every length grows its own
@@ -378,6 +391,12 @@ class YaRN(Scheme):
         factor = params.get("factor")
         if factor is None:
             factor = config["max_position_embeddings"] / original
+            if factor < 1:  # the ratio would shrink the context: name where it came from
+                raise ValueError(
+                    f"YaRN without a factor takes max_position_embeddings / "
+                    f"original_max_position_embeddings = {config['max_position_embeddings']} / "
+                    f"{original} = {factor:g}, which must be >= 1; set rope factor explicitly"
+                )
         return cls(
             factor,
             original,
@@ -563,7 +582,9 @@ class LongRoPE(Scheme):
         factor = params.get("factor")
         if factor is None:
             factor = config["max_position_embeddings"] / original
-            factor = None if factor == 1 else factor  # no extension: as if unset
+            # no extension (a context kept at or below the original, as transformers runs
+            # it: attention factor 1): as if unset
+            factor = None if factor <= 1 else factor
         return cls(
             params["short_factor"],
             params["long_factor"],
@@ -620,6 +641,13 @@ class PRoPE(Scheme):
 
     def describe(self):
         return f"p-RoPE: only the fastest {self.p:.0%} of the pairs rotate, the rest are NoPE"
+
+    def to_hf(self, theta, rotary_dim):
+        raise NotImplementedError(
+            f"PRoPE({self.p:g}) has no transformers config that ropelab writes: transformers' "
+            "rope types (default, linear, dynamic, yarn, longrope, llama3) cannot say that "
+            "some pairs never rotate; keep the config as a ropelab RopeConfig"
+        )
 
 
 #: rope_type name (as in Hugging Face configs) -> scheme class

@@ -397,3 +397,15 @@ def test_error_seed002_base():
 def test_error_seed002_base_type():
     with pytest.raises(TypeError, match="base must be a number"):
         ex.mha_rope(0.0, np.zeros((2, 8)), 2.0, 8.0, "10000")
+
+
+def test_seed000_whole_float_layer_indices_read_as_integers():
+    """num_layers, rope_layers entries and layer_idx take whole floats alike (4.0 for 4);
+    a fractional index is refused by name."""
+    model = ex.iRoPETransformer(4.0, {1.0, 3})
+    assert model.rope_layers == {1, 3} and model.pattern == ("nope", "rope", "nope", "rope")
+    q = np.random.default_rng(0).standard_normal((1, 2, 5, 8))
+    np.testing.assert_array_equal(model.forward_layer(q, q, q, np.arange(5), 1.0),
+                                  model.forward_layer(q, q, q, np.arange(5), 1))
+    with pytest.raises(ValueError, match="layer_idx must be a whole number, got 1.5"):
+        model.forward_layer(q, q, q, np.arange(5), 1.5)

@@ -126,3 +126,14 @@ def test_preset_matches_transformers(name):
             cfg.inv_freq(seq_len), inv_freq, rtol=1e-6, err_msg=f"seq_len={seq_len}"
         )
         assert cfg.attention_factor == pytest.approx(factor, rel=1e-12)
+
+
+def test_preset_hf_config_is_a_deep_copy():
+    """Editing the returned fields (nested ones included) leaves the preset as it was."""
+    fields = preset_hf_config("llama-3.1-8b")
+    fields["rope_scaling"]["factor"] = 2.0
+    assert ropelab.preset("llama-3.1-8b").scaling.factor == 8.0
+    phi = preset_hf_config("phi-3-mini-128k")
+    key = "rope_scaling" if "rope_scaling" in phi else "rope_parameters"
+    phi[key]["long_factor"][0] = 99.0
+    assert ropelab.preset("phi-3-mini-128k").scaling.long_factor[0] != 99.0

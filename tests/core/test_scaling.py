@@ -775,3 +775,48 @@ def test_nothing_outside_scaling_branches_on_a_scheme(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f(s):\n    return s.name == 'longrope' or isinstance(s, (int, DynamicNTK))\n")
     assert _scheme_branches(probe, classes, names) == ["probe.py:2", "probe.py:2"]
+
+
+def test_longrope_context_kept_below_the_original_reads_as_transformers_runs_it():
+    """max_position_embeddings below original_max_position_embeddings and no factor:
+    transformers runs it with attention factor 1; so does from_hf (no extension)."""
+    from transformers import Phi3Config
+    from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
+
+    from ropelab.presets import preset_hf_config
+
+    fields = {**preset_hf_config("phi-3-mini-128k"), "max_position_embeddings": 2048}
+    config = RopeConfig.from_hf(fields)
+    assert config.scaling.factor is None and config.attention_factor == 1.0
+    assert Phi3RotaryEmbedding(Phi3Config(**fields)).attention_scaling == 1.0
+
+
+def test_yarn_ratio_below_one_names_where_the_factor_came_from():
+    fields = {"head_dim": 64, "max_position_embeddings": 1024, "rope_theta": 10000.0,
+              "rope_scaling": {"rope_type": "yarn", "original_max_position_embeddings": 4096}}
+    with pytest.raises(ValueError, match=r"max_position_embeddings / original_max_position_embeddings = 1024 / 4096"):
+        RopeConfig.from_hf(fields)
+
+
+@pytest.mark.parametrize("make", [lambda: RopeConfig(64, scaling=NTK(1e300)),
+                                  lambda: RopeConfig(4, scaling=NTK(1e160)),
+                                  lambda: RopeConfig(64, scaling=DynamicNTK(1e300, 16)).inv_freq(1 << 20)])
+def test_ntk_factor_beyond_float64_is_a_value_error_naming_it(make):
+    with pytest.raises(ValueError, match=r"NTK factor 1e\+(300|160)"):
+        make()
+
+
+def test_dynamic_ntk_at_its_original_length_keeps_the_base_frequencies_for_any_factor():
+    """At and below the original length the base frequencies, exactly (a huge factor's
+    factor * L / L0 - (factor - 1) would round to 0 there)."""
+    base = RopeConfig(64).inv_freq()
+    for factor in (2.0, 1e17):
+        config = RopeConfig(64, scaling=DynamicNTK(factor, 4096))
+        for length in (None, 1, 4096):
+            np.testing.assert_array_equal(config.inv_freq(length), base)
+        assert np.all(np.isfinite(config.inv_freq(8192)))
+
+
+def test_prope_to_hf_says_why_it_cannot_be_written():
+    with pytest.raises(NotImplementedError, match=r"PRoPE\(0.5\) has no transformers config"):
+        RopeConfig(64, scaling=PRoPE(0.5)).to_hf()
