@@ -182,7 +182,30 @@ def _size(positions) -> int:
     return int(positions.numel()) if hasattr(positions, "numel") else int(positions.size)
 
 
-def _length(positions, kind: str, concrete: bool) -> int:
+def length_from(largest: int | None, config) -> int:
+    """A length-dependent scheme's length when no seq_len is given: ``largest + 1`` for
+    the largest position, as transformers reads it (1 for no positions). Positions all
+    negative say nothing of a length: ValueError asking for seq_len."""
+    if largest is None:
+        return 1
+    if largest < 0:
+        raise ValueError(
+            f"{config.scaling.name} reads its length as max(positions) + 1, and these positions "
+            f"are all negative (the largest is {largest}); pass seq_len= for them"
+        )
+    return largest + 1
+
+
+def check_length_covers(seq_len: int, largest: int | None, config) -> None:
+    """ValueError when a given ``seq_len`` is shorter than the positions it serves."""
+    if largest is not None and seq_len <= largest:
+        raise ValueError(
+            f"seq_len={seq_len} is shorter than the positions it serves (the largest is "
+            f"{largest}); {config.scaling.name} needs seq_len >= max(positions) + 1 = {largest + 1}"
+        )
+
+
+def _length(positions, kind: str, concrete: bool, config) -> int:
     """max(positions) + 1, for length-dependent schemes when no seq_len is given."""
     if not concrete:
         raise ValueError(
@@ -190,7 +213,7 @@ def _length(positions, kind: str, concrete: bool) -> int:
             f"that are traced or on an accelerator ({kind}): max(positions) + 1 would be a "
             "host round trip"
         )
-    return int(positions.max()) + 1 if _size(positions) else 1
+    return length_from(int(positions.max()) if _size(positions) else None, config)
 
 
 #: turn limbs kept per config besides its base ones (length-dependent schemes' regimes)
@@ -226,14 +249,25 @@ def limbs_for(config, seq_len: int | None = None) -> np.ndarray:
     return found
 
 
-def call_limbs(config, positions, kind: str, *, seq_len: int | None = None) -> np.ndarray:
+def call_limbs(config, positions, kind: str, *, seq_len: int | None = None):
     """The turn limbs for a call's torch or jax ``positions``, once they are checked
     (integers within :data:`MAX_EXACT_POSITION`); a length-dependent scheme reads
-    ``seq_len``, by default ``max(positions) + 1`` where that needs no device read."""
+    ``seq_len`` (at least ``max(positions) + 1``, checked where the positions can be
+    read), by default ``max(positions) + 1`` where that needs no device read. A numpy
+    array, or under torch.compile for a length-dependent scheme a float32 tensor on the
+    positions' device (made at call time: :mod:`ropelab.torch.limbs_op`)."""
     concrete = _concrete(positions, kind)
     check_device_positions("positions", positions, kind, concrete=concrete, limit=MAX_EXACT_POSITION)
-    if seq_len is None and config.dynamic:
-        seq_len = _length(positions, kind, concrete)
+    if not config.dynamic:
+        return limbs_for(config)
+    if kind == "torch" and _compiling():  # made at call time by an op: see torch.limbs_op
+        from .torch import limbs_op
+
+        return limbs_op.limbs(config, positions, seq_len)
+    if seq_len is None:
+        seq_len = _length(positions, kind, concrete, config)
+    elif concrete and _size(positions):
+        check_length_covers(seq_len, int(positions.max()), config)
     return limbs_for(config, seq_len)
 
 
@@ -250,6 +284,8 @@ def torch_limbs(limbs: np.ndarray, device):
     Under torch.compile the copy is traced as a constant instead."""
     import torch
 
+    if isinstance(limbs, torch.Tensor):  # made on the device by torch.limbs_op
+        return limbs
     if _compiling():
         # a copy: torch warns on a read-only array (the kept limbs are); 6 x R/2 numbers
         return torch.from_numpy(limbs.copy()).to(device)

@@ -19,6 +19,7 @@ import numpy as np
 from ._optional import array_kind
 from .checks import check_positions
 from .config import RopeConfig
+from .rows import check_length_covers, length_from
 from .tables_type import RopeTables
 
 __all__ = ["exact_angles", "rope_tables"]
@@ -62,8 +63,10 @@ def rope_tables(
             float32 rows on the positions' device, computed there (no host round trip;
             traceable by ``torch.compile(fullgraph=True, dynamic=True)`` and ``jax.jit``).
         seq_len: the current length for length-dependent schemes (dynamic NTK,
-            LongRoPE). Defaults to ``max(positions) + 1``, as transformers does; traced
-            or accelerator positions need it given.
+            LongRoPE), at least ``max(positions) + 1``. Defaults to ``max(positions) +
+            1``, as transformers does; traced or accelerator positions need it given
+            (except under torch.compile, where it is read when the code runs), and so
+            do positions that are all negative.
 
     Both tables are multiplied by ``config.attention_factor`` (YaRN's and LongRoPE's
     temperature), the way Hugging Face applies it. Accuracy against the true cos and sin
@@ -83,8 +86,12 @@ def rope_tables(
             cos, sin = rope_rows(config, positions, kind, seq_len=seq_len)
             return RopeTables(cos, sin, config.layout, head_dim=config.head_dim)
     pos = check_positions("positions", positions)
-    if seq_len is None and config.dynamic and pos.size:
-        seq_len = int(np.max(pos)) + 1
+    if config.dynamic and pos.size:
+        largest = int(np.max(pos))
+        if seq_len is None:
+            seq_len = length_from(largest, config)
+        else:
+            check_length_covers(seq_len, largest, config)
     hi, lo = exact_angles(pos, config.inv_freq(seq_len))
     cos_hi, sin_hi = np.cos(hi), np.sin(hi)
     # rotate by the residual lo (|lo| <= half an ulp of hi): cos(lo) = 1 - lo^2/2 to 1e-30

@@ -244,12 +244,16 @@ def test_jax_negative_positions_are_negative_angles(jnp):
 
 @pytest.mark.parametrize("kind", ["torch", "jax"])
 @pytest.mark.parametrize("name", list(DYNAMIC))
-@pytest.mark.parametrize("seq_len", [None, 40, 64, 65, 300, 10**6])
+@pytest.mark.parametrize("seq_len", [None, 40, 64, 65, 300, 10**6, 2**31])
 def test_length_dependent_rows_follow_seq_len_like_numpy(name, seq_len, kind, request):
     """seq_len given (or, for concrete CPU positions, max + 1): the torch and jax rows are
-    those of NumPy's frequencies for the same length, within float32's bound."""
+    those of NumPy's frequencies for the same length, within float32's bound, for every
+    position the length covers (and negative ones)."""
     config = DYNAMIC[name]
-    positions = np.array([0, 1, 5, 39, 63, 64, 299, 12345, INT32[1]]) if seq_len else np.array([0, 3, 99])
+    if seq_len:
+        positions = np.array([p for p in (0, 1, 5, 39, 63, 64, 299, 12345, INT32[1]) if p < seq_len] + [-7])
+    else:
+        positions = np.array([0, 3, 99])
     length = seq_len if seq_len is not None else int(positions.max()) + 1
     ref = ropelab.rope_tables(config, positions, seq_len=seq_len)
     assert worst(ref, positions, config, length) <= bound(config, NUMPY_BOUND)

@@ -369,16 +369,17 @@ def test_compiles_without_graph_breaks_or_recompiles():
     torch._dynamo.reset()
 
 
-def test_compiled_length_dependent_scheme_needs_seq_len():
+def test_compiled_length_dependent_scheme_reads_its_length_when_it_runs():
+    """Without seq_len the compiled call reads max(positions) + 1 as eager does (the
+    limbs come from an op at call time); with it, that length."""
     torch._dynamo.reset()
     config = RopeConfig(8, scaling=scaling.DynamicNTK(4.0, 16))
     rope = RotaryEmbedding(config)
     q, k = _qk(d=8, t=4)
     positions = torch.tensor([40, 41, 42, 43])
-    rope(q, k, positions)  # the long regime's limbs are made eagerly once
     compiled = torch.compile(rope, fullgraph=True, backend="eager")
-    with pytest.raises(Exception, match="seq_len"):
-        compiled(q, k, positions)
+    for g, w in zip(compiled(q, k, positions), rope(q, k, positions), strict=True):
+        torch.testing.assert_close(g, w, atol=2e-6, rtol=0)
     got = compiled(q, k, positions, seq_len=44)
     for g, w in zip(got, rope(q, k, positions), strict=True):
         torch.testing.assert_close(g, w, atol=2e-6, rtol=0)
