@@ -4,6 +4,7 @@ resume after an interruption, --write read back by transformers, the errors."""
 import csv
 import json
 import os
+import shutil
 
 import pytest
 
@@ -225,3 +226,45 @@ def test_a_passkey_metric_equal_everywhere_becomes_a_note_in_the_plot():
     assert passkey_flat(flat) == 0.0
     assert passkey_flat([{"passkey_mean": 0.0}, {"passkey_mean": 0.2}]) is None
     assert passkey_flat([{"passkey_mean": None}]) is None
+
+
+def test_damaged_resume_files_are_refused_and_redone(tiny_checkpoint, held_out, tmp_path, capsys, swept):
+    out = tmp_path / "out"
+    shutil.copytree(swept[0], out)
+    points = out / "points"
+    (points / "none@16.json").write_text("[]")
+    edits = {
+        "none@32.json": lambda p: p.update(record=None),
+        "linear@16.json": lambda p: p["record"].pop("bits_per_token"),  # a record of another version
+        "ntk@16.json": lambda p: p["record"].update(bits_per_token=1.0),  # edited by hand
+        "yarn@64.json": lambda p: p["record"].update(passkey_accuracy=[None, 1.0]),
+    }
+    for name, edit in edits.items():
+        point = json.loads((points / name).read_text())
+        edit(point)
+        (points / name).write_text(json.dumps(point))
+    search = json.loads((out / "longrope-search.json").read_text())
+    search["scored"][0][1] = 1.0  # a search score edited by hand
+    (out / "longrope-search.json").write_text(json.dumps(search))
+    capsys.readouterr()
+    assert main(_args(tiny_checkpoint, held_out, out)) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    refused = [line for line in err.splitlines() if "refused" in line]
+    assert len(refused) == 6
+    for name in ("none@16.json", *edits):
+        assert sum(str(points / name) in line for line in refused) == 1, name
+    assert f"search scores refused: {out / 'longrope-search.json'}: does not match its checksum" in err
+    want = json.loads((swept[0] / "results.json").read_text())
+    got = json.loads((out / "results.json").read_text())
+    assert got["longrope"]["factors"] == want["longrope"]["factors"]
+    for a, b in zip(got["records"], want["records"], strict=True):
+        assert a["bits_per_token"] == pytest.approx(b["bits_per_token"], rel=1e-6)
+        assert a["passkey_accuracy"] == b["passkey_accuracy"]
+    search = json.loads((out / "longrope-search.json").read_text())
+    assert search["scored"][0][1] == want["longrope"]["initial"]["pi"]["value"]
+
+    (out / "longrope-search.json").write_text("[]")
+    capsys.readouterr()
+    assert main(_args(tiny_checkpoint, held_out, out)) == 0
+    assert "longrope-search.json: is not a resume file" in capsys.readouterr().err
