@@ -268,3 +268,48 @@ def test_damaged_resume_files_are_refused_and_redone(tiny_checkpoint, held_out, 
     capsys.readouterr()
     assert main(_args(tiny_checkpoint, held_out, out)) == 0
     assert "longrope-search.json: is not a resume file" in capsys.readouterr().err
+
+
+def test_longrope_factors_from_the_files_that_hold_them(tmp_path):
+    factors = [1.0, 1.0, 1.5, 2.0, 2.0, 3.0, 3.5, 4.0]
+    forms = {
+        "list": factors,
+        "longrope": {"source": "searched", "length": 64, "factors": factors,
+                     "config": {"head_dim": 16, "rope_parameters": {"rope_type": "longrope", "long_factor": factors}}},
+        "config5": {"model_type": "phi3", "rope_parameters": {"rope_type": "longrope", "long_factor": factors}},
+        "config4": {"model_type": "phi3", "rope_theta": 10000.0, "rope_scaling": {"type": "longrope", "long_factor": factors}},
+        "parameters": {"rope_type": "longrope", "long_factor": factors},
+    }
+    for name, data in forms.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(data))
+        assert experiment._factors_from_file(str(path), 8) == factors, name
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ('{"rope_parameters": null}', "an object without long factors"),
+    ('{"rope_scaling": [1]}', "an object without long factors"),
+    ("[1]", "the file holds [1]; expected a list of 8 positive numbers"),
+    ("[true, true, true, true, true, true, true, true]", "the file holds [True"),
+    ('{"factors": [1, 1, 1, 1, 1, 1, 1, NaN]}', "is not JSON: NaN"),
+    ('{"rope_parameters": {"long_factor": [1, 1, 1, 1, 1, 1, 1, 0]}}', "rope_parameters.long_factor holds"),
+    ('{"factors": "abc"}', "factors holds 'abc'"),
+    ("{", "is not JSON"),
+])
+def test_longrope_factors_that_are_not_factors_are_refused(tmp_path, data, message):
+    path = tmp_path / "f.json"
+    path.write_text(data)
+    with pytest.raises(ValueError, match="--longrope-factors") as err:
+        experiment._factors_from_file(str(path), 8)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_longrope_factors_from_an_earlier_run(tiny_checkpoint, held_out, tmp_path, swept, monkeypatch):
+    """The longrope.json an extend run writes is a --longrope-factors file: no search."""
+    monkeypatch.setattr(experiment, "search_longrope", lambda *a, **k: pytest.fail("searched"))
+    factors = json.loads((swept[0] / "longrope.json").read_text())["factors"]
+    args = _args(tiny_checkpoint, held_out, tmp_path / "out", "--schemes", "longrope", "--lengths", "4x",
+                 "--longrope-factors", str(swept[0] / "longrope.json"))
+    assert main(args) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["longrope"]["factors"] == factors

@@ -26,6 +26,7 @@ from functools import partial
 
 import torch
 
+from ..checks import is_finite_number, show
 from . import report, store
 from .dist import SINGLE, Dist
 from .passkey import accuracy, make_prompts
@@ -76,18 +77,44 @@ def _dtype(name: str):
     return getattr(torch, name)
 
 
+#: where a --longrope-factors file may hold the long factors: a transformers config.json
+#: (rope_parameters, or rope_scaling before transformers 5), a rope_parameters object
+#: itself, or the longrope.json of this tool (factors)
+_FACTOR_ENTRIES = (("factors",), ("long_factor",), ("rope_parameters", "long_factor"),
+                   ("rope_scaling", "long_factor"), ("config", "rope_parameters", "long_factor"))
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def _factors_from_file(path: str, pairs: int) -> list[float]:
-    """Long factors from a JSON file: a list, or an object with long_factor (a transformers
-    longrope config, or this tool's longrope.json)."""
+    """Long factors from a JSON file: a list, this tool's longrope.json, or a transformers
+    config.json (``rope_parameters.long_factor`` or ``rope_scaling.long_factor``)."""
+    flag = f"--longrope-factors {path!r}"
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"--longrope-factors {path!r} is not JSON: {err}") from None
+            data = json.loads(f.read(), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{flag} is not JSON: {err}") from None
+    except OSError as err:
+        raise ValueError(f"{flag} cannot be read ({err.strerror or err})") from None
+    where = "the file"
     if isinstance(data, dict):
-        data = data.get("long_factor", data.get("rope_parameters", {}).get("long_factor"))
-    if not isinstance(data, list) or len(data) != pairs or not all(isinstance(v, (int, float)) and v > 0 for v in data):
-        raise ValueError(f"--longrope-factors {path!r}: expected {pairs} positive numbers (a list or a long_factor entry)")
+        for entry in _FACTOR_ENTRIES:
+            value = data
+            for name in entry:
+                value = value.get(name) if isinstance(value, dict) else None
+            if value is not None:
+                data, where = value, ".".join(entry)
+                break
+        else:
+            raise ValueError(f"{flag} holds an object without long factors; expected a list of {pairs} numbers "
+                             f"or an object with {', '.join('.'.join(e) for e in _FACTOR_ENTRIES)}")
+    ok = isinstance(data, list) and len(data) == pairs and all(is_finite_number(v) and v > 0 for v in data)
+    if not ok:
+        raise ValueError(f"{flag}: {where} holds {show(data)}; expected a list of {pairs} positive numbers, "
+                         "one per rotary pair of the checkpoint")
     return [float(v) for v in data]
 
 
