@@ -108,7 +108,7 @@ def test_write_any_scheme(tiny_checkpoint, held_out, tmp_path, scheme):
     assert RopeConfig.from_hf(tmp_path / "w").scaling.name == scheme
 
 
-def test_resume_after_an_interruption(tiny_checkpoint, held_out, tmp_path, monkeypatch, swept):
+def test_resume_after_an_interruption(tiny_checkpoint, held_out, tmp_path, monkeypatch, capsys, swept):
     out = tmp_path / "out"
     real = experiment.bits_per_token
     calls = []
@@ -120,8 +120,9 @@ def test_resume_after_an_interruption(tiny_checkpoint, held_out, tmp_path, monke
         return real(*args, **kwargs)
 
     monkeypatch.setattr(experiment, "bits_per_token", dies_after_four)
-    with pytest.raises(KeyboardInterrupt):
-        main(_args(tiny_checkpoint, held_out, out))
+    capsys.readouterr()
+    assert main(_args(tiny_checkpoint, held_out, out)) == 130  # Ctrl-C: one line, no traceback
+    assert capsys.readouterr().err == "ropelab extend: error: interrupted; rerun the same command to resume\n"
     # killed inside the search, after 4 of its 6 evaluations: those 4 are on disk
     saved = json.loads((out / "longrope-search.json").read_text())
     assert len(saved["scored"]) == 4

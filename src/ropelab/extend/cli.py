@@ -3,7 +3,9 @@
 Single process: ``ropelab extend FOLDER --text PATH...``. Several processes (the windows
 shared out; gloo): ``torchrun --nproc_per_node 2 -m ropelab extend FOLDER ...``.
 Exit status 0 on success, 2 for bad arguments (including a folder that is not a
-checkpoint ropelab reads), 1 when reading or writing files fails.
+checkpoint ropelab reads), 1 when reading or writing files fails (a damaged checkpoint
+file, named), 130 when interrupted (every finished point and search score is kept:
+rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ def run(args) -> int:
         return _error(str(err), 2)
     except OSError as err:
         return _error(f"{err}", 1)
+    except KeyboardInterrupt:
+        return _error("interrupted; rerun the same command to resume", 130)
     finally:
         teardown(dist)
     if dist.is_main:
