@@ -314,3 +314,25 @@ def test_longrope_factors_from_an_earlier_run(tiny_checkpoint, held_out, tmp_pat
     assert main(args) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["longrope"]["factors"] == factors
+
+
+def test_damaged_tokenizer_or_config_exit_1(tiny_checkpoint, held_out, tmp_path, capsys):
+    def copy(name):
+        folder = tmp_path / name
+        shutil.copytree(tiny_checkpoint, folder)
+        return folder
+
+    garbled = copy("garbled")
+    (garbled / "tokenizer.json").write_text("{garbage")
+    lost = copy("lost")
+    os.unlink(lost / "tokenizer.json")  # tokenizer_config.json alone, naming a backend it cannot build
+    gelu = copy("gelu")
+    config = json.loads((gelu / "config.json").read_text())
+    (gelu / "config.json").write_text(json.dumps({**config, "hidden_act": "gelu"}))
+    cases = [(garbled, f"{garbled}: its tokenizer (tokenizer.json, tokenizer_config.json) does not load: "),
+             (lost, f"{lost}: its tokenizer (tokenizer_config.json) does not load: "),
+             (gelu, f"{gelu / 'config.json'}: hidden_act='gelu'")]
+    for folder, message in cases:
+        assert main(_args(str(folder), held_out, tmp_path / "out")) == 1, folder
+        err = capsys.readouterr().err
+        assert err.startswith(f"ropelab extend: error: {message}") and err.count("\n") == 1, err
