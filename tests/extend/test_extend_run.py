@@ -4,6 +4,7 @@ resume after an interruption, --write read back by transformers, the errors."""
 import csv
 import json
 import os
+import shutil
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_write_any_scheme(tiny_checkpoint, held_out, tmp_path, scheme):
     assert RopeConfig.from_hf(tmp_path / "w").scaling.name == scheme
 
 
-def test_resume_after_an_interruption(tiny_checkpoint, held_out, tmp_path, monkeypatch, swept):
+def test_resume_after_an_interruption(tiny_checkpoint, held_out, tmp_path, monkeypatch, capsys, swept):
     out = tmp_path / "out"
     real = experiment.bits_per_token
     calls = []
@@ -119,8 +120,9 @@ def test_resume_after_an_interruption(tiny_checkpoint, held_out, tmp_path, monke
         return real(*args, **kwargs)
 
     monkeypatch.setattr(experiment, "bits_per_token", dies_after_four)
-    with pytest.raises(KeyboardInterrupt):
-        main(_args(tiny_checkpoint, held_out, out))
+    capsys.readouterr()
+    assert main(_args(tiny_checkpoint, held_out, out)) == 130  # Ctrl-C: one line, no traceback
+    assert capsys.readouterr().err == "ropelab extend: error: interrupted; rerun the same command to resume\n"
     # killed inside the search, after 4 of its 6 evaluations: those 4 are on disk
     saved = json.loads((out / "longrope-search.json").read_text())
     assert len(saved["scored"]) == 4
@@ -225,3 +227,112 @@ def test_a_passkey_metric_equal_everywhere_becomes_a_note_in_the_plot():
     assert passkey_flat(flat) == 0.0
     assert passkey_flat([{"passkey_mean": 0.0}, {"passkey_mean": 0.2}]) is None
     assert passkey_flat([{"passkey_mean": None}]) is None
+
+
+def test_damaged_resume_files_are_refused_and_redone(tiny_checkpoint, held_out, tmp_path, capsys, swept):
+    out = tmp_path / "out"
+    shutil.copytree(swept[0], out)
+    points = out / "points"
+    (points / "none@16.json").write_text("[]")
+    edits = {
+        "none@32.json": lambda p: p.update(record=None),
+        "linear@16.json": lambda p: p["record"].pop("bits_per_token"),  # a record of another version
+        "ntk@16.json": lambda p: p["record"].update(bits_per_token=1.0),  # edited by hand
+        "yarn@64.json": lambda p: p["record"].update(passkey_accuracy=[None, 1.0]),
+    }
+    for name, edit in edits.items():
+        point = json.loads((points / name).read_text())
+        edit(point)
+        (points / name).write_text(json.dumps(point))
+    search = json.loads((out / "longrope-search.json").read_text())
+    search["scored"][0][1] = 1.0  # a search score edited by hand
+    (out / "longrope-search.json").write_text(json.dumps(search))
+    capsys.readouterr()
+    assert main(_args(tiny_checkpoint, held_out, out)) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    refused = [line for line in err.splitlines() if "refused" in line]
+    assert len(refused) == 6
+    for name in ("none@16.json", *edits):
+        assert sum(str(points / name) in line for line in refused) == 1, name
+    assert f"search scores refused: {out / 'longrope-search.json'}: does not match its checksum" in err
+    want = json.loads((swept[0] / "results.json").read_text())
+    got = json.loads((out / "results.json").read_text())
+    assert got["longrope"]["factors"] == want["longrope"]["factors"]
+    for a, b in zip(got["records"], want["records"], strict=True):
+        assert a["bits_per_token"] == pytest.approx(b["bits_per_token"], rel=1e-6)
+        assert a["passkey_accuracy"] == b["passkey_accuracy"]
+    search = json.loads((out / "longrope-search.json").read_text())
+    assert search["scored"][0][1] == want["longrope"]["initial"]["pi"]["value"]
+
+    (out / "longrope-search.json").write_text("[]")
+    capsys.readouterr()
+    assert main(_args(tiny_checkpoint, held_out, out)) == 0
+    assert "longrope-search.json: is not a resume file" in capsys.readouterr().err
+
+
+def test_longrope_factors_from_the_files_that_hold_them(tmp_path):
+    factors = [1.0, 1.0, 1.5, 2.0, 2.0, 3.0, 3.5, 4.0]
+    forms = {
+        "list": factors,
+        "longrope": {"source": "searched", "length": 64, "factors": factors,
+                     "config": {"head_dim": 16, "rope_parameters": {"rope_type": "longrope", "long_factor": factors}}},
+        "config5": {"model_type": "phi3", "rope_parameters": {"rope_type": "longrope", "long_factor": factors}},
+        "config4": {"model_type": "phi3", "rope_theta": 10000.0, "rope_scaling": {"type": "longrope", "long_factor": factors}},
+        "parameters": {"rope_type": "longrope", "long_factor": factors},
+    }
+    for name, data in forms.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(data))
+        assert experiment._factors_from_file(str(path), 8) == factors, name
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ('{"rope_parameters": null}', "an object without long factors"),
+    ('{"rope_scaling": [1]}', "an object without long factors"),
+    ("[1]", "the file holds [1]; expected a list of 8 positive numbers"),
+    ("[true, true, true, true, true, true, true, true]", "the file holds [True"),
+    ('{"factors": [1, 1, 1, 1, 1, 1, 1, NaN]}', "is not JSON: NaN"),
+    ('{"rope_parameters": {"long_factor": [1, 1, 1, 1, 1, 1, 1, 0]}}', "rope_parameters.long_factor holds"),
+    ('{"factors": "abc"}', "factors holds 'abc'"),
+    ("{", "is not JSON"),
+])
+def test_longrope_factors_that_are_not_factors_are_refused(tmp_path, data, message):
+    path = tmp_path / "f.json"
+    path.write_text(data)
+    with pytest.raises(ValueError, match="--longrope-factors") as err:
+        experiment._factors_from_file(str(path), 8)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_longrope_factors_from_an_earlier_run(tiny_checkpoint, held_out, tmp_path, swept, monkeypatch):
+    """The longrope.json an extend run writes is a --longrope-factors file: no search."""
+    monkeypatch.setattr(experiment, "search_longrope", lambda *a, **k: pytest.fail("searched"))
+    factors = json.loads((swept[0] / "longrope.json").read_text())["factors"]
+    args = _args(tiny_checkpoint, held_out, tmp_path / "out", "--schemes", "longrope", "--lengths", "4x",
+                 "--longrope-factors", str(swept[0] / "longrope.json"))
+    assert main(args) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["longrope"]["factors"] == factors
+
+
+def test_damaged_tokenizer_or_config_exit_1(tiny_checkpoint, held_out, tmp_path, capsys):
+    def copy(name):
+        folder = tmp_path / name
+        shutil.copytree(tiny_checkpoint, folder)
+        return folder
+
+    garbled = copy("garbled")
+    (garbled / "tokenizer.json").write_text("{garbage")
+    lost = copy("lost")
+    os.unlink(lost / "tokenizer.json")  # tokenizer_config.json alone, naming a backend it cannot build
+    gelu = copy("gelu")
+    config = json.loads((gelu / "config.json").read_text())
+    (gelu / "config.json").write_text(json.dumps({**config, "hidden_act": "gelu"}))
+    cases = [(garbled, f"{garbled}: its tokenizer (tokenizer.json, tokenizer_config.json) does not load: "),
+             (lost, f"{lost}: its tokenizer (tokenizer_config.json) does not load: "),
+             (gelu, f"{gelu / 'config.json'}: hidden_act='gelu'")]
+    for folder, message in cases:
+        assert main(_args(str(folder), held_out, tmp_path / "out")) == 1, folder
+        err = capsys.readouterr().err
+        assert err.startswith(f"ropelab extend: error: {message}") and err.count("\n") == 1, err

@@ -257,3 +257,10 @@ def test_load_error_damaged_file(saved):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="model.safetensors is not a readable safetensors file"):
         load_pretrained(saved)
+
+
+def test_load_error_a_config_ropelab_cannot_express(saved):
+    _edit_config(saved, hidden_act="gelu")
+    with pytest.raises(CheckpointError, match="hidden_act='gelu'") as err:
+        load_pretrained(saved)
+    assert str(err.value).startswith(str(saved / "config.json"))

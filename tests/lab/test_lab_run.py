@@ -208,6 +208,12 @@ def test_finetune_records(tmp_path):
         (["--finetune-steps", "-2"], "--finetune-steps must be an integer >= 0"),
         (["--tasks", "copy", "--text", "x.txt"], "--text is given but the lm task is not among --tasks copy"),
         (["--tasks", "copy", "--retrieval-mix", "0.2"], "--retrieval-mix is given but the lm task is not among --tasks copy"),
+        (["--schemes", "rope", "rope", "--jobs", "2"], "--schemes names a scheme twice: rope rope"),
+        (["--schemes", "rope,nope", "rope"], "--schemes names a scheme twice: rope nope rope"),
+        (["--tasks", "copy", "copy"], "--tasks names a task twice: copy copy"),
+        (["--extensions", "yarn", "yarn"], "--extensions names an extension twice: yarn yarn"),
+        (["--extensions", "none", "yarn"], "--extensions none stands alone, got none yarn"),
+        (["--schemes", "all", "rope"], "--schemes all stands alone, got all rope"),
     ],
 )
 def test_bad_arguments_stop_before_training(tmp_path, capsys, extra, message):

@@ -3,7 +3,9 @@
 Single process: ``ropelab extend FOLDER --text PATH...``. Several processes (the windows
 shared out; gloo): ``torchrun --nproc_per_node 2 -m ropelab extend FOLDER ...``.
 Exit status 0 on success, 2 for bad arguments (including a folder that is not a
-checkpoint ropelab reads), 1 when reading or writing files fails.
+checkpoint ropelab reads), 1 when reading or writing files fails (a damaged checkpoint
+file, named), 130 when interrupted (every finished point and search score is kept:
+rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search-population", type=int, default=s.population, help=f"LongRoPE search: population; half are parents, a quarter mutants and a quarter crossovers per generation (default: {s.population})")
     parser.add_argument("--search-keep", type=int, help="LongRoPE search: highest-frequency pairs left at factor 1 (default: the pairs turning more than 32 times within the original length)")
     parser.add_argument("--search-tokens", type=int, default=d.search_tokens, help=f"LongRoPE search: tokens scored per evaluation (default: {d.search_tokens})")
-    parser.add_argument("--longrope-factors", metavar="JSON", help="use these LongRoPE long factors (a list, or a longrope.json) instead of searching")
+    parser.add_argument("--longrope-factors", metavar="JSON", help="use these LongRoPE long factors instead of searching: a JSON list, the longrope.json an earlier run wrote, or a transformers config.json with a longrope scheme")
     parser.add_argument("--passkey-depths", nargs="+", type=float, help=f"passkey depths: fraction of the filler before the key (default: {' '.join(f'{x:g}' for x in p.depths)})")
     parser.add_argument("--passkey-trials", type=int, default=p.trials, help=f"passkey prompts per length and depth (default: {p.trials})")
     parser.add_argument("--passkey-digits", type=int, default=p.digits, help=f"digits of the key (default: {p.digits})")
@@ -159,6 +161,8 @@ def run(args) -> int:
         return _error(str(err), 2)
     except OSError as err:
         return _error(f"{err}", 1)
+    except KeyboardInterrupt:
+        return _error("interrupted; rerun the same command to resume", 130)
     finally:
         teardown(dist)
     if dist.is_main:

@@ -3,11 +3,14 @@ scheme at every length (resuming), report, and write the chosen scheme out.
 
 Folder layout under ``--out``::
 
-    points/<scheme>@<length>.json   one evaluated point and the key it was computed under
+    points/<scheme>@<length>.json   one evaluated point, the key it was computed under, a checksum
     longrope-search.json            every candidate scored so far (a resumed search reuses them)
     longrope.json                   the searched factors, as a transformers longrope config
     results.json, results.csv       everything, in plan order (strict JSON, null for no number)
     results.png, passkey.png        the plots
+
+A resume file that is damaged or edited is refused in one line naming it and its work
+is done again (:mod:`ropelab.extend.store`).
 
 Under ``torchrun`` every rank runs this; the windows and prompts of each point are shared
 out across the ranks (:mod:`ropelab.extend.dist`) and rank 0 alone writes files.
@@ -19,9 +22,11 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, replace
+from functools import partial
 
 import torch
 
+from ..checks import is_finite_number, show
 from . import report, store
 from .dist import SINGLE, Dist
 from .passkey import accuracy, make_prompts
@@ -29,6 +34,7 @@ from .schemes import SchemeSettings, longrope_scheme, rope_at
 from .search import SearchResult, search_longrope
 from .settings import ExtendSettings, resolve_length
 from .source import Source, open_checkpoint
+from .store import BadFile
 from .text import bits_per_token, read_text, score_start, sliding_windows, split_stream, stride
 
 __all__ = ["run_extend"]
@@ -71,18 +77,44 @@ def _dtype(name: str):
     return getattr(torch, name)
 
 
+#: where a --longrope-factors file may hold the long factors: a transformers config.json
+#: (rope_parameters, or rope_scaling before transformers 5), a rope_parameters object
+#: itself, or the longrope.json of this tool (factors)
+_FACTOR_ENTRIES = (("factors",), ("long_factor",), ("rope_parameters", "long_factor"),
+                   ("rope_scaling", "long_factor"), ("config", "rope_parameters", "long_factor"))
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def _factors_from_file(path: str, pairs: int) -> list[float]:
-    """Long factors from a JSON file: a list, or an object with long_factor (a transformers
-    longrope config, or this tool's longrope.json)."""
+    """Long factors from a JSON file: a list, this tool's longrope.json, or a transformers
+    config.json (``rope_parameters.long_factor`` or ``rope_scaling.long_factor``)."""
+    flag = f"--longrope-factors {path!r}"
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"--longrope-factors {path!r} is not JSON: {err}") from None
+            data = json.loads(f.read(), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{flag} is not JSON: {err}") from None
+    except OSError as err:
+        raise ValueError(f"{flag} cannot be read ({err.strerror or err})") from None
+    where = "the file"
     if isinstance(data, dict):
-        data = data.get("long_factor", data.get("rope_parameters", {}).get("long_factor"))
-    if not isinstance(data, list) or len(data) != pairs or not all(isinstance(v, (int, float)) and v > 0 for v in data):
-        raise ValueError(f"--longrope-factors {path!r}: expected {pairs} positive numbers (a list or a long_factor entry)")
+        for entry in _FACTOR_ENTRIES:
+            value = data
+            for name in entry:
+                value = value.get(name) if isinstance(value, dict) else None
+            if value is not None:
+                data, where = value, ".".join(entry)
+                break
+        else:
+            raise ValueError(f"{flag} holds an object without long factors; expected a list of {pairs} numbers "
+                             f"or an object with {', '.join('.'.join(e) for e in _FACTOR_ENTRIES)}")
+    ok = isinstance(data, list) and len(data) == pairs and all(is_finite_number(v) and v > 0 for v in data)
+    if not ok:
+        raise ValueError(f"{flag}: {where} holds {show(data)}; expected a list of {pairs} positive numbers, "
+                         "one per rotary pair of the checkpoint")
     return [float(v) for v in data]
 
 
@@ -104,11 +136,16 @@ def _search(source: Source, settings: ExtendSettings, dist: Dist, split, target:
     # a search with other settings reuses every candidate it meets again
     key = store.digest({**key_base, "target": target, "tokens": count, "stride": settings.stride})
     path = os.path.join(settings.out, SEARCH_FILE)
-    saved = store.read_json(path, {}) if dist.is_main else None
-    saved = dist.share(saved)
-    history = [tuple(item) for item in saved.get("scored", [])] if saved.get("key") == key else []
+    history = []
+    if dist.is_main:
+        try:
+            history = store.unseal(path, store.read_json(path), key, "scored",
+                                   lambda path, scored: store.check_scored(path, scored, pairs)) or []
+        except BadFile as bad:
+            store.warn(f"search scores refused: {bad}; scoring the candidates again")
+    history = dist.share(history)
     cache = {tuple(f): v for f, v in history}
-    log = [list(item) for item in history]
+    log = [[f, v] for f, v in history]
 
     def objective(factors):
         source.model.set_rope(rope_at(rope, "longrope", target, SchemeSettings(source.original),
@@ -119,7 +156,7 @@ def _search(source: Source, settings: ExtendSettings, dist: Dist, split, target:
     def on_score(factors, value):
         log.append([factors, value])
         if dist.is_main:
-            store.write_json(path, {"key": key, "scored": log})
+            store.write_json(path, store.sealed(key, "scored", log))
 
     bar = _Progress(settings, dist, settings.search.budget, f"LongRoPE search @{target}")
     try:
@@ -160,6 +197,7 @@ def run_extend(settings: ExtendSettings, dist: Dist = SINGLE) -> dict:
         "text": hashlib.sha256(tokens.numpy().tobytes()).hexdigest()[:16],
         "search_fraction": settings.search_fraction,
         "original": original,
+        "format": store.FORMAT,
     }
     start = score_start(lengths, settings.stride, source.bos)
     room = len(split.evaluation) - start
@@ -200,18 +238,23 @@ def run_extend(settings: ExtendSettings, dist: Dist = SINGLE) -> dict:
     plan = [(s, n) for s in settings.schemes for n in lengths]
     ropes = {(s, n): rope_at(source.base, s, n, scheme_settings, longrope) for s, n in plan}
     keys = {p: _point_key(key_base, ropes[p], eval_key) for p in plan}
+    depths = list(settings.passkey.depths)
     saved = {}
     if dist.is_main:
         for p in plan:
-            point = store.read_json(store.point_path(settings.out, *p))
-            if point is not None and point.get("key") == keys[p]:
-                saved[p] = point["record"]
+            path = store.point_path(settings.out, *p)
+            try:
+                record = store.unseal(path, store.read_json(path), keys[p], "record", partial(
+                    store.check_record, scheme=p[0], length=p[1], depths=depths, rope=ropes[p].to_hf()))
+                if record is not None:
+                    saved[p] = record
+            except BadFile as bad:
+                store.warn(f"point refused: {bad}; evaluating it again")
     saved = dist.share(saved)
     todo = [p for p in plan if p not in saved]
     if saved:
         _say(settings, dist, f"resumed: {len(saved)} of {len(plan)} points already evaluated under these settings")
     bar = _Progress(settings, dist, len(todo), "evaluate")
-    depths = list(settings.passkey.depths)
     try:
         for scheme, n in todo:
             rope = ropes[(scheme, n)]
@@ -234,7 +277,7 @@ def run_extend(settings: ExtendSettings, dist: Dist = SINGLE) -> dict:
             }
             saved[(scheme, n)] = record
             if dist.is_main:
-                store.write_json(store.point_path(settings.out, scheme, n), {"key": keys[(scheme, n)], "record": record})
+                store.write_json(store.point_path(settings.out, scheme, n), store.sealed(keys[(scheme, n)], "record", record))
             bar.update()
     finally:
         bar.close()

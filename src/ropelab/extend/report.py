@@ -69,8 +69,8 @@ CSV_FIELDS = ("scheme", "length", "factor", "metric", "depth", "value")
 
 
 def write_results(out: str, results: dict) -> None:
-    """results.json (everything) and results.csv (one number a row), atomically."""
-    store.write_json(os.path.join(out, "results.json"), results)
+    """results.json (everything) and results.csv (one number a row), atomically; both
+    are made before either is written."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
@@ -79,6 +79,7 @@ def write_results(out: str, results: dict) -> None:
         writer.writerow((*base, "bits_per_token", "", r["bits_per_token"]))
         for depth, acc in zip(r["passkey_depths"], r["passkey_accuracy"] or [None] * len(r["passkey_depths"]), strict=True):
             writer.writerow((*base, "passkey_accuracy", depth, "" if acc is None else acc))
+    store.write_json(os.path.join(out, "results.json"), results)
     store.write_text(os.path.join(out, "results.csv"), buf.getvalue())
 
 

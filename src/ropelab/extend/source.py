@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, replace
 
 from ..config import RopeConfig
-from ..hf.checkpoint import read_config
+from ..hf.checkpoint import CheckpointError, read_config
 from . import store
 
 __all__ = ["Source", "open_checkpoint"]
@@ -57,7 +57,8 @@ def open_checkpoint(folder: str, *, original_length: int | None = None, dtype=No
     Raises:
         FileNotFoundError / NotADirectoryError / ValueError: not a checkpoint folder ropelab
             reads, no tokenizer in it, or no RoPE layer in the model (named).
-        ropelab.hf.CheckpointError: a file of it holds what it should not.
+        ropelab.hf.CheckpointError: a file of it holds what it should not (the weights,
+            config.json, or a tokenizer that does not load), named.
     """
     from transformers import AutoTokenizer
 
@@ -69,10 +70,15 @@ def open_checkpoint(folder: str, *, original_length: int | None = None, dtype=No
             f"{folder!r} holds no tokenizer ({', '.join(_TOKENIZER_FILES)}); ropelab extend reads text "
             "through the checkpoint's tokenizer (the lab writes one with --export)"
         )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as err:  # transformers and tokenizers raise many kinds for a damaged file
+        present = [name for name in _TOKENIZER_FILES if os.path.isfile(os.path.join(folder, name))]
+        raise CheckpointError(f"{folder}: its tokenizer ({', '.join(present)}) does not load: "
+                              f"{' '.join(str(err).split()) or type(err).__name__}") from None
     model = load_pretrained(folder, dtype=dtype, device=device)
     if "rope" not in model.config.layers:
         raise ValueError(f"{folder!r}: the model has no RoPE layers; there is nothing to extend")
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     rope = model.config.rope
     if original_length is None:
         original_length = getattr(rope.scaling, "original_max_position", None) or config.get("max_position_embeddings")

@@ -425,8 +425,9 @@ def load_pretrained(folder, *, dtype=None, device="cpu"):
         FileNotFoundError / NotADirectoryError: no such folder, or no config or weights in it.
         ValueError: a model type ropelab does not read; pickled weights only.
         CheckpointError: a file that does not hold what it should (bad JSON, a bad
-            size in the config, a weight missing, unexpected, of the wrong shape, not
-            floating point, or not finite), naming the file.
+            size in the config, a config ropelab's Transformer cannot express such as
+            ``hidden_act`` other than silu, a weight missing, unexpected, of the wrong
+            shape, not floating point, or not finite), naming the file.
     """
     torch = require("torch", feature="ropelab.hf.load_pretrained")
     transformers = require("transformers", feature="ropelab.hf.load_pretrained")
@@ -452,4 +453,8 @@ def load_pretrained(folder, *, dtype=None, device="cpu"):
     left = [k for key in ("missing_keys", "unexpected_keys", "mismatched_keys") for k in info.get(key, [])]
     if left:  # checked above; transformers would fill such weights with random numbers
         raise CheckpointError(f"{where}: weights transformers did not load: {sorted(map(str, left))[:8]}")
-    return transformer_from_hf(model.eval()).to(device)
+    try:
+        ropelab_model = transformer_from_hf(model.eval())
+    except (TypeError, ValueError) as err:  # what config.json asks for that ropelab does not have
+        raise CheckpointError(f"{os.path.join(folder, 'config.json')}: {err}") from None
+    return ropelab_model.to(device)

@@ -75,10 +75,14 @@ def settings_from_args(args, world: int = 1):
     from .settings import from_preset
 
     extensions = _names(args.extensions)
-    if extensions is not None and extensions == ("none",):
+    if extensions is not None and "none" in extensions:
+        if extensions != ("none",):
+            raise ValueError(f"--extensions none stands alone, got {' '.join(extensions)}")
         extensions = ()
     schemes = _names(args.schemes)
-    if schemes == ("all",):
+    if schemes is not None and "all" in schemes:
+        if schemes != ("all",):
+            raise ValueError(f"--schemes all stands alone, got {' '.join(schemes)}")
         schemes = None  # the preset's default: every available scheme
     mults = _ints(args.eval_mults, "--eval-mults")
     if mults is not None:

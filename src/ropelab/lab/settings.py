@@ -130,6 +130,10 @@ class LabSettings:
         for name in self.extensions:
             if name not in EXTENSIONS:
                 raise ValueError(f"unknown extension {name!r}; known extensions: {', '.join(EXTENSIONS)} (or none)")
+        for flag, names, kind in (("--schemes", self.schemes, "a scheme"), ("--tasks", self.tasks, "a task"),
+                                  ("--extensions", self.extensions, "an extension")):
+            if len(set(names)) != len(names):  # two runs of one model would share its folder
+                raise ValueError(f"{flag} names {kind} twice: {' '.join(names)}")
         for name in ("train_len", "d_model", "layers", "heads", "steps", "batch_size", "eval_examples", "symbols", "checkpoint_every"):
             check_int(_flag(name), getattr(self, name), minimum=1)
         if not self.eval_mults:
