@@ -149,6 +149,8 @@ def jax_rows(positions, limbs, *, attention_factor: float = 1.0):
     """:func:`torch_rows` for jax arrays: float32 rows of integer ``positions``."""
     import jax.numpy as jnp
 
+    if jnp.issubdtype(positions.dtype, jnp.signedinteger) and positions.dtype.itemsize < 4:
+        positions = positions.astype(jnp.int32)  # |-128| in int8 (and |-32768| in int16) would wrap
     a = jnp.abs(positions)
     if a.dtype == jnp.int32:  # |-2**31| wraps to -2**31, whose bits as uint32 are 2**31
         a = a.astype(jnp.uint32)
@@ -202,6 +204,17 @@ def _compiling() -> bool:
     return torch is not None and torch.compiler.is_compiling()
 
 
+def _check_static_seq_len(seq_len) -> None:
+    """TypeError for a ``seq_len`` traced by ``jax.jit``: it picks host-made frequencies,
+    so it must be known when the function is traced."""
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(seq_len, jax.core.Tracer):
+        raise TypeError(
+            "seq_len must be a static Python int, got a value traced by jax.jit; mark it static "
+            "(jax.jit(f, static_argnames='seq_len') or static_argnums) or pass it from outside the jitted function"
+        )
+
+
 def limbs_for(config, seq_len: int | None = None) -> np.ndarray:
     """:func:`turn_limbs` of ``config.inv_freq(seq_len)``, kept on the config.
 
@@ -210,6 +223,7 @@ def limbs_for(config, seq_len: int | None = None) -> np.ndarray:
     length-dependent scheme's other regimes (dynamic NTK past its original length,
     LongRoPE's long factors) are made on first use, outside compiled code, a few kept.
     """
+    _check_static_seq_len(seq_len)
     key = config.scaling.regime(seq_len) if config.dynamic else None
     cache = config._turn_limbs
     found = cache.get(key)
