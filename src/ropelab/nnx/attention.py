@@ -161,6 +161,37 @@ def rms_norm(x, eps: float):
     return (xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)).astype(x.dtype)
 
 
+def _position_overflow(last) -> None:
+    """ValueError for rows whose next positions pass the int32 range (also a host callback
+    under jit)."""
+    raise ValueError(
+        f"the cache's rows continue after position {int(last)}, so the new tokens' positions "
+        f"would pass 2**31 - 1, the int32 range the cache keeps; pass positions explicitly"
+    )
+
+
+def _continued_positions(cache: KVCache, past, length: int):
+    """Positions ``(B, T)`` for new tokens after a cache: each row's last token's position
+    + 1 + ``0..T-1`` (from 0 in a row without a token; recorded padding is skipped).
+
+    Returns ``(positions, wrapped)``: concrete int64 positions and None outside jit
+    (ValueError past the int32 range), or traced int32 positions and a traced bool
+    that is True when they wrapped (its callback raises when the step runs).
+    """
+    last, has_token = cache.last_token_positions()  # (B,)
+    if past is not None:
+        last, has_token = np.asarray(last, np.int64), np.asarray(has_token)
+        if np.any(has_token & (last > _INT32 - 1 - length)):
+            _position_overflow(last[has_token].max())
+        first = np.where(has_token, last + 1, 0)
+        return first[:, None] + np.arange(length), None
+    first = jnp.where(has_token, last + 1, 0)
+    wrapped = jnp.any(has_token & (last > _INT32 - 1 - length))
+    worst = jnp.max(jnp.where(has_token, last, 0))
+    jax.lax.cond(wrapped, lambda: jax.debug.callback(_position_overflow, worst), lambda: None)
+    return first[:, None] + jnp.arange(length, dtype=jnp.int32), wrapped
+
+
 def _concrete_int(value):
     """``value`` as a Python int, or None when it is traced (inside jit)."""
     try:
@@ -323,8 +354,11 @@ class Attention(nnx.Module):
             x: ``(B, T, d_model)`` (or ``(T, d_model)`` without mask and cache).
             positions: None, ``(T,)``, ``(1, T)`` or ``(B, T)`` integers. By default
                 they follow ``attention_mask`` (:func:`~ropelab.nnx.positions_from_mask`,
-                as torch does) or count on from the cache's length (``0..T-1`` without
-                a cache).
+                as torch does); without a mask the new tokens are all tokens, and with a
+                cache they continue each row after its last cached token (its recorded
+                position + 1, + ``0..T-1``; from 0 in a row with no token yet; the
+                cached padding stays hidden), which for a cache without padding is the
+                cache's length + ``0..T-1``; ``0..T-1`` without a cache.
             attention_mask: 1/0 ``(B, S)`` over every key, cached and new (torch's
                 meaning), or ``(B, T)`` over the new tokens only; the two agree on an
                 empty cache. The cache remembers which slots were padding, so the
@@ -364,7 +398,7 @@ class Attention(nnx.Module):
         if cache is not None:
             self._check_cache(cache, B, T)
             past = _concrete_int(cache.length)  # None when traced
-        full = new_mask = None
+        full = new_mask = wrapped = None
         if attention_mask is not None:
             full, new_mask = self._split_mask(attention_mask, B, T, cache, past)
         start = 0 if cache is None else (past if past is not None else cache.length)
@@ -380,11 +414,8 @@ class Attention(nnx.Module):
                     before = jnp.sum(cache.valid & (jnp.arange(cache.capacity) < start), axis=1)
                     counts = before[:, None] + jnp.cumsum(new_mask, axis=1, dtype=jnp.int32)
                     positions = jnp.maximum(counts - 1, 0).astype(jnp.int32)
-            elif cache is not None:
-                positions = (
-                    np.arange(past, past + T) if past is not None
-                    else start + jnp.arange(T, dtype=jnp.int32)
-                )
+            elif cache is not None:  # new tokens, continuing each row after its last token
+                positions, wrapped = _continued_positions(cache, past, T)
 
         q = self.q_proj(x).reshape(B, T, H, D)  # (B, T, H, D)
         k = self.k_proj(x).reshape(B, T, K, D)  # (B, T, K, D)
@@ -403,7 +434,7 @@ class Attention(nnx.Module):
             scale = spec.query_scale(pos.astype(jnp.float32), jnp)  # (B, T) float32
             q = (q * scale[:, :, None, None]).astype(q.dtype)  # (B, T, 1, 1)
 
-        bad = None
+        bad = None if wrapped is None else wrapped
         if cache is None:
             if spec.plain(padded=new_mask is not None):  # the kernel's causal flag says it all
                 out = attend(q, k, v, causal=spec.causal)
@@ -420,7 +451,8 @@ class Attention(nnx.Module):
             keep = spec.keep(q_slot, slots, pos, cache.positions, key_valid=cache.valid, filled=filled)
             out = attend(q, cache.keys.astype(q.dtype), cache.values.astype(q.dtype), causal=False, mask=keep)
             if past is None:  # traced: what outside jit is a ValueError raises when the step runs
-                bad = start + T > C  # (check_room's callback reports it)
+                overflow = start + T > C  # (check_room's callback reports it)
+                bad = overflow if bad is None else bad | overflow
                 if full is not None:
                     width = full.shape[1]
                     wrong = width != start + T
