@@ -37,7 +37,7 @@ import numpy as np
 
 from .checks import check_device_positions
 
-__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_limbs", "jax_rows", "limbs_for", "rope_rows", "torch_limbs", "torch_rows", "turn_limbs"]
+__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_limbs", "jax_rows", "length_regimes", "limbs_for", "rope_rows", "torch_limbs", "torch_rows", "turn_limbs"]
 
 # floor(2**256 / (2 pi)): the turns of a radian to 256 bits
 _INV_TWO_PI_256 = 0x28BE60DB9391054A7F09D5F47D4D377036D8A5664F10E4107F9458EAF7AEF158
@@ -238,6 +238,24 @@ def limbs_for(config, seq_len: int | None = None) -> np.ndarray:
             cache.pop(next(k for k in cache if k != config.scaling.regime(None)), None)
         cache[key] = found
     return found
+
+
+def length_regimes(config, bound: int | None = None, *, limit: int = 4) -> list[int] | None:
+    """The first length of each regime a length-dependent scheme passes through over the
+    lengths ``1..bound`` (None: every length), ascending; None when there are more than
+    ``limit`` (dynamic NTK grows new frequencies at every length past its original one).
+
+    Traced positions whose length can only be one of these regimes get the rows of
+    each and pick one by the traced length.
+    """
+    firsts = [1]
+    while True:
+        last = config.scaling.regime(firsts[-1]).last
+        if last is None or (bound is not None and last >= bound):
+            return firsts
+        if len(firsts) == limit:
+            return None
+        firsts.append(last + 1)
 
 
 def call_limbs(config, positions, kind: str, *, seq_len: int | None = None) -> np.ndarray:

@@ -300,6 +300,18 @@ def test_length_dependent_rows_follow_seq_len_like_numpy(name, seq_len, kind, re
         assert np.max(np.abs(np.asarray(got, np.float64) - want)) <= bound(config, FLOAT32_BOUND)
 
 
+def test_length_regimes_over_a_bound():
+    """The regimes traced positions may fall in: one below the original length, one per
+    length past it for dynamic NTK (too many without a bound), two for LongRoPE."""
+    from ropelab.rows import length_regimes
+
+    dynamic, longrope = DYNAMIC["dynamic-ntk"], DYNAMIC["longrope"]
+    assert length_regimes(dynamic, 64) == [1]
+    assert length_regimes(dynamic, 66) == [1, 65, 66]
+    assert length_regimes(dynamic, 1000) is None and length_regimes(dynamic) is None
+    assert length_regimes(longrope, 10) == [1] and length_regimes(longrope) == [1, 65]
+
+
 def test_length_dependent_rows_differ_across_regimes():
     """The seq_len checks above can fail: the regimes' frequencies really differ."""
     for config in DYNAMIC.values():

@@ -45,7 +45,7 @@ from ..attention_spec import AttentionSpec, SpecField
 from ..checks import check_int
 from ..config import RopeConfig
 from ..rotary import apply_rope
-from ..rows import rope_rows
+from ..rows import length_regimes, rope_rows
 from ..tables import rope_tables
 from .cache import KVCache, positions_from_mask
 from .torch_weights import load_torch_state_dict
@@ -116,7 +116,8 @@ def check_positions(positions, batch: int, length: int) -> None:
             )
 
 
-def rope_for(config: RopeConfig, positions, batch: int, length: int):
+def rope_for(config: RopeConfig, positions, batch: int, length: int, *, bound: int | None = None,
+             source: str = "traced arguments"):
     """cos/sin for ``positions`` shaped to rotate ``(B, T, H, D)`` arrays: ``(..., T, 1, R/2)``.
 
     ``positions`` is None (``0..T-1``), ``(T,)``, ``(1, T)`` or ``(B, T)``. Concrete positions
@@ -125,6 +126,13 @@ def rope_for(config: RopeConfig, positions, batch: int, length: int):
     positions themselves (:func:`ropelab.rows.jax_rows`): within 3e-7 of the true cos and
     sin at every int32 position, negative ones included, with no table and so no length
     limit.
+
+    A length-dependent scheme (dynamic NTK, LongRoPE) reads the length as
+    ``max(positions) + 1``, like :func:`ropelab.rope_tables` (and transformers). For
+    traced positions that works when the lengths they can give (at most ``bound``, which
+    the caller knows when it derived them; any length otherwise) fall in a few of the
+    scheme's regimes: the rows of each are computed and one picked by the traced length.
+    Otherwise ValueError (``source`` says where the traced positions came from).
     """
     if positions is None:
         cos, sin = position_tables(config, length)
@@ -134,12 +142,25 @@ def rope_for(config: RopeConfig, positions, batch: int, length: int):
     if host is not None:
         cos, sin = rope_tables(config, host)
         return cos[..., None, :], sin[..., None, :]
-    if config.dynamic:
+    if not config.dynamic:
+        cos, sin = rope_rows(config, positions, "jax")  # (..., T, R/2) float32
+        return cos[..., None, :], sin[..., None, :]
+    firsts = length_regimes(config, bound)
+    if firsts is None:
         raise ValueError(
-            f"the rope scheme {config.scaling!r} depends on the sequence length, which traced "
-            "positions do not give; under jit pass positions=None or concrete positions"
+            f"the rope scheme {config.scaling!r} picks its frequencies by the sequence length "
+            f"(max(positions) + 1), and under jit this call's positions are {source}, so the "
+            "length is not known while tracing; call the module outside jax.jit, or pass "
+            "positions that are not traced (a numpy array the jitted function closes over)"
         )
-    cos, sin = rope_rows(config, positions, "jax")  # (..., T, R/2) float32
+    top = jnp.max(positions)  # the length - 1 (never + 1: int32's largest position would wrap)
+    cos = sin = None
+    for first in firsts:  # ascending: a later regime wins once the length reaches it
+        c, s = rope_rows(config, positions, "jax", seq_len=first)  # (..., T, R/2) float32
+        if cos is None:
+            cos, sin = c, s
+        else:
+            cos, sin = jnp.where(top >= first - 1, c, cos), jnp.where(top >= first - 1, s, sin)
     return cos[..., None, :], sin[..., None, :]
 
 
@@ -238,7 +259,11 @@ class Attention(nnx.Module):
     Under ``jax.jit`` the cache length and so the positions are traced: RoPE computes the
     cos/sin rows from them in the trace (:mod:`ropelab.rows`, float32, within 3e-7 of the
     true values at every int32 position, negative ones included; no table, no position
-    limit). A step that overflows the cache (or a
+    limit). A length-dependent scheme (dynamic NTK, LongRoPE) reads the length as
+    ``max(positions) + 1``, as eagerly; under jit that works while the lengths a call may
+    have fall in a few of its regimes (LongRoPE always; dynamic NTK up to a few tokens
+    past its original length) and raises ValueError otherwise, saying what to do
+    instead. A step that overflows the cache (or a
     ``(B, S)`` mask whose S is not cached + new) raises ValueError outside jit; under
     jit it raises when the step runs, jax's ``JaxRuntimeError`` (a RuntimeError)
     carrying the same message, and its output is NaN, never a silently wrong answer.
@@ -399,6 +424,7 @@ class Attention(nnx.Module):
             self._check_cache(cache, B, T)
             past = _concrete_int(cache.length)  # None when traced
         full = new_mask = wrapped = None
+        bound, source = None, "traced arguments"  # what rope_for knows of derived positions
         if attention_mask is not None:
             full, new_mask = self._split_mask(attention_mask, B, T, cache, past)
         start = 0 if cache is None else (past if past is not None else cache.length)
@@ -409,20 +435,22 @@ class Attention(nnx.Module):
         if positions is None:
             if new_mask is not None:
                 if cache is None:
-                    positions = positions_from_mask(new_mask)
+                    positions, bound, source = positions_from_mask(new_mask), T, "derived from the traced attention_mask"
                 else:  # tokens before this call, then cumsum - 1 (positions_from_mask's rule)
                     before = jnp.sum(cache.valid & (jnp.arange(cache.capacity) < start), axis=1)
                     counts = before[:, None] + jnp.cumsum(new_mask, axis=1, dtype=jnp.int32)
                     positions = jnp.maximum(counts - 1, 0).astype(jnp.int32)
+                    bound, source = cache.capacity, "derived from the traced attention_mask and cache"
             elif cache is not None:  # new tokens, continuing each row after its last token
                 positions, wrapped = _continued_positions(cache, past, T)
+                source = "continued from the traced cache"
 
         q = self.q_proj(x).reshape(B, T, H, D)  # (B, T, H, D)
         k = self.k_proj(x).reshape(B, T, K, D)  # (B, T, K, D)
         v = self.v_proj(x).reshape(B, T, K, D)
         if self.rope is not None:
             # (..., T, 1, R/2): one row per token, broadcast over heads
-            cos, sin = rope_for(self.rope, positions, B, T)
+            cos, sin = rope_for(self.rope, positions, B, T, bound=bound, source=source)
             rope = self.rope
             q, k = apply_rope((q, k), cos, sin, layout=rope.layout, rotary_dim=rope.rotary_dim)
         if spec.qk_norm:
