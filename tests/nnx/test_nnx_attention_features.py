@@ -350,6 +350,43 @@ def test_cache_is_a_pytree_of_arrays():
     assert "length=0" in repr(cache)
 
 
+# --- dtypes ---------------------------------------------------------------------------------------
+
+
+def test_dtype_and_param_dtype_set_the_weights_and_the_output():
+    """dtype is the computation dtype (output included, eager, cached and jitted),
+    param_dtype the weights'; bfloat16 stays close to float32 with the same weights."""
+    sd = torch_module("llama4-rope-layer").state_dict()
+    kw = dict(num_heads=HEADS, num_kv_heads=2, rope=ropelab.RopeConfig(HEAD_DIM), chunk_size=4, qk_norm=True)
+    wide = Attention.from_torch_state_dict(sd, **kw)
+    narrow = Attention.from_torch_state_dict(sd, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, **kw)
+    assert narrow.q_proj.kernel.get_value().dtype == jnp.bfloat16
+    assert wide.q_proj.kernel.get_value().dtype == jnp.float32  # float32 users: as before
+    x, _ = inputs(10)
+    want = np.asarray(wide(x))
+    assert want.dtype == np.float32
+    step = nnx.jit(lambda m, a, c: m(a, cache=c))
+    for a in (x, jnp.asarray(x, jnp.bfloat16)):
+        y = narrow(a)
+        cached, _ = narrow(a, cache=KVCache.create(B, 2, T, HEAD_DIM))
+        jitted, _ = step(narrow, a, KVCache.create(B, 2, T, HEAD_DIM))
+        for out in (y, cached, jitted):
+            assert out.dtype == jnp.bfloat16
+            assert_close(out, want, tol=0.05)
+
+
+def test_dtype_alone_computes_in_it_with_float32_weights():
+    module = Attention(D_MODEL, HEADS, rope=ropelab.RopeConfig(HEAD_DIM), dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    assert module.o_proj.kernel.get_value().dtype == jnp.float32
+    assert module(np.ones((1, 3, D_MODEL), np.float32)).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("name,value", [("dtype", jnp.int32), ("param_dtype", "bf16x"), ("param_dtype", None)])
+def test_error_dtype(name, value):
+    with pytest.raises(TypeError, match=f"{name} must be a floating-point dtype"):
+        Attention(D_MODEL, HEADS, rngs=nnx.Rngs(0), **{name: value})
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 

@@ -213,6 +213,17 @@ def _continued_positions(cache: KVCache, past, length: int):
     return first[:, None] + jnp.arange(length, dtype=jnp.int32), wrapped
 
 
+def _float_dtype(name: str, value):
+    """``value`` as a floating-point jnp dtype; TypeError naming ``name`` otherwise."""
+    try:
+        dtype = None if value is None else jnp.dtype(value)  # (jnp.dtype(None) is float64)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point dtype such as jnp.bfloat16, got {value!r}")
+    return dtype
+
+
 def _concrete_int(value):
     """``value`` as a Python int, or None when it is traced (inside jit)."""
     try:
@@ -247,6 +258,10 @@ class Attention(nnx.Module):
         temperature_tuning: ``(attn_scale, floor_scale)``: queries scaled by
             ``1 + attn_scale * log(floor((pos + 1) / floor_scale) + 1)`` (Llama 4 NoPE
             layers), ``pos`` the token's position (not its slot), in float32.
+        dtype: the computation dtype of the projections and so of the attention and the
+            output (Flax's convention); None (the default) infers it from x and the
+            weights, as ``nnx.Linear`` does (float32 x and weights: float32).
+        param_dtype: the dtype of the projection weights (default float32).
         rngs: ``nnx.Rngs`` for the projection weights.
 
     The options but ``rope`` are validated and kept in
@@ -299,6 +314,8 @@ class Attention(nnx.Module):
         qk_norm: bool = False,
         temperature_tuning: tuple[float, float] | None = None,
         qk_norm_eps: float = 1e-6,
+        dtype=None,
+        param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         #: the validated options and the meaning they give (shared with ropelab.torch.Attention)
@@ -320,11 +337,14 @@ class Attention(nnx.Module):
                 raise TypeError(f"rope must be a ropelab.RopeConfig or None (NoPE), got {rope!r}")
             spec.check_rope(rope)
         self.rope = rope
+        dtype = None if dtype is None else _float_dtype("dtype", dtype)
+        param_dtype = _float_dtype("param_dtype", param_dtype)
         width, kv_width = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
-        self.q_proj = nnx.Linear(spec.d_model, width, use_bias=bias, rngs=rngs)
-        self.k_proj = nnx.Linear(spec.d_model, kv_width, use_bias=bias, rngs=rngs)
-        self.v_proj = nnx.Linear(spec.d_model, kv_width, use_bias=bias, rngs=rngs)
-        self.o_proj = nnx.Linear(width, spec.d_model, use_bias=bias, rngs=rngs)
+        linear = functools.partial(nnx.Linear, use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = linear(spec.d_model, width)
+        self.k_proj = linear(spec.d_model, kv_width)
+        self.v_proj = linear(spec.d_model, kv_width)
+        self.o_proj = linear(width, spec.d_model)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -394,7 +414,8 @@ class Attention(nnx.Module):
         Returns:
             Without a cache, the output ``(B, T, d_model)`` (``(T, d_model)`` for an
             unbatched x); with one, ``(output, new_cache)``, the new keys written into
-            ``new_cache`` and ``cache`` left as it was.
+            ``new_cache`` and ``cache`` left as it was. The output is in the computation
+            dtype: ``dtype`` when set, else x's and the weights' promoted together.
         """
         x = jnp.asarray(x)
         unbatched = x.ndim == 2
@@ -507,6 +528,8 @@ class Attention(nnx.Module):
         qk_norm: bool = False,
         temperature_tuning: tuple[float, float] | None = None,
         qk_norm_eps: float = 1e-6,
+        dtype=None,
+        param_dtype=jnp.float32,
     ) -> Attention:
         """Build an Attention holding the weights of a torch ``Attention`` state dict.
 
@@ -537,6 +560,8 @@ class Attention(nnx.Module):
             qk_norm=qk_norm,
             temperature_tuning=temperature_tuning,
             qk_norm_eps=qk_norm_eps,
+            dtype=dtype,
+            param_dtype=param_dtype,
             rngs=nnx.Rngs(0),
         )
         return load_torch_state_dict(module, state_dict)
