@@ -37,7 +37,7 @@ import numpy as np
 
 from .checks import check_device_positions
 
-__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_limbs", "jax_rows", "length_regimes", "limbs_for", "rope_rows", "torch_limbs", "torch_rows", "turn_limbs"]
+__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_limbs", "host_readable", "jax_rows", "length_regimes", "limbs_for", "rope_rows", "torch_limbs", "torch_rows", "turn_limbs"]
 
 # floor(2**256 / (2 pi)): the turns of a radian to 256 bits
 _INV_TWO_PI_256 = 0x28BE60DB9391054A7F09D5F47D4D377036D8A5664F10E4107F9458EAF7AEF158
@@ -167,8 +167,12 @@ def jax_rows(positions, limbs, *, attention_factor: float = 1.0):
 MAX_EXACT_POSITION = 2**33 - 1
 
 
-def _concrete(positions, kind: str) -> bool:
-    """Values readable without a device sync or a trace: CPU tensors outside compile."""
+def host_readable(positions, kind: str) -> bool:
+    """Whether ``positions`` (of array ``kind``: "numpy", "torch" or "jax") can be read
+    without a device sync or a trace: numpy arrays, CPU tensors outside compile, CPU jax
+    arrays outside jit."""
+    if kind == "numpy":
+        return True
     if kind == "torch":
         import torch
 
@@ -262,7 +266,7 @@ def call_limbs(config, positions, kind: str, *, seq_len: int | None = None) -> n
     """The turn limbs for a call's torch or jax ``positions``, once they are checked
     (integers within :data:`MAX_EXACT_POSITION`); a length-dependent scheme reads
     ``seq_len``, by default ``max(positions) + 1`` where that needs no device read."""
-    concrete = _concrete(positions, kind)
+    concrete = host_readable(positions, kind)
     check_device_positions("positions", positions, kind, concrete=concrete, limit=MAX_EXACT_POSITION)
     if seq_len is None and config.dynamic:
         seq_len = _length(positions, kind, concrete)

@@ -496,3 +496,9 @@ def test_error_from_torch_state_dict_passes_options_through():
     assert (loaded.chunk_size, loaded.qk_norm, loaded.qk_norm_eps) == (4, True, 1e-5)
     x, _ = inputs(7)
     np.testing.assert_array_equal(np.asarray(module(x)), np.asarray(loaded(x)))
+
+
+def test_error_temperature_tuning_at_negative_positions():
+    module = Attention(16, 2, rope=None, temperature_tuning=(0.1, 2.0), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"defined for positions >= 0 \(Llama 4\), got position -5"):
+        module(np.ones((1, 4, 16), np.float32), np.array([-5, -4, -3, -2]))
