@@ -28,10 +28,14 @@ Shapes: B batch (1 when shared by the batch), T queries (the new tokens), S keys
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Sequence
 
+from ._optional import array_kind
 from .checks import check_bool, check_float, check_int, show
 from .config import MAX_HEAD_DIM
+from .rows import host_readable
 
 __all__ = ["AttentionSpec", "SpecField"]
 
@@ -51,6 +55,22 @@ def _check_temperature_tuning(value):
     attn_scale = check_float("temperature_tuning's attn_scale", value[0])
     floor_scale = check_float("temperature_tuning's floor_scale", value[1], above=0.0)
     return (attn_scale, floor_scale)
+
+
+def _check_not_negative(positions) -> None:
+    """ValueError for a negative position among those that can be read without a trace
+    or a device sync (temperature tuning is defined for positions >= 0)."""
+    if isinstance(positions, numbers.Real):
+        lowest = positions
+    else:
+        if not host_readable(positions, array_kind(positions)) or not math.prod(positions.shape):
+            return
+        lowest = positions.min()
+    if lowest < 0:
+        raise ValueError(
+            f"temperature_tuning is defined for positions >= 0 (Llama 4), got position {float(lowest):g}; "
+            "give positions from 0 (positions_from_mask starts every row there)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,9 +196,15 @@ class AttentionSpec:
         tokens' positions (not their slots, so left-padded rows are scaled like unpadded
         ones) as float32, any shape; ``xp`` is their array module (``torch``,
         ``jax.numpy``, ``numpy``; ``math`` for one number). Returns positions' shape.
+
+        Llama 4 defines it for positions >= 0 only: a negative position raises
+        ValueError where the values can be read (a number, numpy, CPU torch and jax
+        arrays outside ``torch.compile`` and ``jax.jit``); traced or on an accelerator
+        they are not read, and a negative position there gives NaN.
         """
         if self.temperature_tuning is None:
             raise ValueError("query_scale needs a spec with temperature_tuning, which this one has not")
+        _check_not_negative(positions)
         attn_scale, floor_scale = self.temperature_tuning
         return xp.log1p(xp.floor((positions + 1.0) / floor_scale)) * attn_scale + 1.0
 

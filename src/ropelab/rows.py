@@ -37,7 +37,7 @@ import numpy as np
 
 from .checks import check_device_positions
 
-__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_limbs", "jax_rows", "limbs_for", "rope_rows", "torch_limbs", "torch_rows", "turn_limbs"]
+__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_limbs", "host_readable", "jax_rows", "length_regimes", "limbs_for", "rope_rows", "torch_limbs", "torch_rows", "turn_limbs"]
 
 # floor(2**256 / (2 pi)): the turns of a radian to 256 bits
 _INV_TWO_PI_256 = 0x28BE60DB9391054A7F09D5F47D4D377036D8A5664F10E4107F9458EAF7AEF158
@@ -149,6 +149,8 @@ def jax_rows(positions, limbs, *, attention_factor: float = 1.0):
     """:func:`torch_rows` for jax arrays: float32 rows of integer ``positions``."""
     import jax.numpy as jnp
 
+    if jnp.issubdtype(positions.dtype, jnp.signedinteger) and positions.dtype.itemsize < 4:
+        positions = positions.astype(jnp.int32)  # |-128| in int8 (and |-32768| in int16) would wrap
     a = jnp.abs(positions)
     if a.dtype == jnp.int32:  # |-2**31| wraps to -2**31, whose bits as uint32 are 2**31
         a = a.astype(jnp.uint32)
@@ -165,8 +167,12 @@ def jax_rows(positions, limbs, *, attention_factor: float = 1.0):
 MAX_EXACT_POSITION = 2**33 - 1
 
 
-def _concrete(positions, kind: str) -> bool:
-    """Values readable without a device sync or a trace: CPU tensors outside compile."""
+def host_readable(positions, kind: str) -> bool:
+    """Whether ``positions`` (of array ``kind``: "numpy", "torch" or "jax") can be read
+    without a device sync or a trace: numpy arrays, CPU tensors outside compile, CPU jax
+    arrays outside jit."""
+    if kind == "numpy":
+        return True
     if kind == "torch":
         import torch
 
@@ -225,6 +231,17 @@ def _compiling() -> bool:
     return torch is not None and torch.compiler.is_compiling()
 
 
+def _check_static_seq_len(seq_len) -> None:
+    """TypeError for a ``seq_len`` traced by ``jax.jit``: it picks host-made frequencies,
+    so it must be known when the function is traced."""
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(seq_len, jax.core.Tracer):
+        raise TypeError(
+            "seq_len must be a static Python int, got a value traced by jax.jit; mark it static "
+            "(jax.jit(f, static_argnames='seq_len') or static_argnums) or pass it from outside the jitted function"
+        )
+
+
 def limbs_for(config, seq_len: int | None = None) -> np.ndarray:
     """:func:`turn_limbs` of ``config.inv_freq(seq_len)``, kept on the config.
 
@@ -233,6 +250,7 @@ def limbs_for(config, seq_len: int | None = None) -> np.ndarray:
     length-dependent scheme's other regimes (dynamic NTK past its original length,
     LongRoPE's long factors) are made on first use, outside compiled code, a few kept.
     """
+    _check_static_seq_len(seq_len)
     key = config.scaling.regime(seq_len) if config.dynamic else None
     cache = config._turn_limbs
     found = cache.get(key)
@@ -249,6 +267,24 @@ def limbs_for(config, seq_len: int | None = None) -> np.ndarray:
     return found
 
 
+def length_regimes(config, bound: int | None = None, *, limit: int = 4) -> list[int] | None:
+    """The first length of each regime a length-dependent scheme passes through over the
+    lengths ``1..bound`` (None: every length), ascending; None when there are more than
+    ``limit`` (dynamic NTK grows new frequencies at every length past its original one).
+
+    Traced positions whose length can only be one of these regimes get the rows of
+    each and pick one by the traced length.
+    """
+    firsts = [1]
+    while True:
+        last = config.scaling.regime(firsts[-1]).last
+        if last is None or (bound is not None and last >= bound):
+            return firsts
+        if len(firsts) == limit:
+            return None
+        firsts.append(last + 1)
+
+
 def call_limbs(config, positions, kind: str, *, seq_len: int | None = None):
     """The turn limbs for a call's torch or jax ``positions``, once they are checked
     (integers within :data:`MAX_EXACT_POSITION`); a length-dependent scheme reads
@@ -256,7 +292,7 @@ def call_limbs(config, positions, kind: str, *, seq_len: int | None = None):
     read), by default ``max(positions) + 1`` where that needs no device read. A numpy
     array, or under torch.compile for a length-dependent scheme a float32 tensor on the
     positions' device (made at call time: :mod:`ropelab.torch.limbs_op`)."""
-    concrete = _concrete(positions, kind)
+    concrete = host_readable(positions, kind)
     check_device_positions("positions", positions, kind, concrete=concrete, limit=MAX_EXACT_POSITION)
     if not config.dynamic:
         return limbs_for(config)

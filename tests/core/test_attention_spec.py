@@ -291,3 +291,34 @@ def test_query_scale_on_every_array_kind():
         got = spec.query_scale(jnp.asarray(positions), jnp)
         assert got.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+
+
+def test_query_scale_refuses_negative_positions_it_can_read():
+    """Llama 4's temperature is defined for positions >= 0: a negative one is a
+    ValueError for a number, numpy, and CPU torch and jax arrays outside a trace; under
+    jit the values are not read and the factor is NaN (as documented)."""
+    spec = AttentionSpec(64, 4, temperature_tuning=(0.3, 3.0))
+    positions = np.array([[0.0, 4.0, -5.0]], np.float32)
+    message = r"temperature_tuning is defined for positions >= 0 \(Llama 4\), got position -5"
+    with pytest.raises(ValueError, match=message):
+        spec.query_scale(positions, np)
+    with pytest.raises(ValueError, match=r"got position -1"):
+        spec.query_scale(-1.0, math)
+    assert spec.query_scale(np.zeros((0, 3), np.float32), np).shape == (0, 3)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        with pytest.raises(ValueError, match=message):
+            spec.query_scale(torch.from_numpy(positions), torch)
+    try:
+        import jax
+    except ImportError:
+        jax = None
+    if jax is not None:
+        jnp = jax.numpy
+        with pytest.raises(ValueError, match=message):
+            spec.query_scale(jnp.asarray(positions), jnp)
+        traced = jax.jit(lambda p: spec.query_scale(p, jnp))(jnp.asarray(positions))
+        assert np.isnan(np.asarray(traced)[0, 2]) and np.all(np.isfinite(np.asarray(traced)[0, :2]))

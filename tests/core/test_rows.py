@@ -231,6 +231,42 @@ def test_jax_rows_at_the_int32_extremes(jnp, jitted):
     assert worst(out[2:], EXTREMES, YARN) <= bound(YARN, FLOAT32_BOUND)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "values"),
+    [("int8", [-128, -127, -1, 0, 127]), ("int16", [-32768, -32767, -128, 0, 32767])],
+)
+def test_jax_rows_of_narrow_integers_at_their_extremes(jnp, dtype, values):
+    """int8 and int16 positions, their most negative value included (whose absolute value
+    does not fit their own dtype), equal NumPy's float64 rows, eager and under jit."""
+    import jax
+
+    p = jnp.asarray(values, dtype=dtype)
+    ref = ropelab.rope_tables(LLAMA, np.asarray(values))
+    jitted = jax.jit(lambda q: tuple(ropelab.rope_tables(LLAMA, q)))
+    for rows in (ropelab.rope_tables(LLAMA, p), jitted(p)):
+        for got, want in zip(rows, ref, strict=True):
+            assert np.max(np.abs(np.asarray(got, np.float64) - want)) <= FLOAT32_BOUND
+
+
+def test_jax_traced_seq_len_is_refused_with_advice(jnp):
+    """A seq_len traced by jit cannot pick host-made frequencies: a TypeError says to
+    make it static, and a static one gives the eager rows."""
+    import jax
+
+    config = DYNAMIC["dynamic-ntk"]
+    p = jnp.arange(3, dtype=jnp.int32)
+
+    def rows(q, seq_len):
+        return tuple(ropelab.rope_tables(config, q, seq_len=seq_len))
+
+    with pytest.raises(TypeError, match="seq_len must be a static Python int.*static_argnames"):
+        jax.jit(rows)(p, 300)
+    got = jax.jit(rows, static_argnames="seq_len")(p, seq_len=300)
+    want = ropelab.rope_tables(config, p, seq_len=300)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_jax_negative_positions_are_negative_angles(jnp):
     p = jnp.asarray([5, 10**9, INT32[1]], dtype=jnp.int32)
     cos, sin = ropelab.rope_tables(SMALL_BASE, p)
@@ -266,6 +302,18 @@ def test_length_dependent_rows_follow_seq_len_like_numpy(name, seq_len, kind, re
     assert worst(rows, positions, config, length) <= bound(config, FLOAT32_BOUND)
     for got, want in zip(rows, ref, strict=True):
         assert np.max(np.abs(np.asarray(got, np.float64) - want)) <= bound(config, FLOAT32_BOUND)
+
+
+def test_length_regimes_over_a_bound():
+    """The regimes traced positions may fall in: one below the original length, one per
+    length past it for dynamic NTK (too many without a bound), two for LongRoPE."""
+    from ropelab.rows import length_regimes
+
+    dynamic, longrope = DYNAMIC["dynamic-ntk"], DYNAMIC["longrope"]
+    assert length_regimes(dynamic, 64) == [1]
+    assert length_regimes(dynamic, 66) == [1, 65, 66]
+    assert length_regimes(dynamic, 1000) is None and length_regimes(dynamic) is None
+    assert length_regimes(longrope, 10) == [1] and length_regimes(longrope) == [1, 65]
 
 
 def test_length_dependent_rows_differ_across_regimes():

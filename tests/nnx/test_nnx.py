@@ -18,7 +18,7 @@ from flax import nnx  # noqa: E402
 
 import ropelab  # noqa: E402
 from ropelab import scaling  # noqa: E402
-from ropelab.nnx import Attention, RopeMHA, load_torch_state_dict  # noqa: E402
+from ropelab.nnx import Attention, KVCache, RopeMHA, load_torch_state_dict  # noqa: E402
 from ropelab.reference import attention as ref_attention  # noqa: E402
 
 # --- float64 references, written from DESIGN.md's conventions -------------------------------
@@ -403,6 +403,56 @@ def test_error_attention_positions_shape(rope):
         module(np.zeros((2, 3, 16), np.float32), jnp.arange(4))
 
 
+LENGTH_SCHEMES = {
+    "dynamic-ntk": scaling.DynamicNTK(2.0, 4),
+    "longrope": scaling.LongRoPE([1.0, 1.5, 2.0, 3.0], [2.0, 3.0, 5.0, 9.0], 5),
+}
+
+
+@pytest.mark.parametrize("name", list(LENGTH_SCHEMES))
+def test_length_dependent_scheme_under_jit_with_a_mask_matches_eager(name):
+    """Positions from a traced attention_mask: the length is max(positions) + 1 as
+    eagerly (5 when every row is padded, 6 with one full row), not the mask's width."""
+    rope = ropelab.RopeConfig(8, scaling=LENGTH_SCHEMES[name])
+    module = Attention(16, 2, rope=rope, rngs=nnx.Rngs(8))
+    x = np.random.default_rng(7).normal(size=(2, 6, 16)).astype(np.float32)
+    padded = np.array([[0, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]])  # longest row: 5 tokens
+    one_full = np.array([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])  # 6 tokens
+    call = nnx.jit(lambda m, a, mask: m(a, attention_mask=mask))
+    eager = {}
+    for label, mask in (("padded", padded), ("one_full", one_full)):
+        eager[label] = np.asarray(module(x, attention_mask=mask))
+        assert_close(call(module, x, mask), eager[label])
+    # the test can fail: row 0 is the same in both masks, only the length differs
+    assert np.max(np.abs(eager["padded"][0, 1:] - eager["one_full"][0, 1:])) > 1e-3
+
+
+def test_longrope_under_jit_decoding_from_a_cache_matches_eager():
+    """A LongRoPE cache decoded under jit without mask or positions: each step picks the
+    short or long factors by its traced length, as eagerly."""
+    rope = ropelab.RopeConfig(8, scaling=LENGTH_SCHEMES["longrope"])
+    module = Attention(16, 2, rope=rope, rngs=nnx.Rngs(8))
+    x = np.random.default_rng(8).normal(size=(1, 7, 16)).astype(np.float32)
+    step = nnx.jit(lambda m, a, c: m(a, cache=c))
+    eager = jitted = KVCache.create(1, 2, 8, 8)
+    for i in range(7):  # lengths 1..7 cross the original 5
+        want, eager = module(x[:, i:i + 1], cache=eager)
+        got, jitted = step(module, x[:, i:i + 1], jitted)
+        assert_close(got, want)
+
+
+def test_error_dynamic_ntk_under_jit_with_a_mask_too_long_to_trace():
+    """Dynamic NTK past its original length has a frequency set per length: a traced mask
+    wider than a few lengths past it is refused, saying what the user can do instead."""
+    rope = ropelab.RopeConfig(8, scaling=scaling.DynamicNTK(2.0, 4))
+    module = Attention(16, 2, rope=rope, rngs=nnx.Rngs(0))
+    call = nnx.jit(lambda m, a, mask: m(a, attention_mask=mask))
+    with pytest.raises(ValueError, match=r"derived from the traced attention_mask.*call the module outside "
+                       r"jax\.jit, or pass positions that are not traced") as err:
+        call(module, np.zeros((1, 12, 16), np.float32), np.ones((1, 12)))
+    assert "positions=None" not in str(err.value)
+
+
 def test_error_attention_unbatched_with_batched_positions():
     module = Attention(16, 2, rope=ropelab.RopeConfig(8), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"unbatched x needs positions shaped \(T,\)"):
@@ -412,7 +462,7 @@ def test_error_attention_unbatched_with_batched_positions():
 def test_error_dynamic_scheme_with_traced_positions():
     rope = ropelab.RopeConfig(8, scaling=scaling.DynamicNTK(2.0, 4))
     module = Attention(16, 2, rope=rope, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="depends on the sequence length"):
+    with pytest.raises(ValueError, match="picks its frequencies by the sequence length.*traced arguments"):
         nnx.jit(lambda m, a, p: m(a, p))(module, np.zeros((1, 3, 16), np.float32), jnp.arange(3))
 
 

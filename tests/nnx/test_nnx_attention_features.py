@@ -205,6 +205,69 @@ def test_cached_decode_without_mask_counts_positions_on():
     assert int(before.length) == 0 and not np.any(np.asarray(before.keys))  # the old cache is untouched
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("name", ["chunk-rope-gqa", "llama4-nope-layer-mqa"])
+def test_decode_without_mask_after_padded_prefill_equals_full_forward(name, jit):
+    """After a left-padded prefill, calls without attention_mask or positions are tokens
+    that continue each row after its last token (the cache keeps its padding hidden): one
+    step, then one more, then several equal the full forward with the mask extended by
+    ones. Row 2's prompt is all padding, so its first token is at position 0."""
+    module = nnx_module(name)
+    x, _ = inputs(7)
+    prompt = 4
+    mask = np.concatenate([padding_mask()[:, :prompt], np.ones((B, T - prompt), np.int64)], 1)
+    full = np.asarray(module(x, attention_mask=mask))
+    traces = []
+
+    def step(m, token, cache):
+        traces.append(token.shape)
+        return m(token, cache=cache)
+
+    step = nnx.jit(step) if jit else step
+    cache = KVCache.create(B, module.num_kv_heads, 12, HEAD_DIM)
+    y, cache = module(x[:, :prompt], attention_mask=mask[:, :prompt], cache=cache)
+    outs = [np.asarray(y)]
+    for start, stop in ((prompt, prompt + 1), (prompt + 1, prompt + 2), (prompt + 2, T)):
+        y, cache = step(module, x[:, start:stop], cache)
+        outs.append(np.asarray(y))
+    rows = mask.astype(bool)
+    assert_close(np.concatenate(outs, 1)[rows], full[rows])
+    np.testing.assert_array_equal(np.asarray(cache.positions)[:, :T][rows], np.asarray(positions_from_mask(mask))[rows])
+    if jit:  # one compile per step shape, not one per step
+        assert len(traces) == 2
+
+
+def test_decode_without_positions_continues_from_the_last_recorded_position():
+    """A cache filled at explicit positions: the next call without positions continues
+    each row after its own last position."""
+    module = nnx_module("chunk-rope-gqa")
+    x, _ = inputs(8)
+    positions = np.stack([np.arange(T) + 100, np.arange(T) * 3, np.arange(T) - 4])  # (B, T)
+    full = np.asarray(module(x, positions))
+    cache = KVCache.create(B, 2, T, HEAD_DIM)
+    _, cache = module(x[:, :6], positions[:, :6], cache=cache)
+    y, cache = module(x[:, 6:], cache=cache)
+    want = positions[:, 5:6] + 1 + np.arange(T - 6)
+    np.testing.assert_array_equal(np.asarray(cache.positions)[:, 6:], want)
+    full = np.asarray(module(x, np.concatenate([positions[:, :6], want], 1)))
+    assert_close(y, full[:, 6:])
+
+
+def test_decode_without_positions_past_the_int32_range_raises():
+    """Positions continuing past 2**31 - 1 are refused, never wrapped: ValueError outside
+    jit, jax's runtime error carrying the message (and NaN output) under jit."""
+    module = nnx_module("window-causal")
+    x, _ = inputs(9)
+    cache = KVCache.create(B, HEADS, 8, HEAD_DIM)
+    last = 2**31 - 1
+    _, cache = module(x[:, :2], np.array([last - 1, last]), cache=cache)
+    with pytest.raises(ValueError, match=r"continue after position 2147483647.*pass positions explicitly"):
+        module(x[:, 2:3], cache=cache)
+    step = nnx.jit(lambda m, a, c: m(a, cache=c))
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"continue after position 2147483647"):
+        jax.block_until_ready(step(module, x[:, 2:3], cache))
+
+
 @pytest.mark.parametrize("padded", [False, True])
 def test_jit_decode_one_token_at_a_time_equals_full_forward(padded):
     """Prefill, then one jitted step per token with a traced cache length: one compile."""
@@ -285,6 +348,43 @@ def test_cache_is_a_pytree_of_arrays():
     assert len(leaves) == 5 and cache.keys.dtype == jnp.bfloat16
     assert (cache.batch, cache.capacity, cache.num_kv_heads, cache.head_dim) == (2, 4, 1, 8)
     assert "length=0" in repr(cache)
+
+
+# --- dtypes ---------------------------------------------------------------------------------------
+
+
+def test_dtype_and_param_dtype_set_the_weights_and_the_output():
+    """dtype is the computation dtype (output included, eager, cached and jitted),
+    param_dtype the weights'; bfloat16 stays close to float32 with the same weights."""
+    sd = torch_module("llama4-rope-layer").state_dict()
+    kw = dict(num_heads=HEADS, num_kv_heads=2, rope=ropelab.RopeConfig(HEAD_DIM), chunk_size=4, qk_norm=True)
+    wide = Attention.from_torch_state_dict(sd, **kw)
+    narrow = Attention.from_torch_state_dict(sd, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, **kw)
+    assert narrow.q_proj.kernel.get_value().dtype == jnp.bfloat16
+    assert wide.q_proj.kernel.get_value().dtype == jnp.float32  # float32 users: as before
+    x, _ = inputs(10)
+    want = np.asarray(wide(x))
+    assert want.dtype == np.float32
+    step = nnx.jit(lambda m, a, c: m(a, cache=c))
+    for a in (x, jnp.asarray(x, jnp.bfloat16)):
+        y = narrow(a)
+        cached, _ = narrow(a, cache=KVCache.create(B, 2, T, HEAD_DIM))
+        jitted, _ = step(narrow, a, KVCache.create(B, 2, T, HEAD_DIM))
+        for out in (y, cached, jitted):
+            assert out.dtype == jnp.bfloat16
+            assert_close(out, want, tol=0.05)
+
+
+def test_dtype_alone_computes_in_it_with_float32_weights():
+    module = Attention(D_MODEL, HEADS, rope=ropelab.RopeConfig(HEAD_DIM), dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    assert module.o_proj.kernel.get_value().dtype == jnp.float32
+    assert module(np.ones((1, 3, D_MODEL), np.float32)).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("name,value", [("dtype", jnp.int32), ("param_dtype", "bf16x"), ("param_dtype", None)])
+def test_error_dtype(name, value):
+    with pytest.raises(TypeError, match=f"{name} must be a floating-point dtype"):
+        Attention(D_MODEL, HEADS, rngs=nnx.Rngs(0), **{name: value})
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -396,3 +496,9 @@ def test_error_from_torch_state_dict_passes_options_through():
     assert (loaded.chunk_size, loaded.qk_norm, loaded.qk_norm_eps) == (4, True, 1e-5)
     x, _ = inputs(7)
     np.testing.assert_array_equal(np.asarray(module(x)), np.asarray(loaded(x)))
+
+
+def test_error_temperature_tuning_at_negative_positions():
+    module = Attention(16, 2, rope=None, temperature_tuning=(0.1, 2.0), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"defined for positions >= 0 \(Llama 4\), got position -5"):
+        module(np.ones((1, 4, 16), np.float32), np.array([-5, -4, -3, -2]))

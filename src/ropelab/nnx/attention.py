@@ -45,7 +45,7 @@ from ..attention_spec import AttentionSpec, SpecField
 from ..checks import check_int
 from ..config import RopeConfig
 from ..rotary import apply_rope
-from ..rows import rope_rows
+from ..rows import length_regimes, rope_rows
 from ..tables import rope_tables
 from .cache import KVCache, positions_from_mask
 from .torch_weights import load_torch_state_dict
@@ -116,7 +116,8 @@ def check_positions(positions, batch: int, length: int) -> None:
             )
 
 
-def rope_for(config: RopeConfig, positions, batch: int, length: int):
+def rope_for(config: RopeConfig, positions, batch: int, length: int, *, bound: int | None = None,
+             source: str = "traced arguments"):
     """cos/sin for ``positions`` shaped to rotate ``(B, T, H, D)`` arrays: ``(..., T, 1, R/2)``.
 
     ``positions`` is None (``0..T-1``), ``(T,)``, ``(1, T)`` or ``(B, T)``. Concrete positions
@@ -125,6 +126,13 @@ def rope_for(config: RopeConfig, positions, batch: int, length: int):
     positions themselves (:func:`ropelab.rows.jax_rows`): within 3e-7 of the true cos and
     sin at every int32 position, negative ones included, with no table and so no length
     limit.
+
+    A length-dependent scheme (dynamic NTK, LongRoPE) reads the length as
+    ``max(positions) + 1``, like :func:`ropelab.rope_tables` (and transformers). For
+    traced positions that works when the lengths they can give (at most ``bound``, which
+    the caller knows when it derived them; any length otherwise) fall in a few of the
+    scheme's regimes: the rows of each are computed and one picked by the traced length.
+    Otherwise ValueError (``source`` says where the traced positions came from).
     """
     if positions is None:
         cos, sin = position_tables(config, length)
@@ -134,12 +142,25 @@ def rope_for(config: RopeConfig, positions, batch: int, length: int):
     if host is not None:
         cos, sin = rope_tables(config, host)
         return cos[..., None, :], sin[..., None, :]
-    if config.dynamic:
+    if not config.dynamic:
+        cos, sin = rope_rows(config, positions, "jax")  # (..., T, R/2) float32
+        return cos[..., None, :], sin[..., None, :]
+    firsts = length_regimes(config, bound)
+    if firsts is None:
         raise ValueError(
-            f"the rope scheme {config.scaling!r} depends on the sequence length, which traced "
-            "positions do not give; under jit pass positions=None or concrete positions"
+            f"the rope scheme {config.scaling!r} picks its frequencies by the sequence length "
+            f"(max(positions) + 1), and under jit this call's positions are {source}, so the "
+            "length is not known while tracing; call the module outside jax.jit, or pass "
+            "positions that are not traced (a numpy array the jitted function closes over)"
         )
-    cos, sin = rope_rows(config, positions, "jax")  # (..., T, R/2) float32
+    top = jnp.max(positions)  # the length - 1 (never + 1: int32's largest position would wrap)
+    cos = sin = None
+    for first in firsts:  # ascending: a later regime wins once the length reaches it
+        c, s = rope_rows(config, positions, "jax", seq_len=first)  # (..., T, R/2) float32
+        if cos is None:
+            cos, sin = c, s
+        else:
+            cos, sin = jnp.where(top >= first - 1, c, cos), jnp.where(top >= first - 1, s, sin)
     return cos[..., None, :], sin[..., None, :]
 
 
@@ -159,6 +180,48 @@ def rms_norm(x, eps: float):
     """Weightless RMS norm over the last dim, in float32 (Llama 4's L2Norm); x's dtype out."""
     xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     return (xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)).astype(x.dtype)
+
+
+def _position_overflow(last) -> None:
+    """ValueError for rows whose next positions pass the int32 range (also a host callback
+    under jit)."""
+    raise ValueError(
+        f"the cache's rows continue after position {int(last)}, so the new tokens' positions "
+        f"would pass 2**31 - 1, the int32 range the cache keeps; pass positions explicitly"
+    )
+
+
+def _continued_positions(cache: KVCache, past, length: int):
+    """Positions ``(B, T)`` for new tokens after a cache: each row's last token's position
+    + 1 + ``0..T-1`` (from 0 in a row without a token; recorded padding is skipped).
+
+    Returns ``(positions, wrapped)``: concrete int64 positions and None outside jit
+    (ValueError past the int32 range), or traced int32 positions and a traced bool
+    that is True when they wrapped (its callback raises when the step runs).
+    """
+    last, has_token = cache.last_token_positions()  # (B,)
+    if past is not None:
+        last, has_token = np.asarray(last, np.int64), np.asarray(has_token)
+        if np.any(has_token & (last > _INT32 - 1 - length)):
+            _position_overflow(last[has_token].max())
+        first = np.where(has_token, last + 1, 0)
+        return first[:, None] + np.arange(length), None
+    first = jnp.where(has_token, last + 1, 0)
+    wrapped = jnp.any(has_token & (last > _INT32 - 1 - length))
+    worst = jnp.max(jnp.where(has_token, last, 0))
+    jax.lax.cond(wrapped, lambda: jax.debug.callback(_position_overflow, worst), lambda: None)
+    return first[:, None] + jnp.arange(length, dtype=jnp.int32), wrapped
+
+
+def _float_dtype(name: str, value):
+    """``value`` as a floating-point jnp dtype; TypeError naming ``name`` otherwise."""
+    try:
+        dtype = None if value is None else jnp.dtype(value)  # (jnp.dtype(None) is float64)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point dtype such as jnp.bfloat16, got {value!r}")
+    return dtype
 
 
 def _concrete_int(value):
@@ -195,6 +258,10 @@ class Attention(nnx.Module):
         temperature_tuning: ``(attn_scale, floor_scale)``: queries scaled by
             ``1 + attn_scale * log(floor((pos + 1) / floor_scale) + 1)`` (Llama 4 NoPE
             layers), ``pos`` the token's position (not its slot), in float32.
+        dtype: the computation dtype of the projections and so of the attention and the
+            output (Flax's convention); None (the default) infers it from x and the
+            weights, as ``nnx.Linear`` does (float32 x and weights: float32).
+        param_dtype: the dtype of the projection weights (default float32).
         rngs: ``nnx.Rngs`` for the projection weights.
 
     The options but ``rope`` are validated and kept in
@@ -207,7 +274,11 @@ class Attention(nnx.Module):
     Under ``jax.jit`` the cache length and so the positions are traced: RoPE computes the
     cos/sin rows from them in the trace (:mod:`ropelab.rows`, float32, within 3e-7 of the
     true values at every int32 position, negative ones included; no table, no position
-    limit). A step that overflows the cache (or a
+    limit). A length-dependent scheme (dynamic NTK, LongRoPE) reads the length as
+    ``max(positions) + 1``, as eagerly; under jit that works while the lengths a call may
+    have fall in a few of its regimes (LongRoPE always; dynamic NTK up to a few tokens
+    past its original length) and raises ValueError otherwise, saying what to do
+    instead. A step that overflows the cache (or a
     ``(B, S)`` mask whose S is not cached + new) raises ValueError outside jit; under
     jit it raises when the step runs, jax's ``JaxRuntimeError`` (a RuntimeError)
     carrying the same message, and its output is NaN, never a silently wrong answer.
@@ -243,6 +314,8 @@ class Attention(nnx.Module):
         qk_norm: bool = False,
         temperature_tuning: tuple[float, float] | None = None,
         qk_norm_eps: float = 1e-6,
+        dtype=None,
+        param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         #: the validated options and the meaning they give (shared with ropelab.torch.Attention)
@@ -264,11 +337,14 @@ class Attention(nnx.Module):
                 raise TypeError(f"rope must be a ropelab.RopeConfig or None (NoPE), got {rope!r}")
             spec.check_rope(rope)
         self.rope = rope
+        dtype = None if dtype is None else _float_dtype("dtype", dtype)
+        param_dtype = _float_dtype("param_dtype", param_dtype)
         width, kv_width = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
-        self.q_proj = nnx.Linear(spec.d_model, width, use_bias=bias, rngs=rngs)
-        self.k_proj = nnx.Linear(spec.d_model, kv_width, use_bias=bias, rngs=rngs)
-        self.v_proj = nnx.Linear(spec.d_model, kv_width, use_bias=bias, rngs=rngs)
-        self.o_proj = nnx.Linear(width, spec.d_model, use_bias=bias, rngs=rngs)
+        linear = functools.partial(nnx.Linear, use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = linear(spec.d_model, width)
+        self.k_proj = linear(spec.d_model, kv_width)
+        self.v_proj = linear(spec.d_model, kv_width)
+        self.o_proj = linear(width, spec.d_model)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -323,8 +399,11 @@ class Attention(nnx.Module):
             x: ``(B, T, d_model)`` (or ``(T, d_model)`` without mask and cache).
             positions: None, ``(T,)``, ``(1, T)`` or ``(B, T)`` integers. By default
                 they follow ``attention_mask`` (:func:`~ropelab.nnx.positions_from_mask`,
-                as torch does) or count on from the cache's length (``0..T-1`` without
-                a cache).
+                as torch does); without a mask the new tokens are all tokens, and with a
+                cache they continue each row after its last cached token (its recorded
+                position + 1, + ``0..T-1``; from 0 in a row with no token yet; the
+                cached padding stays hidden), which for a cache without padding is the
+                cache's length + ``0..T-1``; ``0..T-1`` without a cache.
             attention_mask: 1/0 ``(B, S)`` over every key, cached and new (torch's
                 meaning), or ``(B, T)`` over the new tokens only; the two agree on an
                 empty cache. The cache remembers which slots were padding, so the
@@ -335,7 +414,8 @@ class Attention(nnx.Module):
         Returns:
             Without a cache, the output ``(B, T, d_model)`` (``(T, d_model)`` for an
             unbatched x); with one, ``(output, new_cache)``, the new keys written into
-            ``new_cache`` and ``cache`` left as it was.
+            ``new_cache`` and ``cache`` left as it was. The output is in the computation
+            dtype: ``dtype`` when set, else x's and the weights' promoted together.
         """
         x = jnp.asarray(x)
         unbatched = x.ndim == 2
@@ -364,7 +444,8 @@ class Attention(nnx.Module):
         if cache is not None:
             self._check_cache(cache, B, T)
             past = _concrete_int(cache.length)  # None when traced
-        full = new_mask = None
+        full = new_mask = wrapped = None
+        bound, source = None, "traced arguments"  # what rope_for knows of derived positions
         if attention_mask is not None:
             full, new_mask = self._split_mask(attention_mask, B, T, cache, past)
         start = 0 if cache is None else (past if past is not None else cache.length)
@@ -375,23 +456,22 @@ class Attention(nnx.Module):
         if positions is None:
             if new_mask is not None:
                 if cache is None:
-                    positions = positions_from_mask(new_mask)
+                    positions, bound, source = positions_from_mask(new_mask), T, "derived from the traced attention_mask"
                 else:  # tokens before this call, then cumsum - 1 (positions_from_mask's rule)
                     before = jnp.sum(cache.valid & (jnp.arange(cache.capacity) < start), axis=1)
                     counts = before[:, None] + jnp.cumsum(new_mask, axis=1, dtype=jnp.int32)
                     positions = jnp.maximum(counts - 1, 0).astype(jnp.int32)
-            elif cache is not None:
-                positions = (
-                    np.arange(past, past + T) if past is not None
-                    else start + jnp.arange(T, dtype=jnp.int32)
-                )
+                    bound, source = cache.capacity, "derived from the traced attention_mask and cache"
+            elif cache is not None:  # new tokens, continuing each row after its last token
+                positions, wrapped = _continued_positions(cache, past, T)
+                source = "continued from the traced cache"
 
         q = self.q_proj(x).reshape(B, T, H, D)  # (B, T, H, D)
         k = self.k_proj(x).reshape(B, T, K, D)  # (B, T, K, D)
         v = self.v_proj(x).reshape(B, T, K, D)
         if self.rope is not None:
             # (..., T, 1, R/2): one row per token, broadcast over heads
-            cos, sin = rope_for(self.rope, positions, B, T)
+            cos, sin = rope_for(self.rope, positions, B, T, bound=bound, source=source)
             rope = self.rope
             q, k = apply_rope((q, k), cos, sin, layout=rope.layout, rotary_dim=rope.rotary_dim)
         if spec.qk_norm:
@@ -403,7 +483,7 @@ class Attention(nnx.Module):
             scale = spec.query_scale(pos.astype(jnp.float32), jnp)  # (B, T) float32
             q = (q * scale[:, :, None, None]).astype(q.dtype)  # (B, T, 1, 1)
 
-        bad = None
+        bad = None if wrapped is None else wrapped
         if cache is None:
             if spec.plain(padded=new_mask is not None):  # the kernel's causal flag says it all
                 out = attend(q, k, v, causal=spec.causal)
@@ -420,7 +500,8 @@ class Attention(nnx.Module):
             keep = spec.keep(q_slot, slots, pos, cache.positions, key_valid=cache.valid, filled=filled)
             out = attend(q, cache.keys.astype(q.dtype), cache.values.astype(q.dtype), causal=False, mask=keep)
             if past is None:  # traced: what outside jit is a ValueError raises when the step runs
-                bad = start + T > C  # (check_room's callback reports it)
+                overflow = start + T > C  # (check_room's callback reports it)
+                bad = overflow if bad is None else bad | overflow
                 if full is not None:
                     width = full.shape[1]
                     wrong = width != start + T
@@ -447,6 +528,8 @@ class Attention(nnx.Module):
         qk_norm: bool = False,
         temperature_tuning: tuple[float, float] | None = None,
         qk_norm_eps: float = 1e-6,
+        dtype=None,
+        param_dtype=jnp.float32,
     ) -> Attention:
         """Build an Attention holding the weights of a torch ``Attention`` state dict.
 
@@ -477,6 +560,8 @@ class Attention(nnx.Module):
             qk_norm=qk_norm,
             temperature_tuning=temperature_tuning,
             qk_norm_eps=qk_norm_eps,
+            dtype=dtype,
+            param_dtype=param_dtype,
             rngs=nnx.Rngs(0),
         )
         return load_torch_state_dict(module, state_dict)

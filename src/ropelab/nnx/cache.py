@@ -133,6 +133,19 @@ class KVCache:
             return
         _overflow(length, new, self.capacity)
 
+    def last_token_positions(self):
+        """Each row's last token: ``(position, has_token)``, int32 and bool ``(B,)``.
+
+        The last filled slot that holds a token, not padding; ``has_token`` is False
+        (and the position 0) for a row whose filled slots are all padding, or none.
+        """
+        slots = jnp.arange(self.capacity, dtype=jnp.int32)
+        tokens = self.valid & (slots < self.length)  # (B, C)
+        last = jnp.max(jnp.where(tokens, slots, -1), axis=1)  # (B,) slot, -1 for none
+        position = jnp.take_along_axis(self.positions, jnp.maximum(last, 0)[:, None], axis=1)[:, 0]
+        has_token = last >= 0
+        return jnp.where(has_token, position, 0), has_token
+
     def update(self, k, v, positions, valid=None) -> KVCache:
         """A new cache with k, v ``(B, T, K, D)`` written at slots ``length..length+T-1``.
 
