@@ -245,6 +245,34 @@ def test_positions_from_mask():
         positions_from_mask(torch.ones(5))
 
 
+@pytest.mark.parametrize("neg", [-1e9, float("-inf")])
+def test_additive_masks_are_refused_not_flipped(neg):
+    attn = Attention(64, 4, rope=RopeConfig(16))
+    x = _x(t=5)
+    additive = torch.zeros(2, 5)
+    additive[0, :2] = neg  # hide two pads, the additive way
+    with pytest.raises(TypeError, match="1 for tokens and 0 for padding.*additive masks"):
+        attn(x, attention_mask=additive)
+
+
+@pytest.mark.parametrize("cls", ["Attention", "ShawAttention", "LinearAttention"])
+def test_mask_values_other_than_0_and_1_are_refused(cls):
+    import ropelab.torch as rt
+
+    attn = getattr(rt, cls)(64, 4)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    with pytest.raises(ValueError, match="1 for tokens and 0 for padding only, got 2 at row 0, slot 2"):
+        attn(_x(t=5), attention_mask=mask * 2)
+    attn(_x(t=5), attention_mask=mask.bool())  # bool masks mean the same as 1/0
+
+
+def test_positions_from_mask_refuses_what_is_not_a_padding_mask():
+    with pytest.raises(ValueError, match="got 2 at row 0, slot 1"):
+        positions_from_mask(torch.tensor([[1, 2, 1]]))
+    with pytest.raises(TypeError, match="additive masks"):
+        positions_from_mask(torch.tensor([[0.0, -1e9]]))
+
+
 def test_compiles_fullgraph_and_gradients_reach_all_weights():
     torch.manual_seed(5)
     attn = Attention(
@@ -302,7 +330,7 @@ def test_errors():
     with pytest.raises(TypeError, match="integer tensor"):
         attn(x, torch.arange(5.0))
     with pytest.raises(ValueError, match=r"attention_mask must be shaped \(B, S\) = \(2, 5\)"):
-        attn(x, attention_mask=torch.ones(2, 4))
+        attn(x, attention_mask=torch.ones(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="cache batch 3"):
         attn(x, cache=KVCache(3, 4, 8, 16))
     with pytest.raises(ValueError, match="one layer's cache"):

@@ -275,9 +275,19 @@ def test_forward_errors():
     with pytest.raises(TypeError, match="integer"):
         model(torch.zeros(1, 5))
     with pytest.raises(ValueError, match=r"attention_mask must be shaped \(B, S\) = \(2, 12\)"):
-        model(_tokens(), attention_mask=torch.ones(2, 11))
+        model(_tokens(), attention_mask=torch.ones(2, 11, dtype=torch.long))
     with pytest.raises(ValueError, match="positions must be shaped"):
         model(_tokens(), positions=torch.arange(11))
+    additive = torch.zeros(2, 12)
+    additive[0, :3] = -1e9
+    with pytest.raises(TypeError, match="1 for tokens and 0 for padding.*additive masks"):
+        model(_tokens(), attention_mask=additive)
+    twos = torch.ones(2, 12, dtype=torch.long)
+    twos[1, 4] = 2
+    with pytest.raises(ValueError, match="got 2 at row 1, slot 4"):
+        model(_tokens(), attention_mask=twos)
+    with pytest.raises(ValueError, match="got 2 at row 1, slot 4"):  # with positions too
+        model(_tokens(), positions=torch.arange(12), attention_mask=twos)
     with pytest.raises(ValueError, match="cache has 3 layers"):
         model(_tokens(), cache=Cache(3, 2, 4, 16, 8))
     cache = model.new_cache(2, 8)
@@ -544,10 +554,10 @@ def test_end_token_finishes_rows_and_stops_when_all_are_done():
         (dict(max_new_tokens=0), ValueError, "max_new_tokens must be an integer >= 1, got 0"),
         (dict(max_new_tokens=2.0), TypeError, "max_new_tokens must be an integer, got 2.0 \\(float\\)"),
         (dict(max_new_tokens=True), TypeError, "max_new_tokens must be an integer, got True \\(bool\\)"),
-        (dict(attention_mask=[[1, 1, 1]]), TypeError, "attention_mask must be a torch tensor or None, got list"),
-        (dict(attention_mask=torch.ones(2, 3)), TypeError, "attention_mask must be an integer or bool tensor"),
+        (dict(attention_mask=[[1, 1, 1]]), TypeError, "attention_mask must be a torch tensor, got list"),
+        (dict(attention_mask=torch.ones(2, 3)), TypeError, "attention_mask must be a bool or integer tensor"),
         (dict(attention_mask=torch.ones(2, 4, dtype=torch.long)), ValueError,
-         "attention_mask must be shaped like tokens \\(B, T\\) = \\(2, 3\\), got \\(2, 4\\)"),
+         "attention_mask must be shaped \\(B, S\\) = \\(2, 3\\) \\(like tokens\\), got \\(2, 4\\)"),
         (dict(attention_mask=torch.tensor([[1, 1, 1], [0, 2, 1]])), ValueError, "1 for tokens and 0 for padding"),
         (dict(attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]])), ValueError,
          "attention_mask row 1 has padding after a token; generate needs left padding"),

@@ -35,7 +35,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 from .cache import Cache, KVCache, positions_from_mask  # noqa: E402
-from .checks import check_integer_tensor  # noqa: E402
+from .checks import check_integer_tensor, check_padding_mask  # noqa: E402
 from .rotary import RotaryEmbedding  # noqa: E402
 
 __all__ = ["Attention", "eager_attention", "rms_norm"]
@@ -273,19 +273,7 @@ class Attention(nn.Module):
                 )
             layer_cache.check_room(length)
         if attention_mask is not None:
-            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (
-                batch,
-                total,
-            ):
-                shape = (
-                    tuple(attention_mask.shape)
-                    if isinstance(attention_mask, torch.Tensor)
-                    else type(attention_mask).__name__
-                )
-                raise ValueError(
-                    f"attention_mask must be shaped (B, S) = ({batch}, {total}) (cached {past} + new "
-                    f"{length} keys), got {shape}"
-                )
+            check_padding_mask(attention_mask, (batch, total), covers=f"(cached {past} + new {length} keys)")
             if positions is None:
                 positions = positions_from_mask(attention_mask)[:, past:]
         if positions is not None:

@@ -15,6 +15,8 @@ from ..checks import check_int
 
 torch = require("torch", feature="ropelab.torch")
 
+from .checks import check_padding_mask  # noqa: E402
+
 __all__ = ["Cache", "KVCache", "positions_from_mask"]
 
 
@@ -24,11 +26,9 @@ def positions_from_mask(mask):
     A left-padded row ``[0, 0, 1, 1, 1]`` gets positions ``[0, 0, 0, 1, 2]``, so every
     sequence starts at position 0 whatever its padding (as transformers' ``generate``
     does, except that pads get 0 here rather than 1; pads are masked either way).
+    ``mask`` is a bool or integer tensor (:func:`ropelab.torch.checks.check_padding_mask`).
     """
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch tensor, got {type(mask).__name__}")
-    if mask.dim() != 2:
-        raise ValueError(f"mask must be shaped (B, S), got shape {tuple(mask.shape)}")
+    check_padding_mask(mask, name="mask")
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 

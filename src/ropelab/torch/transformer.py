@@ -27,7 +27,7 @@ F = torch.nn.functional
 
 from .attention import Attention  # noqa: E402
 from .cache import Cache, positions_from_mask  # noqa: E402
-from .checks import check_integer_tensor  # noqa: E402
+from .checks import check_integer_tensor, check_padding_mask  # noqa: E402
 from .kinds import LAYER_KINDS  # noqa: E402
 from .rotary import RotaryEmbedding  # noqa: E402
 
@@ -375,21 +375,12 @@ class Transformer(nn.Module):
             if len(cache) != len(self.blocks):
                 raise ValueError(f"cache has {len(cache)} layers, the model {len(self.blocks)}")
         past = 0 if cache is None else cache.length
-        if positions is None and attention_mask is not None:
-            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (
-                batch,
-                past + length,
-            ):
-                shape = (
-                    tuple(attention_mask.shape)
-                    if isinstance(attention_mask, torch.Tensor)
-                    else type(attention_mask).__name__
-                )
-                raise ValueError(
-                    f"attention_mask must be shaped (B, S) = ({batch}, {past + length}) (cached {past} + "
-                    f"new {length} tokens), got {shape}"
-                )
-            positions = positions_from_mask(attention_mask)[:, past:]
+        if attention_mask is not None:
+            check_padding_mask(
+                attention_mask, (batch, past + length), covers=f"(cached {past} + new {length} tokens)"
+            )
+            if positions is None:
+                positions = positions_from_mask(attention_mask)[:, past:]
         x = self.embed(tokens)  # (B, T, d_model)
         if self.config.absolute is not None:
             if positions is not None:
@@ -633,18 +624,10 @@ def _check_token_id(name: str, value, vocab: int) -> int:
 
 
 def _check_left_padding(mask, shape: tuple[int, int]):
-    """A (B, T) 0/1 mask with padding on the left only, as a long tensor."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"attention_mask must be a torch tensor or None, got {type(mask).__name__}")
-    if mask.dtype.is_floating_point or mask.is_complex():
-        raise TypeError(f"attention_mask must be an integer or bool tensor, got dtype {mask.dtype}")
-    if tuple(mask.shape) != shape:
-        raise ValueError(
-            f"attention_mask must be shaped like tokens (B, T) = {shape}, got {tuple(mask.shape)}"
-        )
+    """A (B, T) 0/1 mask with padding on the left only, as a long tensor (its values are
+    read wherever it is: generate reads them once, before decoding)."""
+    check_padding_mask(mask, shape, covers="(like tokens)", values=True)
     mask = mask.long()
-    if bool(((mask != 0) & (mask != 1)).any()):
-        raise ValueError("attention_mask must hold 1 for tokens and 0 for padding only")
     if bool((mask.sum(-1) == 0).any()):
         row = int((mask.sum(-1) == 0).nonzero()[0])
         raise ValueError(f"attention_mask row {row} is all padding; every prompt needs a token")
