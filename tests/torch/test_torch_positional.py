@@ -190,6 +190,38 @@ def test_xpos_after_dtype_cast_scales_as_before_and_holds_no_table():
         torch.testing.assert_close(g.float(), w, atol=5e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_xpos_refuses_positions_whose_scales_leave_the_dtype(dtype):
+    xpos = XPos(RopeConfig(8))
+    limit = xpos.max_distance(dtype)
+    assert limit == (3966 if dtype == torch.float16 else 35694)
+    q, k = torch.randn(1, 1, 2, 8, dtype=dtype), torch.randn(1, 1, 2, 8, dtype=dtype)
+    for good in ([limit - 1, limit], [-limit, 0]):
+        qq, kk = xpos(q, k, _pos(good))
+        assert torch.isfinite(qq).all() and torch.isfinite(kk).all()
+        assert (kk != 0).all()  # no inverse scale flushed to zero
+    with pytest.raises(ValueError, match=rf"XPos position {limit + 1} is {limit + 1} from center=0.*"
+                                         rf"\[-{limit}, {limit}\].*center="):
+        xpos(q, k, _pos([3, limit + 1]))
+    with pytest.raises(ValueError, match=rf"position -{limit + 5} .*center=-"):
+        xpos(q, k, _pos([-limit - 5, 0]))
+
+
+def test_xpos_far_positions_work_once_centred_and_match_near_ones():
+    attn = Attention(32, 4, rope=XPos(RopeConfig(8))).eval()
+    x = torch.randn(1, 3, 32)
+    near = attn(x, _pos([0, 1, 2]))
+    with pytest.raises(ValueError, match="center="):
+        attn(x, _pos([50000, 50001, 50002]))
+    attn.rope = XPos(RopeConfig(8), center=50000)
+    torch.testing.assert_close(attn(x, _pos([50000, 50001, 50002])), near, rtol=1e-4, atol=1e-5)
+
+
+def test_xpos_needs_k():
+    with pytest.raises(TypeError, match="XPos needs k as well as q"):
+        XPos(RopeConfig(8))(torch.randn(1, 1, 3, 8), None)
+
+
 def test_xpos_rejects_bad_scale_base():
     with pytest.raises(ValueError, match="scale_base"):
         XPos(RopeConfig(16), scale_base=-1.0)
