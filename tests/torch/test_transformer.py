@@ -151,6 +151,46 @@ def test_set_rope_equals_a_model_built_with_it():
         model.set_rope(RopeConfig(16))
 
 
+@pytest.mark.parametrize(
+    "layers, options",
+    [
+        (("rope", "xpos"), {}),
+        (("mrope", "linear_attention"), {}),
+        (("prope", "axial"), {"axial": {"cols": 4}}),
+    ],
+)
+def test_set_rope_updates_every_layer_built_from_config_rope(layers, options):
+    model = _model(layers, kind_options=options)
+    tokens = _tokens(t=20)
+    with torch.no_grad():
+        before = model(tokens)
+        model.set_rope(RopeConfig(8, layout="half", scaling=scaling.Linear(4.0)))
+        after = model(tokens)
+        rebuilt = Transformer(model.config).eval()
+        rebuilt.load_state_dict(model.state_dict())
+        torch.testing.assert_close(rebuilt(tokens), after, rtol=0, atol=0)
+    assert not torch.allclose(before, after)
+
+
+def test_set_rope_refuses_a_kind_whose_module_has_weights_and_changes_nothing(monkeypatch):
+    class Learned(torch.nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config, self.rotary = config, RotaryEmbedding(config)
+            self.gain = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, q, k, positions):
+            q, k = self.rotary(q, k, positions)
+            return q * self.gain, k
+
+    monkeypatch.setitem(LAYER_KINDS, "learned-rope", lambda config, index: {"rope": Learned(config.rope)})
+    model = _model(("rope", "learned-rope"))
+    old = model.config
+    with pytest.raises(ValueError, match="set_rope cannot update layer 1 \\('learned-rope'\\).*Learned"):
+        model.set_rope(RopeConfig(8, layout="half", scaling=scaling.Linear(4.0)))
+    assert model.config is old and model.blocks[0].attn.rope.config == old.rope
+
+
 @pytest.mark.parametrize("scale", [1.0, 0.03])
 def test_sinusoidal_absolute_positions_are_added(scale):
     model = _model(("nope",), absolute="sinusoidal", max_positions=4, absolute_scale=scale)

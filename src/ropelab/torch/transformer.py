@@ -322,17 +322,53 @@ class Transformer(nn.Module):
         )
 
     def set_rope(self, rope: RopeConfig) -> None:
-        """Give every "rope" layer a new schedule (e.g. YaRN extension at inference)."""
+        """Give every layer built from ``config.rope`` a new schedule (e.g. YaRN
+        extension at inference).
+
+        Each layer gets the positional module its kind builds from the new config
+        ("rope", "linear_attention", "prope", "xpos", "mrope", "axial" and registered
+        kinds alike), so the model then equals ``Transformer(model.config)`` with this
+        model's ``state_dict`` loaded. A rotary module shared by several layers stays
+        shared. Layers without rotary positions ("nope", "alibi", "t5", "shaw") are
+        left as they are.
+
+        Raises:
+            TypeError: ``rope`` is not a RopeConfig.
+            ValueError: its head_dim is not the model's, or a layer's kind builds a
+                positional module with learned weights from ``config.rope`` (a new one
+                would lose them); nothing is changed then.
+        """
         if not isinstance(rope, RopeConfig):
             raise TypeError(f"rope must be a ropelab.RopeConfig, got {type(rope).__name__}")
         if rope.head_dim != self.config.head_dim:
             raise ValueError(
                 f"rope.head_dim={rope.head_dim} does not match the model's head_dim={self.config.head_dim}"
             )
-        for block in self.blocks:
-            if block.kind == "rope" and isinstance(block.attn.rope, RotaryEmbedding):
-                block.attn.rope.set_config(rope)
-        self.config = replace(self.config, rope=rope)
+        config = replace(self.config, rope=rope)
+        updates = []  # all checked before any layer changes
+        for index, block in enumerate(self.blocks):
+            new = LAYER_KINDS[block.kind](config, index).get("rope")
+            old = block.attn.rope
+            if new is None:
+                continue
+            if isinstance(new, RopeConfig) and isinstance(old, RotaryEmbedding):
+                updates.append((old, new))
+            elif isinstance(new, nn.Module) and not list(new.parameters()) and not new.state_dict():
+                updates.append((block.attn, new))
+            else:
+                raise ValueError(
+                    f"set_rope cannot update layer {index} ({block.kind!r}): its kind builds "
+                    f"{type(new).__name__} from config.rope, which this layer cannot take without "
+                    "losing weights; build a Transformer from dataclasses.replace(model.config, "
+                    "rope=...) and load this model's state_dict instead"
+                )
+        device = self.embed.weight.device
+        for owner, new in updates:
+            if isinstance(owner, RotaryEmbedding):
+                owner.set_config(new)
+            else:
+                owner.rope = new.to(device)
+        self.config = config
 
     def forward(self, tokens, *, positions=None, attention_mask=None, cache=None):
         """Logits of the next token at every position: tokens ``(B, T)`` -> ``(B, T, V)``.
