@@ -348,6 +348,15 @@ def test_learned_absolute_rejects_negative_positions():
         LearnedAbsolute(10, 4)(_pos([-1, 0]))
 
 
+def test_transformer_learned_positions_outside_the_table_are_refused_the_same_way():
+    model = Transformer(TransformerConfig(20, d_model=16, num_heads=2, absolute="learned", max_positions=8))
+    tokens = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"position -1 is outside the learned table of max_positions=8 \(positions 0..7\)"):
+        model(tokens, positions=_pos([-1, 0, 1, 2]))
+    with pytest.raises(ValueError, match="position 8 is outside the learned table of max_positions=8"):
+        model(tokens, positions=_pos([5, 6, 7, 8]))
+
+
 def test_bias_modules_reject_float_positions():
     with pytest.raises(TypeError, match="q_positions must be an integer tensor"):
         ALiBiBias(4)(torch.zeros(1, 3), _pos([0, 1, 2]))

@@ -93,17 +93,24 @@ class LearnedAbsolute(nn.Module):
 
     def forward(self, positions):
         """Integer positions of any shape -> their rows, ``positions.shape + (d_model,)``."""
-        check_integer_tensor("positions", positions)
-        if not _compiling() and positions.numel():
-            low, high = int(positions.min()), int(positions.max())
-            if low < 0 or high >= self.max_positions:
-                bad = high if high >= self.max_positions else low
-                raise ValueError(
-                    f"position {bad} is outside the learned table of max_positions="
-                    f"{self.max_positions} (positions 0..{self.max_positions - 1}); a learned "
-                    "absolute embedding cannot extrapolate"
-                )
+        check_table_positions(positions, self.max_positions)
         return self.embedding(positions)
+
+
+def check_table_positions(positions, max_positions: int) -> None:
+    """Integer ``positions`` that all have a row in a learned table of ``max_positions``
+    rows; ValueError naming the first one outside ``0..max_positions - 1`` (outside
+    torch.compile, where the values are read)."""
+    check_integer_tensor("positions", positions)
+    if not _compiling() and positions.numel():
+        low, high = (int(v) for v in torch.aminmax(positions.long()))
+        if low < 0 or high >= max_positions:
+            bad = high if high >= max_positions else low
+            raise ValueError(
+                f"position {bad} is outside the learned table of max_positions="
+                f"{max_positions} (positions 0..{max_positions - 1}); a learned "
+                "absolute embedding cannot extrapolate"
+            )
 
 
 # ---------------------------------------------------------------------------------------

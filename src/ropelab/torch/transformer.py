@@ -29,6 +29,7 @@ from .attention import Attention  # noqa: E402
 from .cache import Cache, positions_from_mask  # noqa: E402
 from .checks import check_integer_tensor, check_padding_mask  # noqa: E402
 from .kinds import LAYER_KINDS  # noqa: E402
+from .positional import check_table_positions  # noqa: E402
 from .rotary import RotaryEmbedding  # noqa: E402
 
 __all__ = ["PATTERNS", "Transformer", "TransformerConfig", "pattern"]
@@ -302,12 +303,7 @@ class Transformer(nn.Module):
             else torch.arange(past, past + length, device=self.embed.weight.device)[None]
         )
         if self.config.absolute == "learned":
-            top = None if torch.compiler.is_compiling() else int(pos.max()) + 1
-            if top is not None and top > self.config.max_positions:
-                raise ValueError(
-                    f"position {top - 1} is past the learned position table of "
-                    f"max_positions={self.config.max_positions}"
-                )
+            check_table_positions(pos, self.config.max_positions)
             return self.pos_embed(pos)
         cos, sin = rope_rows(self._sinusoid, pos, "torch")  # pos.shape + (d_model / 2,)
         table = torch.stack((sin, cos), dim=-1).flatten(-2).to(self.embed.weight.dtype)  # sin even, cos odd
