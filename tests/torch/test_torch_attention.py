@@ -236,6 +236,15 @@ def test_cache_capacity_error():
     assert cache.length == 6  # nothing written by the failed call
 
 
+def test_a_cache_of_another_dtype_is_refused_naming_both():
+    attn = Attention(64, 4, rope=RopeConfig(16)).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="KV cache holds torch.float32 keys but the layer's weights are torch.bfloat16"):
+        attn(_x(t=3).bfloat16(), cache=KVCache(2, 4, 8, 16))
+    cache = KVCache(2, 4, 8, 16, dtype=torch.bfloat16)
+    attn(_x(t=3).bfloat16(), cache=cache)
+    assert cache.length == 3
+
+
 def test_positions_from_mask():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     torch.testing.assert_close(

@@ -251,6 +251,18 @@ class Attention(nn.Module):
             f"the other (x.to({weight.dtype}) or module.to({x.dtype})) or run under torch.autocast"
         )
 
+    def _check_cache_dtype(self, x, layer_cache) -> None:
+        """The cache in the weights' dtype (outside autocast, where keys are cast to the
+        cache's dtype as they are written)."""
+        weight = self.q_proj.weight
+        if layer_cache.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
+            return
+        raise ValueError(
+            f"the KV cache holds {layer_cache.dtype} keys but the layer's weights are "
+            f"{weight.dtype}; make the cache with dtype={weight.dtype} (Transformer.new_cache "
+            f"does) or cast the module"
+        )
+
     def _begin(self, x, positions, cache, attention_mask):
         """Check forward's inputs; return ``(batch, length, layer_cache, past, positions)``.
 
@@ -272,6 +284,7 @@ class Attention(nn.Module):
                     f"cache batch {layer_cache.batch} does not match x's batch {batch}"
                 )
             layer_cache.check_room(length)
+            self._check_cache_dtype(x, layer_cache)
         if attention_mask is not None:
             check_padding_mask(attention_mask, (batch, total), covers=f"(cached {past} + new {length} keys)")
             if positions is None:

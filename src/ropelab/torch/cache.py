@@ -60,6 +60,11 @@ class KVCache:
     def batch(self) -> int:
         return int(self.keys.shape[0])
 
+    @property
+    def dtype(self):
+        """The dtype of the cached keys and values."""
+        return self.keys.dtype
+
     def check_room(self, new: int) -> None:
         """Raise ValueError if ``new`` more tokens do not fit."""
         wanted = self.length + new
@@ -70,7 +75,10 @@ class KVCache:
             )
 
     def update(self, k, v, positions):
-        """Append k, v ``(B, K, T, D)`` at positions ``(B, T)``; return all filled slots."""
+        """Append k, v ``(B, K, T, D)`` at positions ``(B, T)``; return all filled slots.
+
+        k and v are written in the cache's dtype (under autocast they may come in
+        another; :class:`Attention` refuses a cache whose dtype is not its weights')."""
         if k.shape != v.shape or k.dim() != 4:
             raise ValueError(
                 f"k and v must both be (B, K, T, D), got {tuple(k.shape)} and {tuple(v.shape)}"
