@@ -349,7 +349,8 @@ class Attention(nn.Module):
         q, k, v = self._project(x)
 
         if isinstance(self.rope, RotaryEmbedding):
-            q, k = self.rope(q, k, positions, offset=past)  # rows of exactly these positions
+            # rows of exactly these positions
+            q, k = self.rope(q, k, offset=past) if positions is None else self.rope(q, k, positions)
         elif rope_positions is not None and rope_positions.dim() == 3:
             q, k = self.rope(q, k, rope_positions.expand(-1, batch, length))
         elif self.rope is not None:
