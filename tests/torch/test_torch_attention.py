@@ -350,6 +350,32 @@ def test_errors():
         KVCache(2, 4, 0, 16)
 
 
+def test_kernel_is_checked_when_set():
+    with pytest.raises(ValueError, match="kernel must be one of 'sdpa', 'eager'; got 'Eager'"):
+        Attention(64, 4).kernel = "Eager"
+    attn = Attention(64, 4)
+    attn.kernel = "eager"
+    assert attn.kernel == "eager"
+
+
+def test_a_rope_module_for_another_head_dim_is_refused_like_a_config():
+    from ropelab.torch import AxialRoPE, MRoPE, XPos
+
+    for rope in (RopeConfig(8), RotaryEmbedding(RopeConfig(8)), XPos(RopeConfig(8)), MRoPE(RopeConfig(8)),
+                 AxialRoPE(RopeConfig(8), 3)):
+        with pytest.raises(ValueError, match="rope.head_dim=8 does not match the attention head_dim=16"):
+            Attention(64, 4, rope=rope)
+    attn = Attention(64, 4)
+    with pytest.raises(ValueError, match="rope.head_dim=8 does not match the attention head_dim=16"):
+        attn.rope = RotaryEmbedding(RopeConfig(8))
+    assert attn.rope is None
+    # partial rotary is the config's rotary_dim, for a module as for a bare config
+    attn.rope = RotaryEmbedding(RopeConfig(16, rotary_dim=8))
+    Attention(64, 4, rope=RopeConfig(16, rotary_dim=8))
+    attn.rope = RopeConfig(16)  # a config set later is wrapped as at construction
+    assert isinstance(attn.rope, RotaryEmbedding)
+
+
 def test_options_live_in_the_spec():
     attn = Attention(64, 4, num_kv_heads=2, rope=RopeConfig(16), chunk_size=8, qk_norm=True)
     assert attn.spec == AttentionSpec(64, 4, num_kv_heads=2, chunk_size=8, qk_norm=True)

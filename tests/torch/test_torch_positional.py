@@ -364,6 +364,13 @@ def test_bias_modules_reject_float_positions():
         T5Bias(4)(_pos([0, 1, 2]), torch.arange(3))
 
 
+@pytest.mark.parametrize("bias", [ALiBiBias(4), T5Bias(4)])
+def test_bias_modules_reject_mismatched_batches(bias):
+    with pytest.raises(ValueError, match=r"q_positions \(2, 3\) and k_positions \(3, 3\) must have the same batch"):
+        bias(torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, 3, dtype=torch.long))
+    assert bias(torch.zeros(1, 3, dtype=torch.long), torch.zeros(3, 5, dtype=torch.long)).shape == (3, 4, 3, 5)
+
+
 def test_rope_modules_reject_non_config():
     with pytest.raises(TypeError, match="RopeConfig"):
         XPos(16)

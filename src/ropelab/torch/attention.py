@@ -27,7 +27,7 @@ import math
 
 from .._optional import require
 from ..attention_spec import AttentionSpec, SpecField
-from ..checks import check_float
+from ..checks import check_choice, check_float
 from ..config import RopeConfig
 
 torch = require("torch", feature="ropelab.torch")
@@ -84,6 +84,8 @@ class Attention(nn.Module):
             :class:`RotaryEmbedding`), or a module ``rope(q, k, positions) -> (q, k)``
             with positions ``(B, T)`` long (xPos, M-RoPE and the like plug in here). A
             module with ``position_axes = 3`` (:class:`MRoPE`) also takes ``(3, B, T)``.
+            A config, or a module's ``config``, must have this layer's head_dim
+            (partial rotary is its ``rotary_dim``); checked on later assignment too.
         causal: each token sees earlier slots only; False for bidirectional.
         bias: biases on the four projections.
         chunk_size: Llama 4 chunked attention: a token sees only tokens of its own
@@ -159,13 +161,6 @@ class Attention(nn.Module):
         dropout = check_float("dropout", dropout, minimum=0.0)
         if dropout >= 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-        if isinstance(rope, RopeConfig):
-            self.spec.check_rope(rope)
-            rope = RotaryEmbedding(rope)
-        elif rope is not None and not isinstance(rope, nn.Module):
-            raise TypeError(
-                f"rope must be None, a RopeConfig or an nn.Module, got {type(rope).__name__}"
-            )
         if score_bias is not None and not isinstance(score_bias, nn.Module):
             raise TypeError(
                 f"score_bias must be None or an nn.Module, got {type(score_bias).__name__}"
@@ -178,8 +173,33 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(width, spec.d_model, bias=spec.bias)
         self.rope = rope
         self.score_bias = score_bias
-        #: "sdpa" (fused, default) or "eager" (the plain path, for checks)
+        #: "sdpa" (fused, default) or "eager" (the plain path, for checks); checked when set
         self.kernel = "sdpa"
+
+    def __setattr__(self, name, value):
+        # rope and kernel are checked wherever they are set: here and on later assignment
+        if name == "rope":
+            value = self._checked_rope(value)
+        elif name == "kernel":
+            check_choice("kernel", value, KERNELS)
+        super().__setattr__(name, value)
+
+    def _checked_rope(self, rope):
+        """None, or a rotary module for this layer's heads (a RopeConfig is wrapped in a
+        :class:`RotaryEmbedding`); a module with a RopeConfig ``config`` must be made for
+        this head_dim, as a bare config must (partial rotary is the config's
+        ``rotary_dim``)."""
+        if isinstance(rope, RopeConfig):
+            self.spec.check_rope(rope)
+            return RotaryEmbedding(rope)
+        if rope is not None and not isinstance(rope, nn.Module):
+            raise TypeError(
+                f"rope must be None, a RopeConfig or an nn.Module, got {type(rope).__name__}"
+            )
+        config = getattr(rope, "config", None)
+        if isinstance(config, RopeConfig):
+            self.spec.check_rope(config)
+        return rope
 
     # -- helpers --------------------------------------------------------------------
 

@@ -71,6 +71,11 @@ def _check_positions(q_pos, k_pos):
         check_integer_tensor(name, p, expected="an integer tensor shaped (B, T)")
         if p.dim() != 2:
             raise ValueError(f"{name} must be shaped (B, T), got shape {tuple(p.shape)}")
+    if q_pos.shape[0] != k_pos.shape[0] and 1 not in (q_pos.shape[0], k_pos.shape[0]):
+        raise ValueError(
+            f"q_positions {tuple(q_pos.shape)} and k_positions {tuple(k_pos.shape)} must have "
+            "the same batch B (or one of them 1, shared by every row)"
+        )
 
 
 # ---------------------------------------------------------------------------------------
