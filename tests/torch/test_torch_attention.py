@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ropelab_testing import assert_decode_equals_full  # noqa: E402
+from ropelab_testing import assert_decode_equals_full, assert_maskless_decode_equals_full  # noqa: E402
 
 from ropelab import RopeConfig, scaling  # noqa: E402
 from ropelab.attention_spec import AttentionSpec  # noqa: E402
@@ -213,6 +213,45 @@ def test_cached_decoding_equals_full_forward(name):
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[0, :4] = 0  # left padding
     assert_decode_equals_full(attn, x, mask)
+    assert_maskless_decode_equals_full(attn, x, mask)
+
+
+def test_cache_records_padding_and_continues_each_row():
+    attn = Attention(64, 4, rope=RopeConfig(16, layout="half"))
+    x = _x(b=3, t=8)
+    mask = torch.ones(3, 8, dtype=torch.long)
+    mask[0, :2] = 0
+    mask[2, :4] = 0  # no token in the prompt
+    cache = KVCache(3, 4, 10, 16)
+    attn(x[:, :4], cache=cache, attention_mask=mask[:, :4])
+    assert cache.padded and repr(cache) == "KVCache(B=3, K=4, capacity=10, D=16, length=4, padded)"
+    assert cache.tokens[:, :4].tolist() == mask[:, :4].bool().tolist()
+    assert cache.next_positions(2).tolist() == [[2, 3], [4, 5], [0, 1]]
+    assert cache.key_mask(1).tolist() == torch.cat([mask[:, :4], torch.ones(3, 1, dtype=torch.long)], 1).bool().tolist()
+    # a step without a mask, then one with the mask (which covers every key again)
+    steps = [attn(x[:, 4:5], cache=cache), attn(x[:, 5:8], cache=cache, attention_mask=mask)]
+    full = attn(x, attention_mask=mask)
+    rows = mask[:, 4:].bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[rows], full[:, 4:][rows], rtol=1e-5, atol=1e-5)
+    cache.reset()
+    assert (cache.length, cache.padded, cache.counted) == (0, False, True)
+    assert repr(cache) == "KVCache(B=3, K=4, capacity=10, D=16, length=0)"
+    assert cache.next_positions(2) is None and cache.key_mask(2) is None
+
+
+def test_cache_given_positions_continues_from_them():
+    attn = Attention(64, 4, rope=RopeConfig(16))
+    x = _x(b=2, t=6)
+    cache = KVCache(2, 4, 8, 16)
+    start = torch.tensor([[100, 101, 102, 103], [7, 8, 9, 10]])
+    out = [attn(x[:, :4], start, cache=cache), attn(x[:, 4:6], cache=cache)]
+    assert cache.positions[:, :6].tolist() == [[100, 101, 102, 103, 104, 105], [7, 8, 9, 10, 11, 12]]
+    positions = torch.cat([start, start[:, -1:] + torch.tensor([1, 2])], 1)
+    torch.testing.assert_close(torch.cat(out, 1), attn(x, positions), rtol=1e-5, atol=1e-5)
+    # a cache written without positions or masks counts slots, as before
+    plain = KVCache(2, 4, 8, 16)
+    attn(x[:, :4], cache=plain)
+    assert plain.counted and plain.next_positions(1) is None
 
 
 def test_cache_stores_keys_rotated_once():

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ropelab_testing import assert_decode_equals_full  # noqa: E402
+from ropelab_testing import assert_decode_equals_full, assert_maskless_decode_equals_full  # noqa: E402
 
 import ropelab  # noqa: E402
 from ropelab import RopeConfig  # noqa: E402
@@ -325,6 +325,7 @@ def test_cached_decoding_equals_full_forward(name):
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[0, :3] = 0  # left padding
     assert_decode_equals_full(attn, x, mask)
+    assert_maskless_decode_equals_full(attn, x, mask)
 
 
 @pytest.mark.parametrize("absolute", ["learned", "sinusoidal"])

@@ -68,6 +68,26 @@ def test_cached_decoding_equals_full_forward_with_left_padding(name):
     torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_decoding_without_a_mask_after_a_padded_prompt_equals_the_full_forward(name):
+    """The cache records the prompt's padding: later calls without a mask keep it
+    hidden and continue each row's positions, as the mask extended by ones would."""
+    model = _model(**MODELS[name])
+    tokens = _tokens(b=3, t=12)
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, :3] = 0
+    mask[2, :6] = 0  # a row with no token in the prompt starts at position 0 after it
+    with torch.no_grad():
+        full = model(tokens, attention_mask=mask)
+        cache = model.new_cache(3, 16)
+        steps = [model(tokens[:, :6], attention_mask=mask[:, :6], cache=cache)]
+        for t in range(6, 9):  # one token at a time, then several
+            steps.append(model(tokens[:, t : t + 1], cache=cache))
+        steps.append(model(tokens[:, 9:12], cache=cache))
+    rows = mask.bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["rope", "irope"])
 def test_cache_without_mask_several_tokens_at_a_time(name):
     model = _model(**MODELS[name])

@@ -284,11 +284,15 @@ class Attention(nn.Module):
         )
 
     def _begin(self, x, positions, cache, attention_mask):
-        """Check forward's inputs; return ``(batch, length, layer_cache, past, positions)``.
+        """Check forward's inputs; return ``(batch, length, layer_cache, past, positions,
+        attention_mask)``.
 
         ``positions`` come back as (B or 1, T) long, taken from ``attention_mask`` when
-        not given, and stay None only when neither was given (they then count on from
-        the cache's length). Subclasses with their own score path start here too.
+        not given, or without a mask from the cache's record
+        (:meth:`KVCache.next_positions`); they stay None when they count on from the
+        cache's length (``past + arange(T)``). Without a mask, ``attention_mask`` comes
+        back as the cache's record of padding (:meth:`KVCache.key_mask`: a (B, S) bool)
+        or None. Subclasses with their own score path start here too.
         """
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -309,9 +313,13 @@ class Attention(nn.Module):
             check_padding_mask(attention_mask, (batch, total), covers=f"(cached {past} + new {length} keys)")
             if positions is None:
                 positions = positions_from_mask(attention_mask)[:, past:]
+        elif layer_cache is not None:  # the cache's record: padding stays hidden, rows go on
+            if positions is None:
+                positions = layer_cache.next_positions(length)
+            attention_mask = layer_cache.key_mask(length)
         if positions is not None:
             positions = self._check_positions(positions, batch, length)  # (B or 1, T)
-        return batch, length, layer_cache, past, positions
+        return batch, length, layer_cache, past, positions, attention_mask
 
     @staticmethod
     def _axes(positions):
@@ -338,8 +346,9 @@ class Attention(nn.Module):
             positions: ``(T,)`` or ``(B, T)`` integer position of each new token (what
                 RoPE rotates by, and what chunks, windows and temperature tuning read).
                 By default they follow ``attention_mask`` (:func:`positions_from_mask`:
-                left padding starts every row at 0) or count on from the cache's length
-                (``0..T-1`` without one). With an M-RoPE module, ``(3, B or 1, T)``
+                left padding starts every row at 0) or continue each row of the cache
+                (:meth:`KVCache.next_positions`: the cache's length on, when it holds no
+                padding and was given no positions; ``0..T-1`` without a cache). With an M-RoPE module, ``(3, B or 1, T)``
                 (time, height, width, as Qwen2-VL's ``position_ids``) go to it whole;
                 the mask stays causal by slot and the cache records the time axis.
             cache: None, a :class:`KVCache` or a one-layer :class:`Cache`. The new
@@ -347,13 +356,17 @@ class Attention(nn.Module):
                 the ``S - T`` cached ones, and the queries attend to all ``S``.
             attention_mask: ``(B, S)`` 1 for tokens and 0 for padding over every key,
                 cached and new (``S = T`` without a cache); padded keys are never
-                attended to.
+                attended to. The cache records it. Without a mask the new tokens are
+                tokens and the padding the cache recorded stays hidden; without
+                positions too, they continue each row's positions (after a
+                left-padded prompt, decoding without a mask equals the full forward
+                with the mask extended by ones).
 
         Returns:
             ``(B, T, d_model)`` in x's dtype; rows of padded tokens are computed but
             meaningless.
         """
-        batch, length, layer_cache, past, positions = self._begin(
+        batch, length, layer_cache, past, positions, attention_mask = self._begin(
             x, positions, cache, attention_mask
         )
         rope_positions, positions = self._axes(positions)
@@ -387,7 +400,9 @@ class Attention(nn.Module):
         )
         k_pos = q_pos
         if layer_cache is not None:
-            k, v, k_pos = layer_cache.update(k, v, q_pos)  # (B, K, S, D), (B, S)
+            k, v, k_pos = layer_cache.update(
+                k, v, None if positions is None else q_pos, mask=attention_mask
+            )  # (B, K, S, D), (B, S)
 
         keep, is_causal = self._mask(batch, length, past, q_pos, k_pos, attention_mask, x.device)
         attn_mask = keep

@@ -257,8 +257,8 @@ class Transformer(nn.Module):
 
     ``forward(tokens, *, positions=None, attention_mask=None, cache=None)``: tokens
     ``(B, T)`` long -> logits ``(B, T, V)``. ``positions`` ``(T,)`` or ``(B, T)``
-    default to ``positions_from_mask(attention_mask)`` for the new tokens, or to
-    ``cache.length + arange(T)``. ``cache`` comes from :meth:`new_cache` and is filled
+    default to ``positions_from_mask(attention_mask)`` for the new tokens, or continue
+    each row of the cache (``cache.length + arange(T)`` when it holds no padding). ``cache`` comes from :meth:`new_cache` and is filled
     in place, so a prompt followed by one token at a time equals the full forward.
 
     ``generate(tokens, max_new_tokens, ...)`` decodes through that cache (greedy or
@@ -373,10 +373,15 @@ class Transformer(nn.Module):
             tokens: ``(B, T)`` integer token ids; with a ``cache``, only the new ones.
             positions: ``(T,)`` or ``(B, T)`` integer position of each new token. By
                 default they follow ``attention_mask`` (:func:`positions_from_mask`:
-                left padding starts every row at 0) or count on from ``cache.length``.
+                left padding starts every row at 0) or continue each row of the cache
+                (:meth:`KVCache.next_positions`; ``cache.length`` on for a cache that
+                holds no padding and was given no positions).
             attention_mask: ``(B, S)`` 1 for tokens and 0 for padding over every slot
                 the call sees (``S = cache.length + T`` with a cache, ``T`` without);
-                padded keys are never attended to.
+                padded keys are never attended to. The cache records it: a later call
+                without a mask treats its new tokens as tokens and keeps the recorded
+                padding hidden, so a left-padded prompt then one token per call
+                without a mask equals the full forward with the mask extended by ones.
             cache: a :class:`Cache` from :meth:`new_cache`; the new keys and values are
                 written into it in place, so a prompt and then one token per call give
                 the logits of the full forward.
@@ -413,6 +418,8 @@ class Transformer(nn.Module):
             )
             if positions is None:
                 positions = positions_from_mask(attention_mask)[:, past:]
+        elif cache is not None and positions is None:  # each row goes on from its record
+            positions = cache.next_positions(length)
         x = self.embed(tokens)  # (B, T, d_model)
         if self.config.absolute is not None:
             if positions is not None:
