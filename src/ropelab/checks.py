@@ -30,6 +30,7 @@ __all__ = [
     "check_layout",
     "check_positions",
     "check_str",
+    "check_torch_integer_ops",
     "derived",
     "is_derived",
     "is_finite_number",
@@ -216,10 +217,26 @@ def check_positions(name: str, positions: Any) -> np.ndarray:
     return arr
 
 
+#: torch's unsigned integer dtypes wider than 8 bits are storage types: torch has no min,
+#: max, sum or arithmetic for them on the CPU, so they are refused by name
+_TORCH_STORAGE_ONLY = ("torch.uint16", "torch.uint32", "torch.uint64")
+
+
+def check_torch_integer_ops(name: str, dtype: Any) -> None:
+    """TypeError naming ``name`` when the torch integer ``dtype`` is one torch cannot
+    compute with (uint16, uint32, uint64), saying to convert it."""
+    if str(dtype) in _TORCH_STORAGE_ONLY:
+        raise TypeError(
+            f"{name} must be int8, int16, int32, int64 or uint8, got dtype {dtype}, which torch "
+            f"stores but cannot compute with (no min, max or sums); convert it with .long()"
+        )
+
+
 def check_device_positions(name: str, positions: Any, kind: str, *, concrete: bool, limit: int) -> None:
     """Integer torch/jax positions; when ``concrete`` (values readable without a device
-    sync or a trace), also within ``+-limit``. TypeError for other dtypes, ValueError
-    for a position out of range."""
+    sync or a trace), also within ``+-limit``. TypeError for other dtypes (and torch's
+    uint16, uint32 and uint64, which torch cannot compute with), ValueError for a
+    position out of range."""
     dtype = positions.dtype
     if kind == "torch":
         integer = not (dtype.is_floating_point or dtype.is_complex) and str(dtype) != "torch.bool"
@@ -229,6 +246,8 @@ def check_device_positions(name: str, positions: Any, kind: str, *, concrete: bo
         size = positions.size
     if not integer:
         raise TypeError(f"{name} must be an integer {kind} array, got dtype {dtype}")
+    if kind == "torch":
+        check_torch_integer_ops(name, dtype)
     if concrete and size:
         worst = max(abs(int(positions.min())), abs(int(positions.max())))
         if worst > limit:

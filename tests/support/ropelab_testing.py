@@ -68,3 +68,22 @@ def assert_decode_equals_full(attn, x, mask):
         steps.append(attn(x[:, start:stop], cache=cache, attention_mask=mask[:, :stop]))
     rows = mask.bool()
     torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
+
+
+def assert_maskless_decode_equals_full(attn, x, mask):
+    """A left-padded prompt of 5 tokens with its mask, then 1, 3, 1 and 2 tokens at a
+    time through a KVCache with no mask, equals one full forward of ``attn`` on x
+    ``(B, 12, d_model)`` with ``mask`` ``(B, 12)``, whose slots past the prompt are ones:
+    the cache keeps the prompt's padding hidden and continues each row's positions."""
+    import torch
+
+    from ropelab.torch import KVCache
+
+    assert bool(mask[:, 5:].all()), "the slots after the prompt must be tokens"
+    full = attn(x, attention_mask=mask)
+    cache = KVCache(x.shape[0], attn.num_kv_heads, 16, attn.head_dim)
+    steps = [attn(x[:, :5], cache=cache, attention_mask=mask[:, :5])]
+    for start, stop in ((5, 6), (6, 9), (9, 10), (10, 12)):
+        steps.append(attn(x[:, start:stop], cache=cache))
+    rows = mask.bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)

@@ -5,6 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ropelab_testing import assert_maskless_decode_equals_full  # noqa: E402
+
 import ropelab  # noqa: E402
 from ropelab.torch.linear_attention import (  # noqa: E402
     LinearAttentionState,
@@ -273,6 +275,7 @@ def test_layer_cached_decoding_equals_full_forward(rope):
         steps.append(layer(x[:, start:stop], cache=cache, attention_mask=mask[:, :stop]))
     rows = mask.bool()
     torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
+    assert_maskless_decode_equals_full(layer, x, mask)
 
 
 def test_layer_rejects_softmax_options_and_rope_modules():

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from ropelab_testing import assert_decode_equals_full  # noqa: E402
+from ropelab_testing import assert_decode_equals_full, assert_maskless_decode_equals_full  # noqa: E402
 
 from ropelab import RopeConfig  # noqa: E402
 from ropelab.torch import ShawAttention  # noqa: E402
@@ -113,6 +113,7 @@ def test_cached_decoding_equals_full_forward(name):
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[0, :3] = 0  # left padding
     assert_decode_equals_full(attn, x, mask)
+    assert_maskless_decode_equals_full(attn, x, mask)
 
 
 @settings(max_examples=10, deadline=None)

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ropelab_testing import assert_decode_equals_full  # noqa: E402
+from ropelab_testing import assert_decode_equals_full, assert_maskless_decode_equals_full  # noqa: E402
 
 from ropelab import RopeConfig, scaling  # noqa: E402
 from ropelab.attention_spec import AttentionSpec  # noqa: E402
@@ -213,6 +213,45 @@ def test_cached_decoding_equals_full_forward(name):
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[0, :4] = 0  # left padding
     assert_decode_equals_full(attn, x, mask)
+    assert_maskless_decode_equals_full(attn, x, mask)
+
+
+def test_cache_records_padding_and_continues_each_row():
+    attn = Attention(64, 4, rope=RopeConfig(16, layout="half"))
+    x = _x(b=3, t=8)
+    mask = torch.ones(3, 8, dtype=torch.long)
+    mask[0, :2] = 0
+    mask[2, :4] = 0  # no token in the prompt
+    cache = KVCache(3, 4, 10, 16)
+    attn(x[:, :4], cache=cache, attention_mask=mask[:, :4])
+    assert cache.padded and repr(cache) == "KVCache(B=3, K=4, capacity=10, D=16, length=4, padded)"
+    assert cache.tokens[:, :4].tolist() == mask[:, :4].bool().tolist()
+    assert cache.next_positions(2).tolist() == [[2, 3], [4, 5], [0, 1]]
+    assert cache.key_mask(1).tolist() == torch.cat([mask[:, :4], torch.ones(3, 1, dtype=torch.long)], 1).bool().tolist()
+    # a step without a mask, then one with the mask (which covers every key again)
+    steps = [attn(x[:, 4:5], cache=cache), attn(x[:, 5:8], cache=cache, attention_mask=mask)]
+    full = attn(x, attention_mask=mask)
+    rows = mask[:, 4:].bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[rows], full[:, 4:][rows], rtol=1e-5, atol=1e-5)
+    cache.reset()
+    assert (cache.length, cache.padded, cache.counted) == (0, False, True)
+    assert repr(cache) == "KVCache(B=3, K=4, capacity=10, D=16, length=0)"
+    assert cache.next_positions(2) is None and cache.key_mask(2) is None
+
+
+def test_cache_given_positions_continues_from_them():
+    attn = Attention(64, 4, rope=RopeConfig(16))
+    x = _x(b=2, t=6)
+    cache = KVCache(2, 4, 8, 16)
+    start = torch.tensor([[100, 101, 102, 103], [7, 8, 9, 10]])
+    out = [attn(x[:, :4], start, cache=cache), attn(x[:, 4:6], cache=cache)]
+    assert cache.positions[:, :6].tolist() == [[100, 101, 102, 103, 104, 105], [7, 8, 9, 10, 11, 12]]
+    positions = torch.cat([start, start[:, -1:] + torch.tensor([1, 2])], 1)
+    torch.testing.assert_close(torch.cat(out, 1), attn(x, positions), rtol=1e-5, atol=1e-5)
+    # a cache written without positions or masks counts slots, as before
+    plain = KVCache(2, 4, 8, 16)
+    attn(x[:, :4], cache=plain)
+    assert plain.counted and plain.next_positions(1) is None
 
 
 def test_cache_stores_keys_rotated_once():
@@ -236,6 +275,15 @@ def test_cache_capacity_error():
     assert cache.length == 6  # nothing written by the failed call
 
 
+def test_a_cache_of_another_dtype_is_refused_naming_both():
+    attn = Attention(64, 4, rope=RopeConfig(16)).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="KV cache holds torch.float32 keys but the layer's weights are torch.bfloat16"):
+        attn(_x(t=3).bfloat16(), cache=KVCache(2, 4, 8, 16))
+    cache = KVCache(2, 4, 8, 16, dtype=torch.bfloat16)
+    attn(_x(t=3).bfloat16(), cache=cache)
+    assert cache.length == 3
+
+
 def test_positions_from_mask():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     torch.testing.assert_close(
@@ -243,6 +291,34 @@ def test_positions_from_mask():
     )
     with pytest.raises(ValueError, match=r"\(B, S\)"):
         positions_from_mask(torch.ones(5))
+
+
+@pytest.mark.parametrize("neg", [-1e9, float("-inf")])
+def test_additive_masks_are_refused_not_flipped(neg):
+    attn = Attention(64, 4, rope=RopeConfig(16))
+    x = _x(t=5)
+    additive = torch.zeros(2, 5)
+    additive[0, :2] = neg  # hide two pads, the additive way
+    with pytest.raises(TypeError, match="1 for tokens and 0 for padding.*additive masks"):
+        attn(x, attention_mask=additive)
+
+
+@pytest.mark.parametrize("cls", ["Attention", "ShawAttention", "LinearAttention"])
+def test_mask_values_other_than_0_and_1_are_refused(cls):
+    import ropelab.torch as rt
+
+    attn = getattr(rt, cls)(64, 4)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    with pytest.raises(ValueError, match="1 for tokens and 0 for padding only, got 2 at row 0, slot 2"):
+        attn(_x(t=5), attention_mask=mask * 2)
+    attn(_x(t=5), attention_mask=mask.bool())  # bool masks mean the same as 1/0
+
+
+def test_positions_from_mask_refuses_what_is_not_a_padding_mask():
+    with pytest.raises(ValueError, match="got 2 at row 0, slot 1"):
+        positions_from_mask(torch.tensor([[1, 2, 1]]))
+    with pytest.raises(TypeError, match="additive masks"):
+        positions_from_mask(torch.tensor([[0.0, -1e9]]))
 
 
 def test_compiles_fullgraph_and_gradients_reach_all_weights():
@@ -302,7 +378,7 @@ def test_errors():
     with pytest.raises(TypeError, match="integer tensor"):
         attn(x, torch.arange(5.0))
     with pytest.raises(ValueError, match=r"attention_mask must be shaped \(B, S\) = \(2, 5\)"):
-        attn(x, attention_mask=torch.ones(2, 4))
+        attn(x, attention_mask=torch.ones(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="cache batch 3"):
         attn(x, cache=KVCache(3, 4, 8, 16))
     with pytest.raises(ValueError, match="one layer's cache"):
@@ -311,6 +387,32 @@ def test_errors():
         attn(x, cache={})
     with pytest.raises(ValueError, match="capacity"):
         KVCache(2, 4, 0, 16)
+
+
+def test_kernel_is_checked_when_set():
+    with pytest.raises(ValueError, match="kernel must be one of 'sdpa', 'eager'; got 'Eager'"):
+        Attention(64, 4).kernel = "Eager"
+    attn = Attention(64, 4)
+    attn.kernel = "eager"
+    assert attn.kernel == "eager"
+
+
+def test_a_rope_module_for_another_head_dim_is_refused_like_a_config():
+    from ropelab.torch import AxialRoPE, MRoPE, XPos
+
+    for rope in (RopeConfig(8), RotaryEmbedding(RopeConfig(8)), XPos(RopeConfig(8)), MRoPE(RopeConfig(8)),
+                 AxialRoPE(RopeConfig(8), 3)):
+        with pytest.raises(ValueError, match="rope.head_dim=8 does not match the attention head_dim=16"):
+            Attention(64, 4, rope=rope)
+    attn = Attention(64, 4)
+    with pytest.raises(ValueError, match="rope.head_dim=8 does not match the attention head_dim=16"):
+        attn.rope = RotaryEmbedding(RopeConfig(8))
+    assert attn.rope is None
+    # partial rotary is the config's rotary_dim, for a module as for a bare config
+    attn.rope = RotaryEmbedding(RopeConfig(16, rotary_dim=8))
+    Attention(64, 4, rope=RopeConfig(16, rotary_dim=8))
+    attn.rope = RopeConfig(16)  # a config set later is wrapped as at construction
+    assert isinstance(attn.rope, RotaryEmbedding)
 
 
 def test_options_live_in_the_spec():

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ropelab_testing import assert_decode_equals_full  # noqa: E402
+from ropelab_testing import assert_decode_equals_full, assert_maskless_decode_equals_full  # noqa: E402
 
 import ropelab  # noqa: E402
 from ropelab import RopeConfig  # noqa: E402
@@ -190,6 +190,38 @@ def test_xpos_after_dtype_cast_scales_as_before_and_holds_no_table():
         torch.testing.assert_close(g.float(), w, atol=5e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_xpos_refuses_positions_whose_scales_leave_the_dtype(dtype):
+    xpos = XPos(RopeConfig(8))
+    limit = xpos.max_distance(dtype)
+    assert limit == (3966 if dtype == torch.float16 else 35694)
+    q, k = torch.randn(1, 1, 2, 8, dtype=dtype), torch.randn(1, 1, 2, 8, dtype=dtype)
+    for good in ([limit - 1, limit], [-limit, 0]):
+        qq, kk = xpos(q, k, _pos(good))
+        assert torch.isfinite(qq).all() and torch.isfinite(kk).all()
+        assert (kk != 0).all()  # no inverse scale flushed to zero
+    with pytest.raises(ValueError, match=rf"XPos position {limit + 1} is {limit + 1} from center=0.*"
+                                         rf"\[-{limit}, {limit}\].*center="):
+        xpos(q, k, _pos([3, limit + 1]))
+    with pytest.raises(ValueError, match=rf"position -{limit + 5} .*center=-"):
+        xpos(q, k, _pos([-limit - 5, 0]))
+
+
+def test_xpos_far_positions_work_once_centred_and_match_near_ones():
+    attn = Attention(32, 4, rope=XPos(RopeConfig(8))).eval()
+    x = torch.randn(1, 3, 32)
+    near = attn(x, _pos([0, 1, 2]))
+    with pytest.raises(ValueError, match="center="):
+        attn(x, _pos([50000, 50001, 50002]))
+    attn.rope = XPos(RopeConfig(8), center=50000)
+    torch.testing.assert_close(attn(x, _pos([50000, 50001, 50002])), near, rtol=1e-4, atol=1e-5)
+
+
+def test_xpos_needs_k():
+    with pytest.raises(TypeError, match="XPos needs k as well as q"):
+        XPos(RopeConfig(8))(torch.randn(1, 1, 3, 8), None)
+
+
 def test_xpos_rejects_bad_scale_base():
     with pytest.raises(ValueError, match="scale_base"):
         XPos(RopeConfig(16), scale_base=-1.0)
@@ -293,6 +325,7 @@ def test_cached_decoding_equals_full_forward(name):
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[0, :3] = 0  # left padding
     assert_decode_equals_full(attn, x, mask)
+    assert_maskless_decode_equals_full(attn, x, mask)
 
 
 @pytest.mark.parametrize("absolute", ["learned", "sinusoidal"])
@@ -316,11 +349,27 @@ def test_learned_absolute_rejects_negative_positions():
         LearnedAbsolute(10, 4)(_pos([-1, 0]))
 
 
+def test_transformer_learned_positions_outside_the_table_are_refused_the_same_way():
+    model = Transformer(TransformerConfig(20, d_model=16, num_heads=2, absolute="learned", max_positions=8))
+    tokens = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"position -1 is outside the learned table of max_positions=8 \(positions 0..7\)"):
+        model(tokens, positions=_pos([-1, 0, 1, 2]))
+    with pytest.raises(ValueError, match="position 8 is outside the learned table of max_positions=8"):
+        model(tokens, positions=_pos([5, 6, 7, 8]))
+
+
 def test_bias_modules_reject_float_positions():
     with pytest.raises(TypeError, match="q_positions must be an integer tensor"):
         ALiBiBias(4)(torch.zeros(1, 3), _pos([0, 1, 2]))
     with pytest.raises(ValueError, match=r"k_positions must be shaped \(B, T\)"):
         T5Bias(4)(_pos([0, 1, 2]), torch.arange(3))
+
+
+@pytest.mark.parametrize("bias", [ALiBiBias(4), T5Bias(4)])
+def test_bias_modules_reject_mismatched_batches(bias):
+    with pytest.raises(ValueError, match=r"q_positions \(2, 3\) and k_positions \(3, 3\) must have the same batch"):
+        bias(torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, 3, dtype=torch.long))
+    assert bias(torch.zeros(1, 3, dtype=torch.long), torch.zeros(3, 5, dtype=torch.long)).shape == (3, 4, 3, 5)
 
 
 def test_rope_modules_reject_non_config():

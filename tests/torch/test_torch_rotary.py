@@ -278,13 +278,30 @@ def test_heads_last_layout_and_q_alone():
     rope = RotaryEmbedding(RopeConfig(16, layout="half"))
     q, k = _qk(t=5)
     for positions in (None, torch.tensor([4, FAR, -2, 0, 9]), torch.tensor([[1, 2, 3, 4, 5], [FAR] * 5])):
-        want_q, want_k = rope(q, k, positions, offset=3)
-        got_q, got_k = rope(q.transpose(1, 2), k.transpose(1, 2), positions, offset=3, heads_first=False)
+        offset = 3 if positions is None else 0
+        want_q, want_k = rope(q, k, positions, offset=offset)
+        got_q, got_k = rope(q.transpose(1, 2), k.transpose(1, 2), positions, offset=offset, heads_first=False)
         torch.testing.assert_close(got_q.transpose(1, 2), want_q, rtol=0, atol=0)
         torch.testing.assert_close(got_k.transpose(1, 2), want_k, rtol=0, atol=0)
-        alone = rope(q, positions=positions, offset=3)
+        alone = rope(q, positions=positions, offset=offset)
         assert isinstance(alone, torch.Tensor)
         torch.testing.assert_close(alone, want_q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("offset", [10, -1, torch.tensor(10), torch.tensor(0)])
+def test_positions_and_an_offset_together_are_refused(offset):
+    rope = RotaryEmbedding(RopeConfig(16))
+    q, k = _qk(t=3)
+    positions = torch.arange(3)
+    for call in (
+        lambda: rope(q, k, positions, offset=offset),
+        lambda: rope(q, positions=positions, offset=offset),
+        lambda: rope.rotate_(q.clone(), k.clone(), positions, offset=offset),
+        lambda: rope.tables_for(positions, offset=offset),
+    ):
+        with pytest.raises(ValueError, match="give positions or offset, not both.*got offset="):
+            call()
+    torch.testing.assert_close(rope(q, k, positions + 10)[0], rope(q, k, offset=10)[0])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -327,7 +344,7 @@ def test_threads_share_one_module():
         g = torch.Generator().manual_seed(i)
         q, k = torch.randn(2, 4, t, 32, generator=g), torch.randn(2, 2, t, 32, generator=g)
         positions = torch.randint(-FAR, FAR, (2, t), generator=g) if i % 2 else None
-        jobs.append((q, k, positions, 1000 * i))
+        jobs.append((q, k, positions, 0 if i % 2 else 1000 * i))
     want = [rope(q, k, p, offset=o) for q, k, p, o in jobs]
     got = [None] * len(jobs)
     in_place = [None] * len(jobs)

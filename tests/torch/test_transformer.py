@@ -68,6 +68,26 @@ def test_cached_decoding_equals_full_forward_with_left_padding(name):
     torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_decoding_without_a_mask_after_a_padded_prompt_equals_the_full_forward(name):
+    """The cache records the prompt's padding: later calls without a mask keep it
+    hidden and continue each row's positions, as the mask extended by ones would."""
+    model = _model(**MODELS[name])
+    tokens = _tokens(b=3, t=12)
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, :3] = 0
+    mask[2, :6] = 0  # a row with no token in the prompt starts at position 0 after it
+    with torch.no_grad():
+        full = model(tokens, attention_mask=mask)
+        cache = model.new_cache(3, 16)
+        steps = [model(tokens[:, :6], attention_mask=mask[:, :6], cache=cache)]
+        for t in range(6, 9):  # one token at a time, then several
+            steps.append(model(tokens[:, t : t + 1], cache=cache))
+        steps.append(model(tokens[:, 9:12], cache=cache))
+    rows = mask.bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[rows], full[rows], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["rope", "irope"])
 def test_cache_without_mask_several_tokens_at_a_time(name):
     model = _model(**MODELS[name])
@@ -149,6 +169,46 @@ def test_set_rope_equals_a_model_built_with_it():
     assert not torch.allclose(before, after)
     with pytest.raises(ValueError, match="head_dim"):
         model.set_rope(RopeConfig(16))
+
+
+@pytest.mark.parametrize(
+    "layers, options",
+    [
+        (("rope", "xpos"), {}),
+        (("mrope", "linear_attention"), {}),
+        (("prope", "axial"), {"axial": {"cols": 4}}),
+    ],
+)
+def test_set_rope_updates_every_layer_built_from_config_rope(layers, options):
+    model = _model(layers, kind_options=options)
+    tokens = _tokens(t=20)
+    with torch.no_grad():
+        before = model(tokens)
+        model.set_rope(RopeConfig(8, layout="half", scaling=scaling.Linear(4.0)))
+        after = model(tokens)
+        rebuilt = Transformer(model.config).eval()
+        rebuilt.load_state_dict(model.state_dict())
+        torch.testing.assert_close(rebuilt(tokens), after, rtol=0, atol=0)
+    assert not torch.allclose(before, after)
+
+
+def test_set_rope_refuses_a_kind_whose_module_has_weights_and_changes_nothing(monkeypatch):
+    class Learned(torch.nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config, self.rotary = config, RotaryEmbedding(config)
+            self.gain = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, q, k, positions):
+            q, k = self.rotary(q, k, positions)
+            return q * self.gain, k
+
+    monkeypatch.setitem(LAYER_KINDS, "learned-rope", lambda config, index: {"rope": Learned(config.rope)})
+    model = _model(("rope", "learned-rope"))
+    old = model.config
+    with pytest.raises(ValueError, match="set_rope cannot update layer 1 \\('learned-rope'\\).*Learned"):
+        model.set_rope(RopeConfig(8, layout="half", scaling=scaling.Linear(4.0)))
+    assert model.config is old and model.blocks[0].attn.rope.config == old.rope
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.03])
@@ -275,9 +335,19 @@ def test_forward_errors():
     with pytest.raises(TypeError, match="integer"):
         model(torch.zeros(1, 5))
     with pytest.raises(ValueError, match=r"attention_mask must be shaped \(B, S\) = \(2, 12\)"):
-        model(_tokens(), attention_mask=torch.ones(2, 11))
+        model(_tokens(), attention_mask=torch.ones(2, 11, dtype=torch.long))
     with pytest.raises(ValueError, match="positions must be shaped"):
         model(_tokens(), positions=torch.arange(11))
+    additive = torch.zeros(2, 12)
+    additive[0, :3] = -1e9
+    with pytest.raises(TypeError, match="1 for tokens and 0 for padding.*additive masks"):
+        model(_tokens(), attention_mask=additive)
+    twos = torch.ones(2, 12, dtype=torch.long)
+    twos[1, 4] = 2
+    with pytest.raises(ValueError, match="got 2 at row 1, slot 4"):
+        model(_tokens(), attention_mask=twos)
+    with pytest.raises(ValueError, match="got 2 at row 1, slot 4"):  # with positions too
+        model(_tokens(), positions=torch.arange(12), attention_mask=twos)
     with pytest.raises(ValueError, match="cache has 3 layers"):
         model(_tokens(), cache=Cache(3, 2, 4, 16, 8))
     cache = model.new_cache(2, 8)
@@ -544,10 +614,10 @@ def test_end_token_finishes_rows_and_stops_when_all_are_done():
         (dict(max_new_tokens=0), ValueError, "max_new_tokens must be an integer >= 1, got 0"),
         (dict(max_new_tokens=2.0), TypeError, "max_new_tokens must be an integer, got 2.0 \\(float\\)"),
         (dict(max_new_tokens=True), TypeError, "max_new_tokens must be an integer, got True \\(bool\\)"),
-        (dict(attention_mask=[[1, 1, 1]]), TypeError, "attention_mask must be a torch tensor or None, got list"),
-        (dict(attention_mask=torch.ones(2, 3)), TypeError, "attention_mask must be an integer or bool tensor"),
+        (dict(attention_mask=[[1, 1, 1]]), TypeError, "attention_mask must be a torch tensor, got list"),
+        (dict(attention_mask=torch.ones(2, 3)), TypeError, "attention_mask must be a bool or integer tensor"),
         (dict(attention_mask=torch.ones(2, 4, dtype=torch.long)), ValueError,
-         "attention_mask must be shaped like tokens \\(B, T\\) = \\(2, 3\\), got \\(2, 4\\)"),
+         "attention_mask must be shaped \\(B, S\\) = \\(2, 3\\) \\(like tokens\\), got \\(2, 4\\)"),
         (dict(attention_mask=torch.tensor([[1, 1, 1], [0, 2, 1]])), ValueError, "1 for tokens and 0 for padding"),
         (dict(attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]])), ValueError,
          "attention_mask row 1 has padding after a token; generate needs left padding"),

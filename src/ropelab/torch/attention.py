@@ -27,7 +27,7 @@ import math
 
 from .._optional import require
 from ..attention_spec import AttentionSpec, SpecField
-from ..checks import check_float
+from ..checks import check_choice, check_float
 from ..config import RopeConfig
 
 torch = require("torch", feature="ropelab.torch")
@@ -35,7 +35,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 from .cache import Cache, KVCache, positions_from_mask  # noqa: E402
-from .checks import check_integer_tensor  # noqa: E402
+from .checks import check_integer_tensor, check_padding_mask  # noqa: E402
 from .rotary import RotaryEmbedding  # noqa: E402
 
 __all__ = ["Attention", "eager_attention", "rms_norm"]
@@ -84,6 +84,8 @@ class Attention(nn.Module):
             :class:`RotaryEmbedding`), or a module ``rope(q, k, positions) -> (q, k)``
             with positions ``(B, T)`` long (xPos, M-RoPE and the like plug in here). A
             module with ``position_axes = 3`` (:class:`MRoPE`) also takes ``(3, B, T)``.
+            A config, or a module's ``config``, must have this layer's head_dim
+            (partial rotary is its ``rotary_dim``); checked on later assignment too.
         causal: each token sees earlier slots only; False for bidirectional.
         bias: biases on the four projections.
         chunk_size: Llama 4 chunked attention: a token sees only tokens of its own
@@ -159,13 +161,6 @@ class Attention(nn.Module):
         dropout = check_float("dropout", dropout, minimum=0.0)
         if dropout >= 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-        if isinstance(rope, RopeConfig):
-            self.spec.check_rope(rope)
-            rope = RotaryEmbedding(rope)
-        elif rope is not None and not isinstance(rope, nn.Module):
-            raise TypeError(
-                f"rope must be None, a RopeConfig or an nn.Module, got {type(rope).__name__}"
-            )
         if score_bias is not None and not isinstance(score_bias, nn.Module):
             raise TypeError(
                 f"score_bias must be None or an nn.Module, got {type(score_bias).__name__}"
@@ -178,8 +173,33 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(width, spec.d_model, bias=spec.bias)
         self.rope = rope
         self.score_bias = score_bias
-        #: "sdpa" (fused, default) or "eager" (the plain path, for checks)
+        #: "sdpa" (fused, default) or "eager" (the plain path, for checks); checked when set
         self.kernel = "sdpa"
+
+    def __setattr__(self, name, value):
+        # rope and kernel are checked wherever they are set: here and on later assignment
+        if name == "rope":
+            value = self._checked_rope(value)
+        elif name == "kernel":
+            check_choice("kernel", value, KERNELS)
+        super().__setattr__(name, value)
+
+    def _checked_rope(self, rope):
+        """None, or a rotary module for this layer's heads (a RopeConfig is wrapped in a
+        :class:`RotaryEmbedding`); a module with a RopeConfig ``config`` must be made for
+        this head_dim, as a bare config must (partial rotary is the config's
+        ``rotary_dim``)."""
+        if isinstance(rope, RopeConfig):
+            self.spec.check_rope(rope)
+            return RotaryEmbedding(rope)
+        if rope is not None and not isinstance(rope, nn.Module):
+            raise TypeError(
+                f"rope must be None, a RopeConfig or an nn.Module, got {type(rope).__name__}"
+            )
+        config = getattr(rope, "config", None)
+        if isinstance(config, RopeConfig):
+            self.spec.check_rope(config)
+        return rope
 
     # -- helpers --------------------------------------------------------------------
 
@@ -251,12 +271,28 @@ class Attention(nn.Module):
             f"the other (x.to({weight.dtype}) or module.to({x.dtype})) or run under torch.autocast"
         )
 
+    def _check_cache_dtype(self, x, layer_cache) -> None:
+        """The cache in the weights' dtype (outside autocast, where keys are cast to the
+        cache's dtype as they are written)."""
+        weight = self.q_proj.weight
+        if layer_cache.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
+            return
+        raise ValueError(
+            f"the KV cache holds {layer_cache.dtype} keys but the layer's weights are "
+            f"{weight.dtype}; make the cache with dtype={weight.dtype} (Transformer.new_cache "
+            f"does) or cast the module"
+        )
+
     def _begin(self, x, positions, cache, attention_mask):
-        """Check forward's inputs; return ``(batch, length, layer_cache, past, positions)``.
+        """Check forward's inputs; return ``(batch, length, layer_cache, past, positions,
+        attention_mask)``.
 
         ``positions`` come back as (B or 1, T) long, taken from ``attention_mask`` when
-        not given, and stay None only when neither was given (they then count on from
-        the cache's length). Subclasses with their own score path start here too.
+        not given, or without a mask from the cache's record
+        (:meth:`KVCache.next_positions`); they stay None when they count on from the
+        cache's length (``past + arange(T)``). Without a mask, ``attention_mask`` comes
+        back as the cache's record of padding (:meth:`KVCache.key_mask`: a (B, S) bool)
+        or None. Subclasses with their own score path start here too.
         """
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -272,25 +308,18 @@ class Attention(nn.Module):
                     f"cache batch {layer_cache.batch} does not match x's batch {batch}"
                 )
             layer_cache.check_room(length)
+            self._check_cache_dtype(x, layer_cache)
         if attention_mask is not None:
-            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (
-                batch,
-                total,
-            ):
-                shape = (
-                    tuple(attention_mask.shape)
-                    if isinstance(attention_mask, torch.Tensor)
-                    else type(attention_mask).__name__
-                )
-                raise ValueError(
-                    f"attention_mask must be shaped (B, S) = ({batch}, {total}) (cached {past} + new "
-                    f"{length} keys), got {shape}"
-                )
+            check_padding_mask(attention_mask, (batch, total), covers=f"(cached {past} + new {length} keys)")
             if positions is None:
                 positions = positions_from_mask(attention_mask)[:, past:]
+        elif layer_cache is not None:  # the cache's record: padding stays hidden, rows go on
+            if positions is None:
+                positions = layer_cache.next_positions(length)
+            attention_mask = layer_cache.key_mask(length)
         if positions is not None:
             positions = self._check_positions(positions, batch, length)  # (B or 1, T)
-        return batch, length, layer_cache, past, positions
+        return batch, length, layer_cache, past, positions, attention_mask
 
     @staticmethod
     def _axes(positions):
@@ -317,8 +346,9 @@ class Attention(nn.Module):
             positions: ``(T,)`` or ``(B, T)`` integer position of each new token (what
                 RoPE rotates by, and what chunks, windows and temperature tuning read).
                 By default they follow ``attention_mask`` (:func:`positions_from_mask`:
-                left padding starts every row at 0) or count on from the cache's length
-                (``0..T-1`` without one). With an M-RoPE module, ``(3, B or 1, T)``
+                left padding starts every row at 0) or continue each row of the cache
+                (:meth:`KVCache.next_positions`: the cache's length on, when it holds no
+                padding and was given no positions; ``0..T-1`` without a cache). With an M-RoPE module, ``(3, B or 1, T)``
                 (time, height, width, as Qwen2-VL's ``position_ids``) go to it whole;
                 the mask stays causal by slot and the cache records the time axis.
             cache: None, a :class:`KVCache` or a one-layer :class:`Cache`. The new
@@ -326,13 +356,17 @@ class Attention(nn.Module):
                 the ``S - T`` cached ones, and the queries attend to all ``S``.
             attention_mask: ``(B, S)`` 1 for tokens and 0 for padding over every key,
                 cached and new (``S = T`` without a cache); padded keys are never
-                attended to.
+                attended to. The cache records it. Without a mask the new tokens are
+                tokens and the padding the cache recorded stays hidden; without
+                positions too, they continue each row's positions (after a
+                left-padded prompt, decoding without a mask equals the full forward
+                with the mask extended by ones).
 
         Returns:
             ``(B, T, d_model)`` in x's dtype; rows of padded tokens are computed but
             meaningless.
         """
-        batch, length, layer_cache, past, positions = self._begin(
+        batch, length, layer_cache, past, positions, attention_mask = self._begin(
             x, positions, cache, attention_mask
         )
         rope_positions, positions = self._axes(positions)
@@ -348,7 +382,8 @@ class Attention(nn.Module):
         q, k, v = self._project(x)
 
         if isinstance(self.rope, RotaryEmbedding):
-            q, k = self.rope(q, k, positions, offset=past)  # rows of exactly these positions
+            # rows of exactly these positions
+            q, k = self.rope(q, k, offset=past) if positions is None else self.rope(q, k, positions)
         elif rope_positions is not None and rope_positions.dim() == 3:
             q, k = self.rope(q, k, rope_positions.expand(-1, batch, length))
         elif self.rope is not None:
@@ -365,7 +400,9 @@ class Attention(nn.Module):
         )
         k_pos = q_pos
         if layer_cache is not None:
-            k, v, k_pos = layer_cache.update(k, v, q_pos)  # (B, K, S, D), (B, S)
+            k, v, k_pos = layer_cache.update(
+                k, v, None if positions is None else q_pos, mask=attention_mask
+            )  # (B, K, S, D), (B, S)
 
         keep, is_causal = self._mask(batch, length, past, q_pos, k_pos, attention_mask, x.device)
         attn_mask = keep

@@ -320,7 +320,7 @@ class LinearAttention(Attention):
         """Linear attention: x ``(B, T, d_model)`` -> ``(B, T, d_model)``.
 
         ``positions`` ``(T,)`` or ``(B, T)`` (default: along ``attention_mask``, or on
-        from the cache's length) rotate the feature-mapped q and k; ``attention_mask``
+        from each row of the cache) rotate the feature-mapped q and k; ``attention_mask``
         ``(B, S)`` (1 for tokens, 0 for padding over cached and new keys) drops padded
         keys from the sums; ``cache`` (a :class:`KVCache`, causal layers only) keeps raw
         keys and values, and the prefix's sums are rebuilt from them on each call.
@@ -329,10 +329,11 @@ class LinearAttention(Attention):
             raise ValueError(
                 "a KV cache needs causal attention; this LinearAttention is bidirectional"
             )
-        batch, length, layer_cache, past, positions = self._begin(
+        batch, length, layer_cache, past, positions, attention_mask = self._begin(
             x, positions, cache, attention_mask
         )
-        if positions is None:
+        counted = positions is None  # slot indices, which the cache writes itself
+        if counted:
             positions = torch.arange(past, past + length, device=x.device).unsqueeze(0)
         q_pos = positions.expand(batch, length)  # (B, T)
         heads, dim = self.num_heads, self.head_dim
@@ -341,7 +342,9 @@ class LinearAttention(Attention):
             q, k = rms_norm(q, self.qk_norm_eps), rms_norm(k, self.qk_norm_eps)
         state = None
         if layer_cache is not None:
-            k_all, v_all, k_pos = layer_cache.update(k, v, q_pos)  # (B, K, S, D), (B, S)
+            k_all, v_all, k_pos = layer_cache.update(
+                k, v, None if counted else q_pos, mask=attention_mask
+            )  # (B, K, S, D), (B, S)
             if past:  # the prefix's sums, rebuilt from the cached raw keys
                 k0, v0 = _repeat(k_all[:, :, :past], heads), _repeat(v_all[:, :, :past], heads)
                 cos0, sin0 = self._tables(k_pos[:, :past])

@@ -44,7 +44,7 @@ nn = torch.nn
 F = torch.nn.functional
 
 from . import rope_op  # noqa: E402
-from .checks import check_integer_tensor  # noqa: E402
+from .checks import check_integer_tensor, is_concrete  # noqa: E402
 from .rotary import RotaryEmbedding  # noqa: E402
 
 __all__ = [
@@ -71,6 +71,11 @@ def _check_positions(q_pos, k_pos):
         check_integer_tensor(name, p, expected="an integer tensor shaped (B, T)")
         if p.dim() != 2:
             raise ValueError(f"{name} must be shaped (B, T), got shape {tuple(p.shape)}")
+    if q_pos.shape[0] != k_pos.shape[0] and 1 not in (q_pos.shape[0], k_pos.shape[0]):
+        raise ValueError(
+            f"q_positions {tuple(q_pos.shape)} and k_positions {tuple(k_pos.shape)} must have "
+            "the same batch B (or one of them 1, shared by every row)"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -93,17 +98,24 @@ class LearnedAbsolute(nn.Module):
 
     def forward(self, positions):
         """Integer positions of any shape -> their rows, ``positions.shape + (d_model,)``."""
-        check_integer_tensor("positions", positions)
-        if not _compiling() and positions.numel():
-            low, high = int(positions.min()), int(positions.max())
-            if low < 0 or high >= self.max_positions:
-                bad = high if high >= self.max_positions else low
-                raise ValueError(
-                    f"position {bad} is outside the learned table of max_positions="
-                    f"{self.max_positions} (positions 0..{self.max_positions - 1}); a learned "
-                    "absolute embedding cannot extrapolate"
-                )
+        check_table_positions(positions, self.max_positions)
         return self.embedding(positions)
+
+
+def check_table_positions(positions, max_positions: int) -> None:
+    """Integer ``positions`` that all have a row in a learned table of ``max_positions``
+    rows; ValueError naming the first one outside ``0..max_positions - 1`` (outside
+    torch.compile, where the values are read)."""
+    check_integer_tensor("positions", positions)
+    if not _compiling() and positions.numel():
+        low, high = (int(v) for v in torch.aminmax(positions.long()))
+        if low < 0 or high >= max_positions:
+            bad = high if high >= max_positions else low
+            raise ValueError(
+                f"position {bad} is outside the learned table of max_positions="
+                f"{max_positions} (positions 0..{max_positions - 1}); a learned "
+                "absolute embedding cannot extrapolate"
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,11 +212,15 @@ class XPos(nn.Module):
     Queries are rotated and multiplied by ``zeta_i ** ((n - center) / scale_base)``,
     keys rotated and divided by it (:func:`ropelab.positional.xpos_scales`), so scores
     carry ``zeta_i ** ((m - n) / scale_base)``: they depend on the distance only and
-    decay with it. ``center`` cancels in every score; it keeps float32 in range, which
-    holds for ``|position - center|`` up to ~36,000 with the defaults in float32 and
-    bfloat16, ~4,500 in float16 (the scaled q and k are returned in their dtype).
+    decay with it. ``center`` cancels in every score; it keeps the scales in range: both
+    a scale and its inverse are normal numbers of the output dtype (float32 at most) for
+    ``|position - center|`` up to :meth:`max_distance` (~35,700 with the defaults in
+    float32 and bfloat16, ~3,960 in float16). Positions farther from ``center`` raise
+    ValueError where their values are readable (CPU tensors outside ``torch.compile``);
+    elsewhere they are not read, and such scales overflow.
 
-    ``forward(q, k, positions=None) -> (q, k)``: q ``(B, H, T, D)``, k ``(B, K, T, D)``,
+    ``forward(q, k, positions=None) -> (q, k)``: q ``(B, H, T, D)``, k ``(B, K, T, D)``
+    (both are needed: queries are multiplied by the scale, keys divided by it),
     positions ``(T,)`` or ``(B, T)`` (default ``arange(T)``).
     """
 
@@ -228,6 +244,30 @@ class XPos(nn.Module):
         self._log_zeta = np.log(xpos_scales(np.ones(1), config.rotary_dim, scale_base=scale_base,
                                             gamma=gamma)[0])
 
+    def max_distance(self, dtype=torch.float32) -> int:
+        """The largest ``|position - center|`` whose scale and inverse scale are both
+        normal numbers of ``dtype`` (and of float32, which the scales are made in)."""
+        finfos = [torch.finfo(torch.float32)] + ([torch.finfo(dtype)] if dtype.is_floating_point else [])
+        room = min(min(np.log(f.max), -np.log(f.tiny)) for f in finfos)  # |log scale| allowed
+        return int(room / np.abs(self._log_zeta).max())
+
+    def _check_range(self, positions, dtype) -> None:
+        """ValueError for positions too far from ``center`` for ``dtype`` (read only
+        where that costs no device sync or trace)."""
+        if not is_concrete(positions) or not positions.numel():
+            return
+        low, high = (int(v) for v in torch.aminmax(positions.long()))
+        worst = low if self.center - low > high - self.center else high
+        limit = self.max_distance(dtype)
+        if abs(worst - self.center) > limit:
+            middle = (low + high) // 2
+            raise ValueError(
+                f"XPos position {worst} is {abs(worst - self.center)} from center={self.center}, "
+                f"but the scales zeta ** ((n - center) / scale_base) stay within {dtype}'s range "
+                f"only for positions in [{self.center - limit}, {self.center + limit}]; build the "
+                f"module with center= near the positions used (center={middle} here)"
+            )
+
     def _scales(self, positions):
         """(scale, 1 / scale) float32 rows for these positions, both from float64 (neither
         is a rounded reciprocal of the other), made per call like the rotary rows."""
@@ -241,11 +281,19 @@ class XPos(nn.Module):
         ``positions`` ``(T,)`` or ``(B, T)`` integers (default ``arange(T)``): queries
         are multiplied by ``zeta ** ((n - center) / scale_base)``, keys divided by it,
         after RoPE at these positions; features past ``rotary_dim`` pass unchanged.
+        Positions farther than :meth:`max_distance` from ``center`` raise ValueError
+        (where their values are readable).
         """
+        if k is None:
+            raise TypeError(
+                "XPos needs k as well as q: queries are multiplied by the scale and keys "
+                "divided by it, so neither means anything alone"
+            )
         length = q.shape[-2]
         if positions is None:
             positions = torch.arange(length, device=q.device)
         q, k = self.rotary(q, k, positions)
+        self._check_range(positions, torch.promote_types(q.dtype, k.dtype))
         s, inv = self._scales(positions.to(q.device))  # (T or B, T, R/2)
         if s.dim() == 3:
             s, inv = s.unsqueeze(1), inv.unsqueeze(1)  # (B, 1, T, R/2)

@@ -66,7 +66,8 @@ class RotaryEmbedding(nn.Module):
         q ``(B, H, T, D)``, k ``(B, K, T, D)`` or None (then q alone is returned).
         ``positions`` None means ``offset + arange(T)`` on q's device (``offset`` an
         int or a 0-dim integer tensor); a ``(T,)`` or ``(B, T)`` integer tensor gives
-        each token its own position (left padding, packed sequences, cache steps);
+        each token its own position (left padding, packed sequences, cache steps), and
+        then ``offset`` must stay 0 (ValueError otherwise);
         negative positions rotate by negative angles. ``seq_len`` overrides the length
         that length-dependent schemes read (default ``max(position) + 1``; required
         under ``torch.compile`` for them). ``heads_first=False`` takes ``(B, T, H, D)``
@@ -113,6 +114,7 @@ class RotaryEmbedding(nn.Module):
         if positions is None:
             positions = _arange(offset, length, device)
         else:
+            _check_no_offset(offset)
             _check_positions(positions)
         return self.rows(positions, seq_len=seq_len)
 
@@ -130,6 +132,7 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"q and k must have the same B and T, got {tuple(q.shape)} and {tuple(k.shape)}")
         if positions is None:
             return _arange(offset, length, q.device)
+        _check_no_offset(offset)
         _check_positions(positions)
         if positions.shape[-1] != length:
             raise ValueError(f"positions of shape {tuple(positions.shape)} do not match T={length} of q")
@@ -233,6 +236,16 @@ def _arange(offset, length: int, device):
     if isinstance(offset, bool) or not isinstance(offset, int):
         raise TypeError(f"offset must be an int or a 0-dim integer tensor, got {offset!r}")
     return torch.arange(offset, offset + length, device=device)
+
+
+def _check_no_offset(offset) -> None:
+    """ValueError for an offset beside positions: they already say where each token is."""
+    if isinstance(offset, torch.Tensor) or isinstance(offset, bool) or offset != 0:
+        shown = f"a tensor ({offset.dtype})" if isinstance(offset, torch.Tensor) else repr(offset)
+        raise ValueError(
+            f"give positions or offset, not both: positions already say where each token is, "
+            f"so offset must stay 0 with them, got offset={shown} (add it to the positions instead)"
+        )
 
 
 def _check_positions(positions) -> None:

@@ -61,15 +61,16 @@ class ShawAttention(Attention):
         """Attend with relative keys and values: x ``(B, T, d_model)`` -> ``(B, T, d_model)``.
 
         ``positions`` ``(T,)`` or ``(B, T)`` (default: along ``attention_mask``, or on
-        from the cache's length) give the distances ``j - i`` the relative vectors are
+        from each row of the cache) give the distances ``j - i`` the relative vectors are
         picked by; ``cache`` (a :class:`KVCache`) and ``attention_mask`` ``(B, S)`` (1
         for tokens, 0 for padding over cached and new keys) mean what they mean in
         :meth:`ropelab.torch.Attention.forward`.
         """
-        batch, length, layer_cache, past, positions = self._begin(
+        batch, length, layer_cache, past, positions, attention_mask = self._begin(
             x, positions, cache, attention_mask
         )
-        if positions is None:
+        counted = positions is None  # slot indices, which the cache writes itself
+        if counted:
             positions = torch.arange(past, past + length, device=x.device).unsqueeze(0)
         total = past + length
         q_pos = positions.expand(batch, length)  # (B, T)
@@ -83,7 +84,9 @@ class ShawAttention(Attention):
             q = (q * scale[:, None, :, None]).to(q.dtype)  # (B, 1, T, 1)
         k_pos = q_pos
         if layer_cache is not None:
-            k, v, k_pos = layer_cache.update(k, v, q_pos)  # (B, K, S, D), (B, S)
+            k, v, k_pos = layer_cache.update(
+                k, v, None if counted else q_pos, mask=attention_mask
+            )  # (B, K, S, D), (B, S)
         if kv != heads:
             k = k.repeat_interleave(heads // kv, dim=1)
             v = v.repeat_interleave(heads // kv, dim=1)

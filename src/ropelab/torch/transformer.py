@@ -27,8 +27,9 @@ F = torch.nn.functional
 
 from .attention import Attention  # noqa: E402
 from .cache import Cache, positions_from_mask  # noqa: E402
-from .checks import check_integer_tensor  # noqa: E402
+from .checks import check_integer_tensor, check_padding_mask  # noqa: E402
 from .kinds import LAYER_KINDS  # noqa: E402
+from .positional import check_table_positions  # noqa: E402
 from .rotary import RotaryEmbedding  # noqa: E402
 
 __all__ = ["PATTERNS", "Transformer", "TransformerConfig", "pattern"]
@@ -256,8 +257,8 @@ class Transformer(nn.Module):
 
     ``forward(tokens, *, positions=None, attention_mask=None, cache=None)``: tokens
     ``(B, T)`` long -> logits ``(B, T, V)``. ``positions`` ``(T,)`` or ``(B, T)``
-    default to ``positions_from_mask(attention_mask)`` for the new tokens, or to
-    ``cache.length + arange(T)``. ``cache`` comes from :meth:`new_cache` and is filled
+    default to ``positions_from_mask(attention_mask)`` for the new tokens, or continue
+    each row of the cache (``cache.length + arange(T)`` when it holds no padding). ``cache`` comes from :meth:`new_cache` and is filled
     in place, so a prompt followed by one token at a time equals the full forward.
 
     ``generate(tokens, max_new_tokens, ...)`` decodes through that cache (greedy or
@@ -302,12 +303,7 @@ class Transformer(nn.Module):
             else torch.arange(past, past + length, device=self.embed.weight.device)[None]
         )
         if self.config.absolute == "learned":
-            top = None if torch.compiler.is_compiling() else int(pos.max()) + 1
-            if top is not None and top > self.config.max_positions:
-                raise ValueError(
-                    f"position {top - 1} is past the learned position table of "
-                    f"max_positions={self.config.max_positions}"
-                )
+            check_table_positions(pos, self.config.max_positions)
             return self.pos_embed(pos)
         cos, sin = rope_rows(self._sinusoid, pos, "torch")  # pos.shape + (d_model / 2,)
         table = torch.stack((sin, cos), dim=-1).flatten(-2).to(self.embed.weight.dtype)  # sin even, cos odd
@@ -322,17 +318,53 @@ class Transformer(nn.Module):
         )
 
     def set_rope(self, rope: RopeConfig) -> None:
-        """Give every "rope" layer a new schedule (e.g. YaRN extension at inference)."""
+        """Give every layer built from ``config.rope`` a new schedule (e.g. YaRN
+        extension at inference).
+
+        Each layer gets the positional module its kind builds from the new config
+        ("rope", "linear_attention", "prope", "xpos", "mrope", "axial" and registered
+        kinds alike), so the model then equals ``Transformer(model.config)`` with this
+        model's ``state_dict`` loaded. A rotary module shared by several layers stays
+        shared. Layers without rotary positions ("nope", "alibi", "t5", "shaw") are
+        left as they are.
+
+        Raises:
+            TypeError: ``rope`` is not a RopeConfig.
+            ValueError: its head_dim is not the model's, or a layer's kind builds a
+                positional module with learned weights from ``config.rope`` (a new one
+                would lose them); nothing is changed then.
+        """
         if not isinstance(rope, RopeConfig):
             raise TypeError(f"rope must be a ropelab.RopeConfig, got {type(rope).__name__}")
         if rope.head_dim != self.config.head_dim:
             raise ValueError(
                 f"rope.head_dim={rope.head_dim} does not match the model's head_dim={self.config.head_dim}"
             )
-        for block in self.blocks:
-            if block.kind == "rope" and isinstance(block.attn.rope, RotaryEmbedding):
-                block.attn.rope.set_config(rope)
-        self.config = replace(self.config, rope=rope)
+        config = replace(self.config, rope=rope)
+        updates = []  # all checked before any layer changes
+        for index, block in enumerate(self.blocks):
+            new = LAYER_KINDS[block.kind](config, index).get("rope")
+            old = block.attn.rope
+            if new is None:
+                continue
+            if isinstance(new, RopeConfig) and isinstance(old, RotaryEmbedding):
+                updates.append((old, new))
+            elif isinstance(new, nn.Module) and not list(new.parameters()) and not new.state_dict():
+                updates.append((block.attn, new))
+            else:
+                raise ValueError(
+                    f"set_rope cannot update layer {index} ({block.kind!r}): its kind builds "
+                    f"{type(new).__name__} from config.rope, which this layer cannot take without "
+                    "losing weights; build a Transformer from dataclasses.replace(model.config, "
+                    "rope=...) and load this model's state_dict instead"
+                )
+        device = self.embed.weight.device
+        for owner, new in updates:
+            if isinstance(owner, RotaryEmbedding):
+                owner.set_config(new)
+            else:
+                owner.rope = new.to(device)
+        self.config = config
 
     def forward(self, tokens, *, positions=None, attention_mask=None, cache=None):
         """Logits of the next token at every position: tokens ``(B, T)`` -> ``(B, T, V)``.
@@ -341,10 +373,15 @@ class Transformer(nn.Module):
             tokens: ``(B, T)`` integer token ids; with a ``cache``, only the new ones.
             positions: ``(T,)`` or ``(B, T)`` integer position of each new token. By
                 default they follow ``attention_mask`` (:func:`positions_from_mask`:
-                left padding starts every row at 0) or count on from ``cache.length``.
+                left padding starts every row at 0) or continue each row of the cache
+                (:meth:`KVCache.next_positions`; ``cache.length`` on for a cache that
+                holds no padding and was given no positions).
             attention_mask: ``(B, S)`` 1 for tokens and 0 for padding over every slot
                 the call sees (``S = cache.length + T`` with a cache, ``T`` without);
-                padded keys are never attended to.
+                padded keys are never attended to. The cache records it: a later call
+                without a mask treats its new tokens as tokens and keeps the recorded
+                padding hidden, so a left-padded prompt then one token per call
+                without a mask equals the full forward with the mask extended by ones.
             cache: a :class:`Cache` from :meth:`new_cache`; the new keys and values are
                 written into it in place, so a prompt and then one token per call give
                 the logits of the full forward.
@@ -375,21 +412,14 @@ class Transformer(nn.Module):
             if len(cache) != len(self.blocks):
                 raise ValueError(f"cache has {len(cache)} layers, the model {len(self.blocks)}")
         past = 0 if cache is None else cache.length
-        if positions is None and attention_mask is not None:
-            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (
-                batch,
-                past + length,
-            ):
-                shape = (
-                    tuple(attention_mask.shape)
-                    if isinstance(attention_mask, torch.Tensor)
-                    else type(attention_mask).__name__
-                )
-                raise ValueError(
-                    f"attention_mask must be shaped (B, S) = ({batch}, {past + length}) (cached {past} + "
-                    f"new {length} tokens), got {shape}"
-                )
-            positions = positions_from_mask(attention_mask)[:, past:]
+        if attention_mask is not None:
+            check_padding_mask(
+                attention_mask, (batch, past + length), covers=f"(cached {past} + new {length} tokens)"
+            )
+            if positions is None:
+                positions = positions_from_mask(attention_mask)[:, past:]
+        elif cache is not None and positions is None:  # each row goes on from its record
+            positions = cache.next_positions(length)
         x = self.embed(tokens)  # (B, T, d_model)
         if self.config.absolute is not None:
             if positions is not None:
@@ -633,18 +663,10 @@ def _check_token_id(name: str, value, vocab: int) -> int:
 
 
 def _check_left_padding(mask, shape: tuple[int, int]):
-    """A (B, T) 0/1 mask with padding on the left only, as a long tensor."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"attention_mask must be a torch tensor or None, got {type(mask).__name__}")
-    if mask.dtype.is_floating_point or mask.is_complex():
-        raise TypeError(f"attention_mask must be an integer or bool tensor, got dtype {mask.dtype}")
-    if tuple(mask.shape) != shape:
-        raise ValueError(
-            f"attention_mask must be shaped like tokens (B, T) = {shape}, got {tuple(mask.shape)}"
-        )
+    """A (B, T) 0/1 mask with padding on the left only, as a long tensor (its values are
+    read wherever it is: generate reads them once, before decoding)."""
+    check_padding_mask(mask, shape, covers="(like tokens)", values=True)
     mask = mask.long()
-    if bool(((mask != 0) & (mask != 1)).any()):
-        raise ValueError("attention_mask must hold 1 for tokens and 0 for padding only")
     if bool((mask.sum(-1) == 0).any()):
         row = int((mask.sum(-1) == 0).nonzero()[0])
         raise ValueError(f"attention_mask row {row} is all padding; every prompt needs a token")
