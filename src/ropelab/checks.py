@@ -193,7 +193,8 @@ def check_positions(name: str, positions: Any) -> np.ndarray:
     """Token positions as a numpy array of integers or reals, exact as float64.
 
     TypeError for booleans, complex numbers, strings or objects; ValueError for NaN or
-    infinity, and for integers of magnitude above 2**53 (float64 would round them).
+    infinity, and for positions of magnitude above 2**53 (float64 would round integers
+    there, and reals there are not even whole-number exact).
     """
     arr = np.asarray(positions)
     kind = arr.dtype.kind
@@ -204,6 +205,12 @@ def check_positions(name: str, positions: Any) -> np.ndarray:
     if kind == "f":
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} must be finite; got NaN or infinity")
+        worst = float(np.max(np.abs(arr)))
+        if worst > _EXACT_FLOAT_INT:
+            raise ValueError(
+                f"{name} must lie within +-2**53 to be exact in float64, got {worst:g} "
+                f"(at most {_EXACT_FLOAT_INT})"
+            )
     else:
         # an unsigned max above int64 and a signed min are checked without overflow
         top = int(arr.max())

@@ -211,14 +211,18 @@ def check_length_covers(seq_len: int, largest: int | None, config) -> None:
         )
 
 
-def _length(positions, kind: str, concrete: bool, config) -> int:
-    """max(positions) + 1, for length-dependent schemes when no seq_len is given."""
-    if not concrete:
-        raise ValueError(
-            "a length-dependent scheme (dynamic NTK, LongRoPE) needs seq_len= for positions "
-            f"that are traced or on an accelerator ({kind}): max(positions) + 1 would be a "
-            "host round trip"
-        )
+def _length(positions, kind: str, config) -> int:
+    """max(positions) + 1, for length-dependent schemes when no seq_len is given. Read
+    on the host: positions on an accelerator wait for it here (as transformers' dynamic
+    schemes do; pass seq_len= to spare the wait); traced jax positions cannot be read."""
+    if kind == "jax":
+        import jax
+
+        if isinstance(positions, jax.core.Tracer):
+            raise ValueError(
+                "a length-dependent scheme (dynamic NTK, LongRoPE) needs seq_len= (a static "
+                "int) for positions traced by jax: max(positions) + 1 is not known while tracing"
+            )
     return length_from(int(positions.max()) if _size(positions) else None, config)
 
 
@@ -301,7 +305,7 @@ def call_limbs(config, positions, kind: str, *, seq_len: int | None = None):
 
         return limbs_op.limbs(config, positions, seq_len)
     if seq_len is None:
-        seq_len = _length(positions, kind, concrete, config)
+        seq_len = _length(positions, kind, config)
     elif concrete and _size(positions):
         check_length_covers(seq_len, int(positions.max()), config)
     return limbs_for(config, seq_len)

@@ -156,6 +156,7 @@ BAD: list[Bad] = [
     Bad("positions strings", lambda: rope_tables(RopeConfig(8), ["0", "1"]), TypeError, "positions must be integers or real numbers"),
     Bad("positions nan", lambda: rope_tables(RopeConfig(8), np.array([0.0, np.nan])), ValueError, "positions must be finite"),
     Bad("positions above 2**53", lambda: rope_tables(RopeConfig(8), np.array([2**53 + 1])), ValueError, "positions must lie within +-2**53 to be exact in float64, got 9007199254740993"),
+    Bad("float positions above 2**53", lambda: rope_tables(RopeConfig(8), np.array([1.0, 1e300])), ValueError, "positions must lie within +-2**53 to be exact in float64, got 1e+300"),
     Bad("rope_tables config type", lambda: rope_tables({"head_dim": 8}, np.arange(3)), TypeError, "config must be a RopeConfig, got dict"),
     # --- exercises (the seeds' signatures)
     Bad("exercise apply_rope positions", lambda: exercises.apply_rope(np.zeros((1, 1, 4, 8)), np.arange(3)), ValueError, "positions must be shaped (seq_len,) = (4,)"),

@@ -81,3 +81,19 @@ def test_length_rules_are_the_same_in_numpy_torch_and_compiled_code(name):
     want_cos, want_sin = rope_tables(config, -negative, seq_len=16)
     np.testing.assert_allclose(cos, want_cos, rtol=0, atol=1e-15)
     np.testing.assert_allclose(sin, -want_sin, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMES))
+def test_positions_off_the_host_read_their_length_instead_of_failing(name, monkeypatch):
+    """Positions that cannot be read without waiting for their device (on a GPU) still
+    get max(positions) + 1 as their length, read back, as transformers does: the call
+    waits rather than fails. Seen here by making CPU positions count as off the host."""
+    from ropelab import rows
+
+    config = RopeConfig(8, scaling=SCHEMES[name])
+    positions = torch.arange(3, 9)
+    want = rope_tables(config, positions)
+    monkeypatch.setattr(rows, "host_readable", lambda positions, kind: False)
+    got = rope_tables(config, positions)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)

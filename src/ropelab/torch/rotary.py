@@ -30,8 +30,10 @@ Shapes: B batch, H heads, K kv heads, T time, D head dim, R rotary dim.
 Length-dependent schemes (``config.dynamic``: dynamic NTK, LongRoPE) choose their
 frequencies from ``seq_len``, by default ``max(position) + 1`` of the call, as
 transformers does for the current call (unlike transformers' dynamic NTK, nothing
-remembers the longest length seen). Under ``torch.compile`` or for positions on a GPU,
-pass ``seq_len=`` (reading the largest position would be a host round trip).
+remembers the longest length seen). For positions on a GPU that default reads the
+largest position back (the call waits for the device, as transformers' does); pass
+``seq_len=`` to spare it. Under ``torch.compile`` the length is read when the code runs
+(an op, :mod:`ropelab.torch.limbs_op`): no graph break, no recompile per length.
 """
 
 from __future__ import annotations
