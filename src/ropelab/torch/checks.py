@@ -16,14 +16,15 @@ from __future__ import annotations
 import torch
 
 from ..checks import check_torch_integer_ops
+from ..rows import host_readable
 
 __all__ = ["check_integer_tensor", "check_padding_mask", "is_concrete"]
 
 
 def is_concrete(value) -> bool:
     """True when ``value``'s values can be read without a device sync or a trace: a CPU
-    tensor outside ``torch.compile``."""
-    return value.device.type == "cpu" and not torch.compiler.is_compiling()
+    tensor outside ``torch.compile`` (:func:`ropelab.rows.host_readable`)."""
+    return host_readable(value, "torch")
 
 
 def check_integer_tensor(name: str, value, *, expected: str = "a torch tensor"):
