@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -226,13 +227,22 @@ def check_positions(name: str, positions: Any) -> np.ndarray:
 
 #: torch's unsigned integer dtypes wider than 8 bits are storage types: torch has no min,
 #: max, sum or arithmetic for them on the CPU, so they are refused by name
-_TORCH_STORAGE_ONLY = ("torch.uint16", "torch.uint32", "torch.uint64")
+_TORCH_STORAGE_ONLY = ("uint16", "uint32", "uint64")
+
+
+@lru_cache(maxsize=1)
+def _torch_storage_only() -> frozenset:
+    """The dtype objects themselves: a set lookup per call, not a str() of the dtype
+    (this runs on every decode step)."""
+    import torch
+
+    return frozenset(getattr(torch, name) for name in _TORCH_STORAGE_ONLY if hasattr(torch, name))
 
 
 def check_torch_integer_ops(name: str, dtype: Any) -> None:
     """TypeError naming ``name`` when the torch integer ``dtype`` is one torch cannot
     compute with (uint16, uint32, uint64), saying to convert it."""
-    if str(dtype) in _TORCH_STORAGE_ONLY:
+    if dtype in _torch_storage_only():
         raise TypeError(
             f"{name} must be int8, int16, int32, int64 or uint8, got dtype {dtype}, which torch "
             f"stores but cannot compute with (no min, max or sums); convert it with .long()"
@@ -256,7 +266,11 @@ def check_device_positions(name: str, positions: Any, kind: str, *, concrete: bo
     if kind == "torch":
         check_torch_integer_ops(name, dtype)
     if concrete and size:
-        worst = max(abs(int(positions.min())), abs(int(positions.max())))
+        if kind == "torch" and size <= 16:  # a decode step's few: read as a list, faster than two reductions
+            values = positions.reshape(-1).tolist()
+            worst = max(abs(min(values)), abs(max(values)))
+        else:
+            worst = max(abs(int(positions.min())), abs(int(positions.max())))
         if worst > limit:
             raise ValueError(f"{name} must lie within +-{limit}, got {worst}")
 

@@ -71,8 +71,8 @@ class RotaryEmbedding(nn.Module):
         each token its own position (left padding, packed sequences, cache steps), and
         then ``offset`` must stay 0 (ValueError otherwise);
         negative positions rotate by negative angles. ``seq_len`` overrides the length
-        that length-dependent schemes read (default ``max(position) + 1``; required
-        under ``torch.compile`` for them). ``heads_first=False`` takes ``(B, T, H, D)``
+        that length-dependent schemes read (default ``max(position) + 1``, read when
+        the code runs, compiled or not). ``heads_first=False`` takes ``(B, T, H, D)``
         tensors (the transformers / flash-attn layout). Returns rotated copies in the
         inputs' dtypes, ``(q, k)`` or ``q``; differentiable.
 
