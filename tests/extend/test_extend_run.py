@@ -336,3 +336,22 @@ def test_damaged_tokenizer_or_config_exit_1(tiny_checkpoint, held_out, tmp_path,
         assert main(_args(str(folder), held_out, tmp_path / "out")) == 1, folder
         err = capsys.readouterr().err
         assert err.startswith(f"ropelab extend: error: {message}") and err.count("\n") == 1, err
+
+
+def test_a_bos_token_the_model_does_not_have_is_a_damaged_checkpoint():
+    """The bos token put before every window must be a token id of the model: the
+    tokenizer's (else config.json's) outside [0, vocab_size) is named, not an IndexError
+    in the embedding later."""
+    from types import SimpleNamespace
+
+    from ropelab.extend.source import _bos
+    from ropelab.hf import CheckpointError
+
+    assert _bos("ckpt", SimpleNamespace(bos_token_id=256), {}, 257) == 256
+    assert _bos("ckpt", SimpleNamespace(bos_token_id=None), {"bos_token_id": 3}, 257) == 3
+    assert _bos("ckpt", SimpleNamespace(bos_token_id=None), {}, 257) is None
+    with pytest.raises(CheckpointError, match=r"ckpt: its tokenizer's bos_token_id is 300, not a token id"):
+        _bos("ckpt", SimpleNamespace(bos_token_id=300), {}, 257)
+    for bad in (-1, 257, True, "1", 1.0):
+        with pytest.raises(CheckpointError, match=r"config.json's bos_token_id is .*\[0, 257\)"):
+            _bos("ckpt", SimpleNamespace(bos_token_id=None), {"bos_token_id": bad}, 257)

@@ -45,6 +45,23 @@ class Source:
         return torch.tensor(ids, dtype=torch.long)
 
 
+
+def _bos(folder: str, tokenizer, config: dict, vocab: int) -> int | None:
+    """The beginning-of-sequence token put before every window: the tokenizer's, else
+    config.json's; CheckpointError naming where it came from when the model has no
+    such token id (an integer below vocab_size)."""
+    if tokenizer.bos_token_id is not None:
+        bos, where = tokenizer.bos_token_id, "its tokenizer's bos_token_id"
+    else:
+        bos, where = config.get("bos_token_id"), "config.json's bos_token_id"
+    if bos is None:
+        return None
+    if isinstance(bos, bool) or not isinstance(bos, int) or not 0 <= bos < vocab:
+        raise CheckpointError(f"{folder}: {where} is {bos!r}, not a token id of the model "
+                              f"(an integer in [0, {vocab}))")
+    return bos
+
+
 def _fingerprint(folder: str, config: dict) -> str:
     files = sorted(n for n in os.listdir(folder) if n.endswith(".safetensors") or n.endswith(".json"))
     stats = [(n, os.path.getsize(os.path.join(folder, n)), os.path.getmtime(os.path.join(folder, n))) for n in files]
@@ -84,5 +101,5 @@ def open_checkpoint(folder: str, *, original_length: int | None = None, dtype=No
         original_length = getattr(rope.scaling, "original_max_position", None) or config.get("max_position_embeddings")
         if not original_length:
             raise ValueError(f"{folder!r}: config.json gives no max_position_embeddings; pass --original-length")
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else config.get("bos_token_id")
+    bos = _bos(folder, tokenizer, config, model.config.vocab_size)
     return Source(folder, config, model, tokenizer, bos, rope, int(original_length), _fingerprint(folder, config))
