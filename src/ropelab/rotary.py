@@ -31,7 +31,7 @@ from ._optional import array_kind
 from .checks import check_int, show
 from .config import check_layout
 from .kernels import reference
-from .kernels.checks import check_out, check_positions, check_tables
+from .kernels.checks import check_distinct, check_out, check_positions, check_tables
 from .tables_type import RopeTables
 
 __all__ = ["LAYOUT_FAMILIES", "apply_rope", "apply_rope_", "permute_for_layout", "rotary_dim_of"]
@@ -253,6 +253,7 @@ def apply_rope_(x, cos, sin=None, *, layout: str | None = None, rotary_dim: int 
         if array_kind(xi) == "jax":
             raise TypeError("jax arrays are immutable; use apply_rope (jit fuses it) instead of apply_rope_")
         _validate_x(xi, cos, sin, positions, head_dim, rotary_dim, first=i == 0)
+    check_distinct(xs)
     if _recorded(xs, cos, sin):
         # autograd records the rotation (the reference path, differentiable) and the copy;
         # a clone keeps the inputs saved for the tables' gradient from being overwritten

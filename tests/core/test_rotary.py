@@ -721,3 +721,40 @@ def test_float_positions_rejected():
     cos, sin = rope_tables(RopeConfig(8), np.arange(10))
     with pytest.raises(TypeError, match=r"float64"):
         apply_rope(np.zeros((3, 8)), cos, sin, positions=np.array([0.0, 1.0, 2.0]), layout="half")
+
+
+def test_in_place_arrays_sharing_memory_are_refused_not_rotated_twice():
+    """apply_rope_((q, q)) or overlapping views would turn the shared elements once per
+    array; refused by name (numpy, torch, and RotaryEmbedding.rotate_), nothing written."""
+    torch = pytest.importorskip("torch")
+    from ropelab.torch import RotaryEmbedding
+
+    cos, sin = ropelab.rope_tables(RopeConfig(16, layout="half"), np.arange(5))
+    q = np.random.default_rng(0).standard_normal((5, 16))
+    buf = np.random.default_rng(1).standard_normal((5, 24))
+    for xs, how in (((q, q), "it is that array"), ((buf[:, :16], buf[:, 8:]), "partly"),
+                    ((torch.from_numpy(q), torch.from_numpy(q)), "it is that array")):
+        before = [np.array(x) for x in xs]
+        with pytest.raises(ValueError, match=rf"x\[1\] shares memory with x\[0\] \({how}\)"):
+            ropelab.apply_rope_(xs, cos, sin, layout="half")
+        for x, b in zip(xs, before, strict=True):
+            np.testing.assert_array_equal(np.asarray(x), b)
+    t = torch.randn(1, 2, 5, 16)
+    with pytest.raises(ValueError, match="shares memory"):
+        RotaryEmbedding(RopeConfig(16)).rotate_(t, t)
+
+
+def test_jax_positions_outside_the_tables_are_refused_eagerly_and_nan_under_jit():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    cos, sin = ropelab.rope_tables(RopeConfig(16, layout="half"), np.arange(5))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 16)), dtype=jnp.float32)
+    with pytest.raises(ValueError, match=r"positions must lie in \[0, 5\).*from -1 to 4"):
+        ropelab.apply_rope(x, jnp.asarray(cos), jnp.asarray(sin), layout="half", positions=jnp.array([-1, 1, 2, 3, 4]))
+    for tables in ((cos, sin), (jnp.asarray(cos), jnp.asarray(sin))):  # numpy tables move to jax
+        rotate = jax.jit(lambda a, p, t=tables: ropelab.apply_rope(a, *t, layout="half", positions=p))
+        got = rotate(x, jnp.array([4, 3, 2, 1, 0]))
+        want = ropelab.apply_rope(np.asarray(x, np.float64), cos[::-1], sin[::-1], layout="half")
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-6)
+        bad = np.asarray(rotate(x, jnp.array([0, 1, 2, 3, 99])))
+        assert np.isnan(bad[4]).all() and np.isfinite(bad[:4]).all()

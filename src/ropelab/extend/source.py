@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from ..checks import is_int
 from ..config import RopeConfig
 from ..hf.checkpoint import CheckpointError, read_config
 from . import store
@@ -56,7 +57,7 @@ def _bos(folder: str, tokenizer, config: dict, vocab: int) -> int | None:
         bos, where = config.get("bos_token_id"), "config.json's bos_token_id"
     if bos is None:
         return None
-    if isinstance(bos, bool) or not isinstance(bos, int) or not 0 <= bos < vocab:
+    if not is_int(bos) or not 0 <= bos < vocab:
         raise CheckpointError(f"{folder}: {where} is {bos!r}, not a token id of the model "
                               f"(an integer in [0, {vocab}))")
     return bos

@@ -67,7 +67,8 @@ def check_positions(x, cos, sin, positions, *, values: bool = True) -> None:
     """Check ``(P, R/2)`` tables indexed by integer positions broadcastable to x's ``(..., T)``.
 
     ``values``: also check that every position lies in ``[0, P)``, where the values can
-    be read (not for jax arrays, nor for tensors that torch.compile is tracing).
+    be read (not for jax arrays traced by jit or on an accelerator, whose rows then come
+    out NaN, nor for tensors that torch.compile is tracing).
     """
     if tuple(cos.shape) != tuple(sin.shape):
         raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
@@ -95,7 +96,14 @@ def check_positions(x, cos, sin, positions, *, values: bool = True) -> None:
         raise ValueError(
             f"positions of shape {tuple(positions.shape)} do not broadcast to x's (..., T) = {lead}"
         )
-    if not values or kind == "jax" or (positions.size == 0 if kind == "numpy" else positions.numel() == 0):
+    if kind == "jax":
+        from ..rows import host_readable
+
+        if not values or positions.size == 0 or not host_readable(positions, "jax"):
+            return  # traced: the gather gives NaN rows for a position outside the tables
+        positions = np.asarray(positions)
+        kind = "numpy"
+    if not values or (positions.size == 0 if kind == "numpy" else positions.numel() == 0):
         return
     if kind == "torch":
         import torch
@@ -220,6 +228,19 @@ def _check_one_out(name: str, x, o) -> None:
 
 
 _KIND_NAMES = {"numpy": "numpy array", "torch": "torch tensor", "jax": "jax array"}
+
+
+def check_distinct(xs: tuple) -> None:
+    """ValueError when two arrays of an in-place call share memory: each shared element
+    would be rotated once per array that holds it."""
+    for i in range(len(xs)):
+        for j in range(i):
+            how = overlap(xs[i], xs[j])
+            if how != "none":
+                raise ValueError(
+                    f"x[{i}] shares memory with x[{j}] ({'partly' if how == 'partial' else 'it is that array'}); "
+                    "rotated in place, the shared elements would turn once per array: pass each array once"
+                )
 
 
 def check_out(x, out) -> tuple[tuple, tuple]:

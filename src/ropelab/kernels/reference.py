@@ -173,8 +173,16 @@ def _host(a):
 
 
 def _gather(table, positions):
-    """``table[positions]`` for a (P, R/2) table of any kind and positions of any kind."""
+    """``table[positions]`` for a (P, R/2) table of any kind and positions of any kind.
+
+    jax positions gather in jax (numpy tables move there: traced positions cannot come
+    to the host); a position outside ``[0, P)`` gives a NaN row there, never another
+    row (jax would clamp it), which checked calls outside a trace refuse beforehand."""
     kind = array_kind(table)
+    if kind != "jax" and not isinstance(positions, (np.ndarray, list, tuple, int)) and _is_jax(positions):
+        import jax.numpy as jnp
+
+        table, kind = jnp.asarray(table), "jax"
     if kind == "numpy":
         return table[np.asarray(_host(positions))]
     if kind == "torch":
@@ -183,7 +191,17 @@ def _gather(table, positions):
         return table[torch.as_tensor(_host(positions), device=table.device)]
     import jax.numpy as jnp
 
-    return table[jnp.asarray(positions)]
+    positions = jnp.asarray(positions)
+    rows = table.shape[0]
+    inside = (positions >= 0) & (positions < rows)
+    return jnp.take(table, jnp.where(inside, positions, rows), axis=0, mode="fill", fill_value=jnp.nan)
+
+
+def _is_jax(a) -> bool:
+    try:
+        return array_kind(a) == "jax"
+    except TypeError:
+        return False
 
 
 def rotate(x, cos, sin, *, layout: str, positions=None, inverse: bool = False):

@@ -41,6 +41,7 @@ from __future__ import annotations
 from .. import kernels, rows
 from .._optional import require
 from ..config import RopeConfig
+from ..kernels.checks import check_distinct
 from ..rotary import apply_rope_
 
 torch = require("torch", feature="ropelab.torch")
@@ -193,6 +194,8 @@ class RotaryEmbedding(nn.Module):
         where the kernels take it. Autograd rules are :func:`ropelab.apply_rope_`'s."""
         seq_len = self._seq_len(q, positions, offset, seq_len, heads_first)
         positions = self._positions(q, k, positions, offset, heads_first)
+        if k is not None:
+            check_distinct((q, k))
         layout, rotary_dim = self.config.layout, self.config.rotary_dim
         limbs = rows.call_limbs(self.config, positions, "torch", seq_len=seq_len)
         if not _recording(q, k) and self._fits(q, k):
