@@ -264,3 +264,21 @@ def test_load_error_a_config_ropelab_cannot_express(saved):
     with pytest.raises(CheckpointError, match="hidden_act='gelu'") as err:
         load_pretrained(saved)
     assert str(err.value).startswith(str(saved / "config.json"))
+
+
+def test_tie_flag_beside_a_separate_lm_head_loads_as_transformers_runs_it(tmp_path):
+    """config.json says tie_word_embeddings but the file holds its own lm_head.weight:
+    transformers keeps that head, and so does load_pretrained (same logits)."""
+    model = Transformer(TransformerConfig(vocab_size=40, d_model=32, num_heads=4, layers=("rope", "rope"),
+                                          rope=RopeConfig(8, layout="half"), tie_embeddings=False)).eval()
+    save_pretrained(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True,
+                                                               dtype=torch.float32).eval()
+    ours = load_pretrained(tmp_path)
+    assert not ours.config.tie_embeddings
+    tokens = torch.randint(0, 40, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(tokens), theirs(tokens).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(ours(tokens), model(tokens), rtol=0, atol=1e-5)

@@ -93,7 +93,9 @@ def transformer_from_hf(model):
             # checkpoint names, written back by save_pretrained
             max_positions=int(getattr(config, "max_position_embeddings", None) or 2048),
             norm_eps=float(config.rms_norm_eps),
-            tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            # what the model does, not what its config says: transformers keeps a
+            # checkpoint's own lm_head.weight even under tie_word_embeddings=true
+            tie_embeddings=model.lm_head.weight is model.model.embed_tokens.weight,
             mlp="swiglu",
             mlp_hidden=widths[0],
             # as the first converted layer of each kind has them (the config describes the model)
