@@ -282,3 +282,17 @@ def test_tie_flag_beside_a_separate_lm_head_loads_as_transformers_runs_it(tmp_pa
     with torch.no_grad():
         torch.testing.assert_close(ours(tokens), theirs(tokens).logits, rtol=0, atol=1e-5)
         torch.testing.assert_close(ours(tokens), model(tokens), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("key, value", [("tie_word_embeddings", "false"), ("attention_dropout", "x"),
+                                        ("dtype", "float99"), ("dtype", 5)])
+def test_config_values_transformers_cannot_build_are_named(tmp_path, key, value):
+    """Values transformers' config or model refuses in its own ways (strict field types,
+    an unknown dtype) come out as a CheckpointError naming config.json, not its exception."""
+    model = Transformer(TransformerConfig(vocab_size=40, d_model=32, num_heads=4, layers=("rope",),
+                                          rope=RopeConfig(8, layout="half"))).eval()
+    save_pretrained(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, key: value}))
+    with pytest.raises(CheckpointError, match=rf"{tmp_path / 'config.json'}: transformers cannot build the model"):
+        load_pretrained(tmp_path)
