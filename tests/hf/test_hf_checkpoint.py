@@ -296,3 +296,16 @@ def test_config_values_transformers_cannot_build_are_named(tmp_path, key, value)
     (tmp_path / "config.json").write_text(json.dumps({**config, key: value}))
     with pytest.raises(CheckpointError, match=rf"{tmp_path / 'config.json'}: transformers cannot build the model"):
         load_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("layers", [1, 3, 10**9])
+def test_a_layer_count_the_weights_do_not_hold_is_named_before_building(tmp_path, layers):
+    """num_hidden_layers edited away from the layers in the weights is refused by
+    comparing names first (a billion layers would exhaust memory being built)."""
+    model = Transformer(TransformerConfig(vocab_size=40, d_model=32, num_heads=4, layers=("rope", "rope"),
+                                          rope=RopeConfig(8, layout="half"))).eval()
+    save_pretrained(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": layers}))
+    with pytest.raises(CheckpointError, match=rf"num_hidden_layers is {layers}, but .* holds the weights of 2 layers"):
+        load_pretrained(tmp_path)

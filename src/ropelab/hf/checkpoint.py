@@ -383,6 +383,19 @@ def _check_weights(paths: list[str]) -> dict[str, tuple[tuple, str]]:
     return found
 
 
+def _check_layer_count(folder: str, config: dict, found: dict, where: str) -> None:
+    """The layers config.json names against those the weight files hold, before a model
+    of that many layers is built to compare names (a count edited to a billion would
+    take all memory first)."""
+    layers = {name.split(".")[2] for name in found if name.startswith("model.layers.")}
+    named = config.get("num_hidden_layers")
+    if named != len(layers):
+        raise CheckpointError(
+            f"{os.path.join(folder, 'config.json')}: num_hidden_layers is {named!r}, but {where} holds the "
+            f"weights of {len(layers)} layers"
+        )
+
+
 def _check_names(folder: str, found: dict, where: str) -> None:
     """Compare the files' tensors with the names and shapes the config's model has
     (built on the meta device: no memory, no initialisation)."""
@@ -436,10 +449,12 @@ def load_pretrained(folder, *, dtype=None, device="cpu"):
     from .model import transformer_from_hf
 
     folder = os.fspath(folder)
-    read_config(folder)
+    config = read_config(folder)
     paths = _weight_files(folder)
     where = paths[0] if len(paths) == 1 else os.path.join(folder, "model.safetensors.index.json")
-    _check_names(folder, _check_weights(paths), where)
+    found = _check_weights(paths)
+    _check_layer_count(folder, config, found, where)
+    _check_names(folder, found, where)
     dtype = torch.float32 if dtype is None else dtype
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # its per-tensor bar, for files already read
