@@ -140,6 +140,23 @@ def t5_relative_buckets(
     return buckets + np.where(is_small, distance, large)
 
 
+def _signed_positions(name: str, positions):
+    """Integer positions (numpy, a list, or a torch tensor) as int64, so that differences
+    of unsigned ones do not wrap; TypeError for anything but integers."""
+    if isinstance(positions, (list, tuple)):
+        positions = np.asarray(positions)
+    if isinstance(positions, np.ndarray):
+        if positions.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be integers, got dtype {positions.dtype}")
+        return positions.astype(np.int64, copy=False)
+    dtype = getattr(positions, "dtype", None)
+    if not hasattr(dtype, "is_floating_point"):  # not a torch tensor either
+        raise TypeError(f"{name} must be a numpy array, a list or a torch tensor of integers, got {show(positions)}")
+    if dtype.is_floating_point or dtype.is_complex or str(dtype) == "torch.bool":
+        raise TypeError(f"{name} must be an integer tensor, got dtype {dtype}")
+    return positions.long()
+
+
 def shaw_relative_index(q_pos, k_pos, clip: int):
     """Shaw et al. 2018 (arXiv:1803.02155): index of the learned vector for each (query, key).
 
@@ -149,6 +166,7 @@ def shaw_relative_index(q_pos, k_pos, clip: int):
     integers out), so the torch front end indexes its tables with this same function.
     """
     clip = check_int("clip", clip, minimum=1)
+    q_pos, k_pos = _signed_positions("q_pos", q_pos), _signed_positions("k_pos", k_pos)
     rel = k_pos[..., None, :] - q_pos[..., :, None]
     if isinstance(rel, np.ndarray):
         return np.clip(rel, -clip, clip) + clip

@@ -294,3 +294,19 @@ def test_mrope_rejects_negative_section():
 def test_xpos_rejects_bad_gamma():
     with pytest.raises(ValueError, match="gamma"):
         xpos_scales(np.arange(3), 8, gamma=0.0)
+
+
+def test_shaw_relative_index_takes_unsigned_positions_without_wrapping():
+    """k - q of unsigned positions would wrap (uint32 1 - 2 = 2**32 - 1); positions are
+    taken as int64, lists too; non-integers are refused by name."""
+    want = np.array([[2, 3, 4], [1, 2, 3], [0, 1, 2]])
+    for dtype in (np.uint8, np.uint32, np.int64):
+        np.testing.assert_array_equal(shaw_relative_index(np.arange(3, dtype=dtype), np.arange(3, dtype=dtype), 2), want)
+    np.testing.assert_array_equal(shaw_relative_index([0, 1, 2], [0, 1, 2], 2), want)
+    with pytest.raises(TypeError, match="q_pos must be integers, got dtype float64"):
+        shaw_relative_index(np.arange(3.0), np.arange(3), 2)
+    torch = pytest.importorskip("torch")
+    got = shaw_relative_index(torch.arange(3, dtype=torch.uint8), torch.arange(3, dtype=torch.uint8), 2)
+    np.testing.assert_array_equal(got.numpy(), want)
+    with pytest.raises(TypeError, match="k_pos must be an integer tensor, got dtype torch.float32"):
+        shaw_relative_index(torch.arange(3), torch.arange(3.0), 2)

@@ -200,3 +200,14 @@ def test_eager_cpu_inference_skips_the_op_dispatch_and_gives_the_ops_result(monk
         assert torch.equal(rope_op.rotate(x.clone().requires_grad_(), cos, sin, "half"), through_op)
     with pytest.raises(AssertionError, match="dispatched"):  # recording autograd: the op
         rope_op.rotate(x.clone().requires_grad_(), cos, sin, "half")
+
+
+def test_integer_tables_are_refused_not_truncated():
+    """Integer cos/sin would truncate every value to 0 or 1: refused by name, as
+    ropelab.apply_rope refuses them."""
+    x = torch.randn(1, 2, 3, 8)
+    table = torch.ones(3, 4)
+    with pytest.raises(TypeError, match="cos must be a floating-point tensor, got dtype torch.int32"):
+        rope_op.rotate(x, table.int(), table, "half")
+    with pytest.raises(TypeError, match="sin must be a floating-point tensor, got dtype torch.int64"):
+        rope_op.rotate_qk(x, x, table, table.long(), "half")

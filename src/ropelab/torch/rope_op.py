@@ -168,6 +168,9 @@ def _prepare(x, cos, sin, layout, positions, *, values: bool = True):
     if not x.dtype.is_floating_point:
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     cos, sin = _as_table(cos, x), _as_table(sin, x)
+    for name, table in (("cos", cos), ("sin", sin)):
+        if not table.dtype.is_floating_point:  # integer tables would truncate every value
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {table.dtype}")
     if positions is None:
         check_tables(x, cos, sin)
     else:
