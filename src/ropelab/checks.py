@@ -35,6 +35,7 @@ __all__ = [
     "derived",
     "is_derived",
     "is_finite_number",
+    "is_float_dtype",
     "is_int",
     "show",
 ]
@@ -80,6 +81,13 @@ def is_int(value: Any) -> bool:
     :func:`check_int` applies, for code that reports a bad value its own way (a file's
     content)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_float_dtype(dtype: Any) -> bool:
+    """True for a numpy floating dtype, and for ml_dtypes' bfloat16 (the one jax uses;
+    numpy has none of its own), which numpy does not count as floating."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype.name == "bfloat16"
 
 
 def is_finite_number(value: Any) -> bool:

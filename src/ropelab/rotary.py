@@ -28,7 +28,7 @@ import numpy as np
 
 from . import kernels
 from ._optional import array_kind
-from .checks import check_int, show
+from .checks import check_int, is_float_dtype, show
 from .config import check_layout
 from .kernels import reference
 from .kernels.checks import check_distinct, check_out, check_positions, check_tables
@@ -101,7 +101,7 @@ def _check_table(name: str, t, x) -> None:
                 f"{getattr(x, 'device', 'the host')}; build the tables on x's device"
             )
     elif kind == "numpy":
-        if dtype.kind != "f":
+        if not is_float_dtype(dtype):
             raise TypeError(f"{name} must be a floating-point array, got dtype {dtype}")
     else:
         import jax.numpy as jnp

@@ -758,3 +758,22 @@ def test_jax_positions_outside_the_tables_are_refused_eagerly_and_nan_under_jit(
         np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-6)
         bad = np.asarray(rotate(x, jnp.array([0, 1, 2, 3, 99])))
         assert np.isnan(bad[4]).all() and np.isfinite(bad[:4]).all()
+
+
+def test_numpy_bfloat16_from_ml_dtypes_is_rotated_in_float32():
+    """ml_dtypes' bfloat16 (jax's; numpy counts it as no floating type) is a floating
+    array like float16: rotated in float32, returned in bfloat16, in place too; its
+    float8 types stay refused."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    cos, sin = rope_tables(RopeConfig(16, layout="half"), np.arange(5))
+    x = np.random.default_rng(0).standard_normal((2, 5, 16))
+    want = apply_rope(x, cos, sin, layout="half")
+    xb = x.astype(ml_dtypes.bfloat16)
+    got = apply_rope(xb, cos, sin, layout="half")
+    assert got.dtype == xb.dtype
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=0, atol=0.02)  # bfloat16: 8 bits
+    inplace = xb.copy()
+    apply_rope_(inplace, cos.astype(ml_dtypes.bfloat16), sin.astype(ml_dtypes.bfloat16), layout="half")
+    np.testing.assert_allclose(inplace.astype(np.float64), want, rtol=0, atol=0.03)
+    with pytest.raises(TypeError, match="x must be a floating-point array, got dtype float8_e4m3fn"):
+        apply_rope(x.astype(ml_dtypes.float8_e4m3fn), cos, sin, layout="half")

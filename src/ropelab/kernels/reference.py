@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._optional import array_kind
+from ..checks import is_float_dtype
 from .checks import check_tables
 
 __all__ = ["compute_dtype", "rotate", "rotate_inplace"]
@@ -48,9 +49,10 @@ class _Ops:
         """At least float32: half-precision inputs are rotated in float32."""
         xp = self.xp
         if self.kind == "numpy":
-            if not np.issubdtype(dtype, np.floating):
+            if not is_float_dtype(dtype):
                 raise TypeError(f"x must be a floating-point array, got dtype {dtype}")
-            return np.result_type(dtype, np.float32)
+            # bfloat16 (ml_dtypes) does not promote with numpy's types: float32 for it
+            return np.dtype(np.float32) if np.dtype(dtype).name == "bfloat16" else np.result_type(dtype, np.float32)
         if self.kind == "torch":
             if not dtype.is_floating_point:
                 raise TypeError(f"x must be a floating-point tensor, got dtype {dtype}")
