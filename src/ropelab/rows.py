@@ -37,7 +37,7 @@ import numpy as np
 
 from .checks import check_device_positions
 
-__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_limbs", "host_readable", "jax_rows", "length_regimes", "limbs_for", "rope_rows", "torch_limbs", "torch_rows", "turn_limbs"]
+__all__ = ["LIMBS", "MAX_EXACT_POSITION", "call_length", "call_limbs", "host_readable", "jax_rows", "length_regimes", "limbs_for", "rope_rows", "torch_limbs", "torch_rows", "turn_limbs"]
 
 # floor(2**256 / (2 pi)): the turns of a radian to 256 bits
 _INV_TWO_PI_256 = 0x28BE60DB9391054A7F09D5F47D4D377036D8A5664F10E4107F9458EAF7AEF158
@@ -304,11 +304,18 @@ def call_limbs(config, positions, kind: str, *, seq_len: int | None = None):
         from .torch import limbs_op
 
         return limbs_op.limbs(config, positions, seq_len)
+    return limbs_for(config, call_length(config, positions, kind, seq_len, readable=concrete))
+
+
+def call_length(config, positions, kind: str, seq_len: int | None, *, readable: bool) -> int:
+    """A length-dependent scheme's length for a call: ``seq_len``, checked against the
+    positions where they are ``readable`` without waiting for a device, or by default
+    ``max(positions) + 1``."""
     if seq_len is None:
-        seq_len = _length(positions, kind, config)
-    elif concrete and _size(positions):
+        return _length(positions, kind, config)
+    if readable and _size(positions):
         check_length_covers(seq_len, int(positions.max()), config)
-    return limbs_for(config, seq_len)
+    return seq_len
 
 
 # limbs copied to a device, by (id of the kept numpy limbs, device): (limbs, tensor)

@@ -44,12 +44,9 @@ def _limbs(key: str, positions: torch.Tensor, seq_len: int) -> torch.Tensor:
     """float32 turn limbs ``(6, R/2)`` on the positions' device for this length
     (``seq_len < 0``: ``max(positions) + 1``)."""
     config = _CONFIGS[key]
-    length = None if seq_len < 0 else seq_len
-    if length is None:
-        largest = int(positions.max()) if positions.numel() else None
-        length = rows.length_from(largest, config)
-    elif positions.is_cpu and positions.numel():  # elsewhere a read would wait for the device
-        rows.check_length_covers(length, int(positions.max()), config)
+    # a given length is checked against CPU positions only: elsewhere a read would wait for the device
+    length = rows.call_length(config, positions, "torch", None if seq_len < 0 else seq_len,
+                              readable=positions.is_cpu)
     return torch.from_numpy(rows.limbs_for(config, length).copy()).to(positions.device)
 
 
