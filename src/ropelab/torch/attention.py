@@ -310,7 +310,10 @@ class Attention(nn.Module):
             layer_cache.check_room(length)
             self._check_cache_dtype(x, layer_cache)
         if attention_mask is not None:
-            check_padding_mask(attention_mask, (batch, total), covers=f"(cached {past} + new {length} keys)")
+            # bool from here on: the cache and positions_from_mask need not read its values again
+            attention_mask = check_padding_mask(
+                attention_mask, (batch, total), covers=f"(cached {past} + new {length} keys)"
+            ).to(torch.bool)
             if positions is None:
                 positions = positions_from_mask(attention_mask)[:, past:]
         elif layer_cache is not None:  # the cache's record: padding stays hidden, rows go on

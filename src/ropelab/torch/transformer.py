@@ -413,9 +413,10 @@ class Transformer(nn.Module):
                 raise ValueError(f"cache has {len(cache)} layers, the model {len(self.blocks)}")
         past = 0 if cache is None else cache.length
         if attention_mask is not None:
-            check_padding_mask(
+            # bool from here on: every layer's check then skips reading its values again
+            attention_mask = check_padding_mask(
                 attention_mask, (batch, past + length), covers=f"(cached {past} + new {length} tokens)"
-            )
+            ).to(torch.bool)
             if positions is None:
                 positions = positions_from_mask(attention_mask)[:, past:]
         elif cache is not None and positions is None:  # each row goes on from its record
