@@ -483,7 +483,7 @@ class Attention(nnx.Module):
             scale = spec.query_scale(pos.astype(jnp.float32), jnp)  # (B, T) float32
             q = (q * scale[:, :, None, None]).astype(q.dtype)  # (B, T, 1, 1)
 
-        bad = None if wrapped is None else wrapped
+        bad = wrapped  # a traced flag, or None
         if cache is None:
             if spec.plain(padded=new_mask is not None):  # the kernel's causal flag says it all
                 out = attend(q, k, v, causal=spec.causal)
